@@ -1,0 +1,53 @@
+# Sales-intelligence ML platform. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export SALESML_HOME ?= var
+# Demo size: small enough for a laptop in well under 5 minutes.
+DEMO_ARGS ?= --accounts 600 --leads 2500 --reps 40 --weeks 104 --seed 7
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra dev --quiet
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv from the lock file (uv)
+
+demo: install ## Generate data, build + apply + materialize the feature store, build the training sets
+	$(BIN)/salesml data generate $(DEMO_ARGS)
+	$(BIN)/salesml data validate $(SALESML_HOME)/data/raw
+	$(BIN)/salesml features build
+	$(BIN)/salesml features apply
+	$(BIN)/salesml features materialize
+	$(BIN)/salesml features training-set --model chs
+	$(BIN)/salesml features training-set --model intent
+	$(BIN)/salesml features training-set --model lead_match
+	@echo "Everything is under $(SALESML_HOME)/: data/raw (export), data/features (Feast sources), feast/ (registry, online store), data/training (training sets)"
+
+test: install ## Run the test suite
+	$(BIN)/pytest -q
+
+test-fast: install ## Run the tests not marked slow
+	$(BIN)/pytest -q -m "not slow"
+
+lint: install ## Lint with ruff
+	$(BIN)/ruff check .
+
+bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/reports
+	$(BIN)/salesml bench features
+
+clean: ## Remove the working folder (data, stores, runs, reports)
+	rm -rf $(SALESML_HOME)

@@ -1,0 +1,151 @@
+"""Thin layer over Feast: open the store, build feature files, apply, materialize, push.
+
+Nothing here runs at import.  Every write goes through ``build_feature_files``, which
+validates the export first and swaps files in atomically, so a bad export leaves the store
+exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from salesml.settings import FEATURE_REPO, Settings
+
+Progress = Callable[[str], None]
+
+
+def open_store(settings: Settings):
+    from feast import FeatureStore
+
+    settings.ensure_dirs()
+    settings.export_feast_env()
+    return FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=Path(settings.feast_yaml))
+
+
+def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = print) -> dict[str, int]:
+    """Validate ``raw_dir`` against the contract and (re)write the offline feature files.
+
+    Raises ContractError, before anything is written, when the export is invalid.
+    """
+    from features.transforms import build_all
+    from salesml.validation import load_valid_export
+
+    progress(f"validating export {raw_dir}")
+    frames = load_valid_export(raw_dir)
+    progress("computing feature tables")
+    tables = build_all(frames)
+    settings.ensure_dirs()
+    staging = Path(tempfile.mkdtemp(dir=settings.feature_data_dir.parent, prefix=".staging-"))
+    try:
+        for name, df in tables.items():
+            df.to_parquet(staging / f"{name}.parquet", index=False)
+        for name in tables:  # rename is atomic within one filesystem
+            os.replace(staging / f"{name}.parquet", settings.feature_data_dir / f"{name}.parquet")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for name, df in tables.items():
+        progress(f"  {name:<14} {len(df):>10,} rows")
+    return {name: len(df) for name, df in tables.items()}
+
+
+def apply(settings: Settings, progress: Progress = print) -> list[str]:
+    from features import definitions
+
+    store = open_store(settings)
+    store.apply(definitions.ALL)
+    names = [getattr(o, "name", "?") for o in definitions.ALL]
+    progress(f"applied {len(names)} Feast objects to project '{store.project}'")
+    return names
+
+
+def feature_time_range(settings: Settings) -> tuple[datetime, datetime]:
+    import duckdb
+
+    files = sorted(settings.feature_data_dir.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no feature files in {settings.feature_data_dir}: run `salesml features build`")
+    lo, hi = duckdb.sql(
+        "SELECT min(event_timestamp), max(event_timestamp) FROM read_parquet(?, union_by_name=true)",
+        params=[[str(f) for f in files]],
+    ).fetchone()
+    return lo, hi
+
+
+def materialize(settings: Settings, end: datetime | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+    """Load the latest value per entity up to ``end`` into the online store, view by view."""
+    from features import definitions
+
+    store = open_store(settings)
+    start, last = feature_time_range(settings)
+    end = end or last
+    views = [v for v in (definitions.contract, definitions.behaviour, definitions.relationship,
+                         definitions.lead_activity, definitions.lead_profile, definitions.rep_state)]
+    counts = {}
+    for i, view in enumerate(views):
+        if progress:
+            progress(view.name, i, len(views))
+        if not Path(view.batch_source.path).exists():
+            continue
+        store.materialize(start_date=start - pd.Timedelta(days=1), end_date=end + pd.Timedelta(seconds=1),
+                          feature_views=[view.name])
+        counts[view.name] = _entities_in(view.batch_source.path, view.entity_columns[0].name, end)
+    if progress:
+        progress("done", len(views), len(views))
+    return counts
+
+
+def _entities_in(path: str, key: str, end: datetime) -> int:
+    import duckdb
+
+    return duckdb.sql(
+        f'SELECT count(DISTINCT "{key}") FROM read_parquet(?) WHERE event_timestamp <= ?',
+        params=[path, end],
+    ).fetchone()[0]
+
+
+def online_features(settings: Settings, service: str, entity_rows: list[dict], store=None) -> pd.DataFrame:
+    store = store or open_store(settings)
+    return store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=entity_rows
+    ).to_df()
+
+
+def push_lead_events(settings: Settings, raw_dir: Path, new_events: pd.DataFrame, store=None) -> pd.DataFrame:
+    """Recompute lead-activity rows for the leads in ``new_events`` and push them online.
+
+    The rows come from the same transform as the offline files (history from the export plus
+    the new events), so a pushed value equals what a rebuild would produce.
+    """
+    from features.transforms import lead_activity_features
+    from salesml.contract import TABLES
+    from salesml.validation import ContractError, load_valid_export, validate_table
+
+    typed, problems = validate_table(new_events, TABLES["lead_events"])
+    if problems:
+        raise ContractError(problems)
+    history = load_valid_export(raw_dir, ["lead_events"])["lead_events"]
+    leads = set(typed["lead_id"])
+    events = pd.concat([history[history["lead_id"].isin(leads)], typed], ignore_index=True)
+    rows = lead_activity_features(events.drop_duplicates("event_id", keep="last"))
+    latest = rows.sort_values("event_timestamp").groupby("lead_id").tail(1)
+    store = store or open_store(settings)
+    store.push("lead_activity_push", latest, to=_push_mode("ONLINE"))
+    return latest
+
+
+def _push_mode(name: str):
+    from feast.data_source import PushMode
+
+    return getattr(PushMode, name)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)

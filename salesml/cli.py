@@ -1,0 +1,171 @@
+"""The ``salesml`` command line: one tool, a subcommand group per stage.
+
+Heavy libraries (Feast, MLflow, XGBoost...) are imported inside the commands so that
+``salesml --help`` and small commands answer fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Sales-intelligence ML platform: data, features, models, serving, drift.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Raw data: generate simulated exports, validate real ones.", no_args_is_help=True)
+features_app = typer.Typer(help="Feast feature store: build, apply, materialize, training sets.",
+                           no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings():
+    from salesml.settings import get_settings
+
+    return get_settings()
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def _fail_on_contract(exc) -> None:
+    console.print(f"[red]{exc}[/red]")
+    raise typer.Exit(code=2)
+
+
+@data_app.command("generate")
+def data_generate(
+    accounts: Annotated[int, typer.Option(help="Number of customer accounts.")] = 500,
+    leads: Annotated[int, typer.Option(help="Number of leads.")] = 2000,
+    reps: Annotated[int, typer.Option(help="Number of sales reps.")] = 40,
+    weeks: Annotated[int, typer.Option(help="Weeks of history.")] = 104,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: $SALESML_HOME/data/raw).")] = None,
+    end: Annotated[str, typer.Option(help="Monday that ends the simulated window (UTC).")] = "2026-09-28",
+    drift_after: Annotated[Optional[str], typer.Option(help="Shift chosen distributions after this date.")] = None,
+) -> None:
+    """Write a simulated CRM + product-analytics export that satisfies the contract."""
+    import time
+
+    from salesml import simulator
+
+    settings = _settings()
+    target = out_dir or settings.raw_dir
+    t0 = time.perf_counter()
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        counts = simulator.generate(Path(target), accounts=accounts, leads=leads, reps=reps,
+                                    weeks=weeks, seed=seed, end=end, drift_after=drift_after,
+                                    progress=progress)
+    secs = time.perf_counter() - t0
+    total = sum(counts.values())
+    for name, n in counts.items():
+        out.print(f"  {name:<18} {n:>12,} rows")
+    out.print(f"wrote {total:,} rows to {target} in {secs:.1f} s ({total / secs:,.0f} rows/s)")
+
+
+@data_app.command("validate")
+def data_validate(directory: Annotated[Path, typer.Argument(help="Folder of CSV or parquet tables.")]) -> None:
+    """Check an export against the raw-data contract; exit 1 listing every violation."""
+    from salesml.validation import load_export
+
+    frames, violations = load_export(directory)
+    for name, df in frames.items():
+        out.print(f"  ok  {name:<18} {len(df):>10,} rows")
+    if violations:
+        console.print(f"[red]{len(violations)} contract violation(s) in {directory}:[/red]")
+        for v in violations:
+            console.print(f"  - {v}")
+        raise typer.Exit(code=1)
+    out.print(f"{directory}: all {len(frames)} tables satisfy the contract")
+
+
+@features_app.command("build")
+def features_build(
+    raw: Annotated[Optional[Path], typer.Option(help="Export folder (default: $SALESML_HOME/data/raw).")] = None,
+) -> None:
+    """Validate the export and compute the offline feature files behind the Feast sources."""
+    from features.store import build_feature_files
+    from salesml.validation import ContractError
+
+    settings = _settings()
+    try:
+        build_feature_files(settings, raw or settings.raw_dir, progress=out.print)
+    except ContractError as exc:
+        _fail_on_contract(exc)
+    out.print(f"feature files in {settings.feature_data_dir}")
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register entities, feature views and services in the Feast registry."""
+    from features.store import apply
+
+    apply(_settings(), progress=out.print)
+
+
+@features_app.command("materialize")
+def features_materialize() -> None:
+    """Load the latest feature values into the online store."""
+    import time
+
+    from features.store import materialize
+
+    settings = _settings()
+    t0 = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task("materialize", total=None)
+
+        def progress(view: str, done: int, total: int) -> None:
+            bar.update(task, description=f"materialize {view}", completed=done, total=total)
+
+        counts = materialize(settings, progress=progress)
+    for view, n in counts.items():
+        out.print(f"  {view:<14} {n:>10,} entities online")
+    out.print(f"materialized in {time.perf_counter() - t0:.1f} s")
+
+
+@features_app.command("training-set")
+def features_training_set(
+    model: Annotated[str, typer.Option(help="chs | intent | lead_match")],
+    feature_service: Annotated[Optional[str], typer.Option(help="Feast feature service (default: the model's).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", help="Parquet file to write.")] = None,
+) -> None:
+    """Build a labelled point-in-time training set through Feast."""
+    from features.training_sets import build_training_set
+    from salesml.validation import ContractError
+
+    settings = _settings()
+    try:
+        ts = build_training_set(settings, model, feature_service=feature_service)
+    except ContractError as exc:
+        _fail_on_contract(exc)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    target = output or settings.root / "data" / "training" / f"{model}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ts.frame.to_parquet(target, index=False)
+    rate = ts.frame[ts.label].mean()
+    out.print(f"{model}: {len(ts.frame):,} rows x {len(ts.feature_columns)} features "
+              f"(service '{ts.feature_service}', {ts.start:%Y-%m-%d} .. {ts.end:%Y-%m-%d}, "
+              f"positive rate {rate:.1%}, duplicates collapsed {ts.duplicates_collapsed}) -> {target}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,238 @@
+"""The raw-data contract: the tables a CRM + product-analytics export must provide.
+
+Each table is a pandera schema plus its keys, event timestamp and foreign keys.  Every
+timestamp is UTC: tz-aware UTC in parquet, ISO-8601 with ``Z`` / ``+00:00`` (or a bare
+``YYYY-MM-DD`` date, read as UTC midnight) in CSV.  ``docs/data-contract.md`` is the
+human-readable version of this file; ``tests/salesml/test_contract_docs.py`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pandera.pandas as pa
+
+TS = pd.DatetimeTZDtype("us", "UTC")  # Feast's duckdb store rejects ns tz-aware timestamps
+UTC_TEXT = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]00:?00))?$"
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Col:
+    name: str
+    dtype: str  # "str" | "int" | "float" | "bool" | "ts"
+    required: bool = True
+    nullable: bool = False
+    checks: tuple = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    doc: str
+    columns: tuple[Col, ...]
+    key: tuple[str, ...]
+    event_ts: str
+    foreign_keys: dict[str, str] = field(default_factory=dict)  # column -> parent table
+
+    @property
+    def timestamp_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.dtype == "ts"]
+
+    def col(self, name: str) -> Col:
+        return next(c for c in self.columns if c.name == name)
+
+
+def _in(*values: str) -> tuple:
+    return (pa.Check.isin(list(values)),)
+
+
+def _between(lo: float, hi: float) -> tuple:
+    return (pa.Check.in_range(lo, hi),)
+
+
+NONNEG = (pa.Check.ge(0),)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in [
+        Table(
+            "accounts",
+            "One row per customer account (the company that holds contracts).",
+            (
+                Col("account_id", "str", doc="Account key, referenced by every account table."),
+                Col("name", "str", required=False, nullable=True, doc="Display name."),
+                Col("industry", "str", doc="Industry, e.g. saas, finance, retail."),
+                Col("region", "str", doc="Sales region, e.g. emea, na, apac."),
+                Col("employees", "int", required=False, nullable=True, checks=(pa.Check.ge(1),)),
+                Col("created_at", "ts", doc="When the account was created in the CRM."),
+            ),
+            key=("account_id",),
+            event_ts="created_at",
+        ),
+        Table(
+            "contracts",
+            "Contract snapshots: one row per contract per export date (a single snapshot is fine).",
+            (
+                Col("contract_id", "str"),
+                Col("account_id", "str"),
+                Col("tier", "str", checks=_in("basic", "pro", "enterprise")),
+                Col("annual_value", "float", checks=NONNEG, doc="Annual contract value."),
+                Col("start_date", "ts"),
+                Col("end_date", "ts", doc="Renewal date."),
+                Col("sla_target", "float", checks=_between(0, 1), doc="Promised SLA, e.g. 0.995."),
+                Col(
+                    "sla_attainment", "float", required=False, nullable=True,
+                    checks=_between(0, 1), doc="SLA attained over the last period.",
+                ),
+                Col("snapshot_at", "ts", doc="When this snapshot was taken (event time)."),
+            ),
+            key=("contract_id", "snapshot_at"),
+            event_ts="snapshot_at",
+            foreign_keys={"account_id": "accounts"},
+        ),
+        Table(
+            "usage_weekly",
+            "Product usage per account and week (behaviour layer). History may be one week.",
+            (
+                Col("account_id", "str"),
+                Col("week_start", "ts", doc="Monday 00:00 UTC of the week; known at week end."),
+                Col("logins", "int", checks=NONNEG),
+                Col("active_users", "int", checks=NONNEG),
+                Col("key_feature_uses", "int", checks=NONNEG),
+                Col("api_calls", "int", checks=NONNEG),
+                Col("config_changes", "int", checks=NONNEG, doc="Configuration change depth."),
+                Col("scans_run", "int", required=False, nullable=True, checks=NONNEG,
+                    doc="Domain measure: vulnerability scans run."),
+                Col("custom_rules", "int", required=False, nullable=True, checks=NONNEG,
+                    doc="Domain measure: custom rules defined."),
+            ),
+            key=("account_id", "week_start"),
+            event_ts="week_start",
+            foreign_keys={"account_id": "accounts"},
+        ),
+        Table(
+            "interactions",
+            "Relationship-layer touchpoints between the customer-success team and the account.",
+            (
+                Col("interaction_id", "str"),
+                Col("account_id", "str"),
+                Col("occurred_at", "ts"),
+                Col("channel", "str", checks=_in("call", "meeting", "email", "qbr", "survey")),
+                Col("csm_id", "str", required=False, nullable=True),
+                Col("communication_quality", "float", required=False, nullable=True,
+                    checks=_between(1, 5), doc="CSM communication quality score, 1-5."),
+                Col("nps", "int", required=False, nullable=True, checks=_between(0, 10)),
+                Col("joint_project", "bool", required=False, nullable=True,
+                    doc="Interaction is part of a joint innovation project."),
+                Col("notes", "str", required=False, nullable=True,
+                    doc="Free text; sensitive, never a feature, admin role only."),
+            ),
+            key=("interaction_id",),
+            event_ts="occurred_at",
+            foreign_keys={"account_id": "accounts"},
+        ),
+        Table(
+            "churn_events",
+            "Observed churn and downgrade outcomes (labels for the churn/CHS model).",
+            (
+                Col("account_id", "str"),
+                Col("occurred_at", "ts"),
+                Col("kind", "str", checks=_in("churn", "downgrade")),
+            ),
+            key=("account_id", "occurred_at", "kind"),
+            event_ts="occurred_at",
+            foreign_keys={"account_id": "accounts"},
+        ),
+        Table(
+            "leads",
+            "Leads (prospective buyers) from the CRM.",
+            (
+                Col("lead_id", "str"),
+                Col("industry", "str"),
+                Col("region", "str"),
+                Col("company_size", "int", required=False, nullable=True, checks=(pa.Check.ge(1),)),
+                Col("source", "str", checks=_in("web", "event", "referral", "outbound", "partner")),
+                Col("product_interest", "str", doc="Product line the lead asked about."),
+                Col("created_at", "ts"),
+                Col("expected_deal_amount", "float", required=False, nullable=True,
+                    doc="A rep's subjective estimate; kept for reference, never a feature."),
+            ),
+            key=("lead_id",),
+            event_ts="created_at",
+        ),
+        Table(
+            "lead_events",
+            "Objective behaviour signals per lead (web analytics, marketing automation, intent feeds).",
+            (
+                Col("event_id", "str"),
+                Col("lead_id", "str"),
+                Col("occurred_at", "ts"),
+                Col("event_type", "str", checks=_in(
+                    "page_view", "doc_download", "webinar", "competitor_social",
+                    "budget_signal", "tender_signal",
+                )),
+                Col("page", "str", required=False, nullable=True,
+                    doc="Page path category for page_view: pricing, case_study, product, blog."),
+                Col("doc_type", "str", required=False, nullable=True,
+                    doc="For doc_download: whitepaper, datasheet, pricing_sheet, case_study."),
+                Col("dwell_seconds", "float", required=False, nullable=True, checks=NONNEG),
+                Col("webinar_completion", "float", required=False, nullable=True,
+                    checks=_between(0, 1), doc="Share of the webinar watched."),
+            ),
+            key=("event_id",),
+            event_ts="occurred_at",
+            foreign_keys={"lead_id": "leads"},
+        ),
+        Table(
+            "reps",
+            "Sales reps and their skill profile.",
+            (
+                Col("rep_id", "str"),
+                Col("region", "str"),
+                Col("industries", "str", doc="Industries the rep knows, '|'-separated."),
+                Col("products", "str", doc="Product lines the rep sells, '|'-separated."),
+                Col("seniority", "str", checks=_in("junior", "mid", "senior")),
+                Col("hired_at", "ts"),
+                Col("active", "bool", required=False, nullable=True),
+            ),
+            key=("rep_id",),
+            event_ts="hired_at",
+        ),
+        Table(
+            "rep_state",
+            "Rep workload and performance over time (snapshots).",
+            (
+                Col("rep_id", "str"),
+                Col("as_of", "ts"),
+                Col("open_leads", "int", checks=NONNEG),
+                Col("capacity", "int", required=False, nullable=True, checks=(pa.Check.ge(1),),
+                    doc="Most open leads the rep should carry."),
+                Col("win_rate_90d", "float", checks=_between(0, 1)),
+                Col("avg_close_cycle_days", "float", nullable=True, checks=NONNEG),
+            ),
+            key=("rep_id", "as_of"),
+            event_ts="as_of",
+            foreign_keys={"rep_id": "reps"},
+        ),
+        Table(
+            "lead_assignments",
+            "Which rep took which lead, and what came of it (labels for intent and lead match).",
+            (
+                Col("assignment_id", "str"),
+                Col("lead_id", "str"),
+                Col("rep_id", "str"),
+                Col("assigned_at", "ts"),
+                Col("first_touch_at", "ts", required=False, nullable=True),
+                Col("converted", "bool"),
+                Col("converted_at", "ts", required=False, nullable=True),
+                Col("cycle_days", "float", required=False, nullable=True, checks=NONNEG),
+            ),
+            key=("assignment_id",),
+            event_ts="assigned_at",
+            foreign_keys={"lead_id": "leads", "rep_id": "reps"},
+        ),
+    ]
+}

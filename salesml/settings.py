@@ -1,0 +1,76 @@
+"""One typed settings object, read from the environment (``SALESML_*``) or a ``.env`` file.
+
+Nothing here touches the disk or the network at import time; ``Settings.ensure_dirs`` is
+called by the commands that write.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FEATURE_REPO = REPO_ROOT / "features"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SALESML_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Working folder for data, stores, runs, reports.")
+    feast_yaml: Path = Field(
+        FEATURE_REPO / "feature_store.yaml",
+        description="Feast config; features/feature_store.team.yaml switches to Redis + SQL registry.",
+    )
+    redis_url: str = "127.0.0.1:6379"
+    feast_registry_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    feast_project: str = "salesml"
+    mlflow_tracking_uri: str | None = None
+
+    @cached_property
+    def root(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def feature_data_dir(self) -> Path:
+        return self.root / "data" / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.raw_dir, self.feature_data_dir, self.feast_dir, self.reports_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def feast_env(self) -> dict[str, str]:
+        """Values substituted into feature_store.yaml (Feast expands ``${VAR}``)."""
+        return {
+            "SALESML_FEAST_PROJECT": self.feast_project,
+            "SALESML_FEAST_DIR": str(self.feast_dir),
+            "SALESML_FEATURE_DATA": str(self.feature_data_dir),
+            "SALESML_REDIS_URL": self.redis_url,
+            "SALESML_FEAST_REGISTRY_URL": self.feast_registry_url,
+        }
+
+    def export_feast_env(self) -> None:
+        os.environ.update(self.feast_env())
+
+
+def get_settings() -> Settings:
+    return Settings()
