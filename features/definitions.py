@@ -12,7 +12,6 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, String
 from feast.value_type import ValueType
 
-from features import transforms
 from salesml.settings import Settings
 
 DATA = Settings().feature_data_dir
@@ -102,7 +101,9 @@ rep_state = FeatureView(
     mode="pandas",
 )
 def lead_rep_fit(inputs: pd.DataFrame) -> pd.DataFrame:
-    return transforms.lead_rep_fit(inputs)
+    from features.transforms import lead_rep_fit as fit  # Feast runs the UDF without our globals
+
+    return fit(inputs)
 
 
 CHS_LAYERS = {"contract": contract, "behaviour": behaviour, "relationship": relationship}

@@ -158,7 +158,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
             try:
                 con.execute("SET TimeZone='UTC'")
                 con.register("entity", entity)
-                return con.execute(sql).fetch_arrow_table()
+                return con.execute(sql).to_arrow_table()
             finally:
                 con.close()
 

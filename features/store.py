@@ -71,11 +71,11 @@ def feature_time_range(settings: Settings) -> tuple[datetime, datetime]:
     files = sorted(settings.feature_data_dir.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no feature files in {settings.feature_data_dir}: run `salesml features build`")
-    lo, hi = duckdb.sql(
-        "SELECT min(event_timestamp), max(event_timestamp) FROM read_parquet(?, union_by_name=true)",
-        params=[[str(f) for f in files]],
-    ).fetchone()
-    return lo, hi
+    with duckdb.connect() as con:
+        return con.execute(
+            "SELECT min(event_timestamp), max(event_timestamp) FROM read_parquet(?, union_by_name=true)",
+            [[str(f) for f in files]],
+        ).fetchone()
 
 
 def materialize(settings: Settings, end: datetime | None = None,
@@ -96,7 +96,7 @@ def materialize(settings: Settings, end: datetime | None = None,
             continue
         store.materialize(start_date=start - pd.Timedelta(days=1), end_date=end + pd.Timedelta(seconds=1),
                           feature_views=[view.name])
-        counts[view.name] = _entities_in(view.batch_source.path, view.entity_columns[0].name, end)
+        counts[view.name] = _entities_in(view.batch_source.path, f"{view.entities[0]}_id", end)
     if progress:
         progress("done", len(views), len(views))
     return counts
@@ -105,10 +105,11 @@ def materialize(settings: Settings, end: datetime | None = None,
 def _entities_in(path: str, key: str, end: datetime) -> int:
     import duckdb
 
-    return duckdb.sql(
-        f'SELECT count(DISTINCT "{key}") FROM read_parquet(?) WHERE event_timestamp <= ?',
-        params=[path, end],
-    ).fetchone()[0]
+    with duckdb.connect() as con:
+        return con.execute(
+            f'SELECT count(DISTINCT "{key}") FROM read_parquet(?) WHERE event_timestamp <= ?',
+            [path, end],
+        ).fetchone()[0]
 
 
 def online_features(settings: Settings, service: str, entity_rows: list[dict], store=None) -> pd.DataFrame:

@@ -43,7 +43,8 @@ def export_horizon(frames: dict[str, pd.DataFrame]) -> pd.Timestamp:
     stamps = []
     for name, col in [("usage_weekly", "week_start"), ("churn_events", "occurred_at"),
                       ("contracts", "snapshot_at"), ("lead_assignments", "assigned_at"),
-                      ("lead_events", "occurred_at"), ("interactions", "occurred_at")]:
+                      ("lead_events", "occurred_at"), ("interactions", "occurred_at"),
+                      ("rep_state", "as_of")]:
         if name in frames and len(frames[name]):
             ts = frames[name][col].max()
             stamps.append(ts + pd.Timedelta(days=7) if name == "usage_weekly" else ts)
@@ -105,8 +106,8 @@ def label_rows(model: str, frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFram
 
 LABEL_TABLES = {
     "chs": ["usage_weekly", "churn_events", "contracts", "interactions", "accounts"],
-    "intent": ["lead_assignments", "lead_events", "leads", "reps"],
-    "lead_match": ["lead_assignments", "lead_events", "leads", "reps"],
+    "intent": ["lead_assignments", "lead_events", "leads", "reps", "rep_state"],
+    "lead_match": ["lead_assignments", "lead_events", "leads", "reps", "rep_state"],
 }
 
 

@@ -63,11 +63,11 @@ def contract_features(contracts: pd.DataFrame) -> pd.DataFrame:
         SELECT account_id,
                snapshot_at AS event_timestamp,
                SUM(annual_value)::DOUBLE AS annual_value,
-               MAX(CASE tier {tier_case} END)::BIGINT AS tier_rank,
+               MAX(CASE tier {tier_case} END)::DOUBLE AS tier_rank,
                MIN(date_diff('day', snapshot_at, end_date))::DOUBLE AS days_to_renewal,
                MAX(date_diff('day', start_date, snapshot_at))::DOUBLE AS contract_age_days,
                MIN(sla_attainment - sla_target)::DOUBLE AS sla_gap,
-               MAX(CASE WHEN sla_attainment < sla_target THEN 1 ELSE 0 END)::BIGINT AS sla_breached
+               MAX(CASE WHEN sla_attainment < sla_target THEN 1 ELSE 0 END)::DOUBLE AS sla_breached
         FROM contracts
         GROUP BY account_id, snapshot_at
         ORDER BY account_id, snapshot_at

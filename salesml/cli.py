@@ -145,6 +145,7 @@ def features_training_set(
     model: Annotated[str, typer.Option(help="chs | intent | lead_match")],
     feature_service: Annotated[Optional[str], typer.Option(help="Feast feature service (default: the model's).")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", help="Parquet file to write.")] = None,
+    raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables (default: $SALESML_HOME/data/raw).")] = None,
 ) -> None:
     """Build a labelled point-in-time training set through Feast."""
     from features.training_sets import build_training_set
@@ -152,7 +153,7 @@ def features_training_set(
 
     settings = _settings()
     try:
-        ts = build_training_set(settings, model, feature_service=feature_service)
+        ts = build_training_set(settings, model, raw_dir=raw, feature_service=feature_service)
     except ContractError as exc:
         _fail_on_contract(exc)
     except ValueError as exc:
