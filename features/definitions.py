@@ -1,7 +1,9 @@
 """Feast definitions: entities, sources, feature views per data layer, feature services per model.
 
 The parquet files behind the sources are written by ``salesml features build`` from the raw
-export (see features/transforms.py); their folder comes from settings (``SALESML_HOME``).
+export (see features/transforms.py).  Source paths are relative: Feast resolves them against
+the store's repo path, which ``features.store.open_store`` sets to the feature-data folder of
+the active settings, so the registry holds no machine paths.
 """
 
 from datetime import timedelta
@@ -12,13 +14,10 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, String
 from feast.value_type import ValueType
 
-from salesml.settings import Settings
-
-DATA = Settings().feature_data_dir
 
 
 def _source(name: str) -> FileSource:
-    return FileSource(name=f"{name}_source", path=str(DATA / f"{name}.parquet"),
+    return FileSource(name=f"{name}_source", path=f"{name}.parquet",
                       timestamp_field="event_timestamp")
 
 

@@ -14,13 +14,22 @@ included.
 
 from __future__ import annotations
 
+import copy
+import os
+from pathlib import Path
 from typing import List, Optional, Union
 
 import duckdb
 import pandas as pd
 import pyarrow
 from feast.feature_view import FeatureView
+from feast.infra.offline_stores import duckdb as feast_duckdb
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+from feast.infra.offline_stores.ibis import (
+    get_historical_features_ibis,
+    pull_all_from_table_or_query_ibis,
+    pull_latest_from_table_or_query_ibis,
+)
 from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from feast.infra.offline_stores.offline_utils import infer_event_timestamp_from_entity_df
@@ -68,6 +77,24 @@ class AsofRetrievalJob(RetrievalJob):
         raise NotImplementedError("persist the data frame from to_df() instead")
 
 
+def _read_relative(data_source, repo_path: str):
+    """Feast's duckdb reader ignores repo_path for parquet; resolve relative paths first."""
+    if isinstance(data_source, FileSource) and not Path(data_source.path).is_absolute():
+        data_source = copy.copy(data_source)
+        data_source.file_options = copy.copy(data_source.file_options)
+        data_source.file_options.uri = FileSource.get_uri_for_file_path(repo_path, data_source.path)
+    return feast_duckdb._read_data_source(data_source, repo_path)
+
+
+def _stock_kwargs(config: RepoConfig) -> dict:
+    return dict(
+        data_source_reader=_read_relative,
+        data_source_writer=feast_duckdb._write_data_source,
+        staging_location=config.offline_store.staging_location,
+        staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+    )
+
+
 def _fast_path_ok(feature_views: List[FeatureView], entity_df) -> bool:
     return isinstance(entity_df, pd.DataFrame) and all(
         isinstance(fv.batch_source, FileSource)
@@ -112,6 +139,39 @@ def asof_join_sql(entity_cols: list[str], ts_col: str, views: list[dict]) -> str
 
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):
     @staticmethod
+    def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
+                                        timestamp_field, created_timestamp_column, start_date, end_date):
+        return pull_latest_from_table_or_query_ibis(
+            config=config, data_source=data_source, join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column, start_date=start_date,
+            end_date=end_date, **_stock_kwargs(config),
+        )
+
+    @staticmethod
+    def pull_all_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
+                                     timestamp_field, created_timestamp_column=None,
+                                     start_date=None, end_date=None):
+        return pull_all_from_table_or_query_ibis(
+            config=config, data_source=data_source, join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column, start_date=start_date,
+            end_date=end_date, **_stock_kwargs(config),
+        )
+
+    @staticmethod
+    def stock_historical_features(config, feature_views, feature_refs, entity_df, registry,
+                                  project, full_feature_names=False,
+                                  filter_by_created_timestamp=False) -> RetrievalJob:
+        """Feast's own ibis point-in-time join (used as fallback and as the reference in tests)."""
+        return get_historical_features_ibis(
+            config=config, feature_views=feature_views, feature_refs=feature_refs,
+            entity_df=entity_df, registry=registry, project=project,
+            full_feature_names=full_feature_names,
+            filter_by_created_timestamp=filter_by_created_timestamp, **_stock_kwargs(config),
+        )
+
+    @staticmethod
     def get_historical_features(
         config: RepoConfig,
         feature_views: List[FeatureView],
@@ -122,8 +182,8 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         full_feature_names: bool = False,
         filter_by_created_timestamp: bool = False,
     ) -> RetrievalJob:
-        if not _fast_path_ok(feature_views, entity_df):
-            return DuckDBOfflineStore.get_historical_features(
+        if not _fast_path_ok(feature_views, entity_df) or os.environ.get("SALESML_FEAST_STOCK_JOIN"):
+            return AsofDuckDBOfflineStore.stock_historical_features(
                 config, feature_views, feature_refs, entity_df, registry, project,
                 full_feature_names, filter_by_created_timestamp,
             )
@@ -144,7 +204,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
             # join_key_map maps feature-view key -> entity-df column
             key_map = {keys.get(c.name, c.name): c.name for c in fv.entity_columns}
             views.append({
-                "path": fv.batch_source.path,
+                "path": FileSource.get_uri_for_file_path(config.repo_path, fv.batch_source.path),
                 "keys": key_map,
                 "ts": fv.batch_source.timestamp_field,
                 "ttl_seconds": fv.ttl.total_seconds() if fv.ttl else 0,

@@ -16,7 +16,7 @@ from typing import Callable
 
 import pandas as pd
 
-from salesml.settings import FEATURE_REPO, Settings
+from salesml.settings import Settings
 
 Progress = Callable[[str], None]
 
@@ -26,7 +26,8 @@ def open_store(settings: Settings):
 
     settings.ensure_dirs()
     settings.export_feast_env()
-    return FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=Path(settings.feast_yaml))
+    # Relative source paths in features/definitions.py resolve against repo_path.
+    return FeatureStore(repo_path=str(settings.feature_data_dir), fs_yaml_file=Path(settings.feast_yaml))
 
 
 def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = print) -> dict[str, int]:
@@ -92,11 +93,12 @@ def materialize(settings: Settings, end: datetime | None = None,
     for i, view in enumerate(views):
         if progress:
             progress(view.name, i, len(views))
-        if not Path(view.batch_source.path).exists():
+        path = settings.feature_data_dir / view.batch_source.path
+        if not path.exists():
             continue
         store.materialize(start_date=start - pd.Timedelta(days=1), end_date=end + pd.Timedelta(seconds=1),
                           feature_views=[view.name])
-        counts[view.name] = _entities_in(view.batch_source.path, f"{view.entities[0]}_id", end)
+        counts[view.name] = _entities_in(str(path), f"{view.entities[0]}_id", end)
     if progress:
         progress("done", len(views), len(views))
     return counts
