@@ -18,7 +18,9 @@ data_app = typer.Typer(help="Raw data: generate simulated exports, validate real
 features_app = typer.Typer(help="Feast feature store: build, apply, materialize, training sets.",
                            no_args_is_help=True)
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(help="Benchmarks that write reports under $SALESML_HOME/reports.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 out = Console()
@@ -95,6 +97,14 @@ def data_validate(directory: Annotated[Path, typer.Argument(help="Folder of CSV 
     out.print(f"{directory}: all {len(frames)} tables satisfy the contract")
 
 
+@data_app.command("contract")
+def data_contract() -> None:
+    """Print the raw-data contract as Markdown (the source of docs/data-contract.md)."""
+    from salesml.contract_doc import contract_markdown
+
+    print(contract_markdown(), end="")
+
+
 @features_app.command("build")
 def features_build(
     raw: Annotated[Optional[Path], typer.Option(help="Export folder (default: $SALESML_HOME/data/raw).")] = None,
@@ -166,6 +176,19 @@ def features_training_set(
     out.print(f"{model}: {len(ts.frame):,} rows x {len(ts.feature_columns)} features "
               f"(service '{ts.feature_service}', {ts.start:%Y-%m-%d} .. {ts.end:%Y-%m-%d}, "
               f"positive rate {rate:.1%}, duplicates collapsed {ts.duplicates_collapsed}) -> {target}")
+
+
+@bench_app.command("features")
+def bench_features(
+    accounts: Annotated[int, typer.Option(help="Accounts to simulate (x weeks = behaviour rows).")] = 10_000,
+    weeks: Annotated[int, typer.Option()] = 104,
+    label_rows: Annotated[int, typer.Option(help="Label rows in the point-in-time join.")] = 200_000,
+) -> None:
+    """Simulator, materialize, point-in-time join and online-read timings."""
+    from features.bench import run
+
+    report = run(_settings(), accounts=accounts, weeks=weeks, label_rows=label_rows, log=console.print)
+    out.print(report.read_text())
 
 
 if __name__ == "__main__":
