@@ -121,27 +121,44 @@ def online_features(settings: Settings, service: str, entity_rows: list[dict], s
     ).to_df()
 
 
-def push_lead_events(settings: Settings, raw_dir: Path, new_events: pd.DataFrame, store=None) -> pd.DataFrame:
-    """Recompute lead-activity rows for the leads in ``new_events`` and push them online.
+# Live tables that have a push source: table -> (entity key, transform, push source).
+PUSHABLE = {
+    "lead_events": ("lead_id", "lead_activity_features", "lead_activity_push"),
+    "usage_weekly": ("account_id", "behaviour_features", "behaviour_push"),
+}
 
-    The rows come from the same transform as the offline files (history from the export plus
-    the new events), so a pushed value equals what a rebuild would produce.
+
+def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.DataFrame,
+                store=None) -> pd.DataFrame:
+    """Recompute feature rows for the entities in ``new_rows`` and push them to the online store.
+
+    The rows come from the same transform as the offline files (the export's history plus the
+    new rows), so a pushed value equals what a rebuild would produce.  Invalid rows raise
+    ContractError before anything is pushed.
     """
-    from features.transforms import lead_activity_features
+    from features import transforms
     from salesml.contract import TABLES
     from salesml.validation import ContractError, load_valid_export, validate_table
 
-    typed, problems = validate_table(new_events, TABLES["lead_events"])
+    if table not in PUSHABLE:
+        raise ValueError(f"no push source for table '{table}': expected one of {', '.join(PUSHABLE)}")
+    key, transform, source = PUSHABLE[table]
+    typed, problems = validate_table(new_rows, TABLES[table])
     if problems:
         raise ContractError(problems)
-    history = load_valid_export(raw_dir, ["lead_events"])["lead_events"]
-    leads = set(typed["lead_id"])
-    events = pd.concat([history[history["lead_id"].isin(leads)], typed], ignore_index=True)
-    rows = lead_activity_features(events.drop_duplicates("event_id", keep="last"))
-    latest = rows.sort_values("event_timestamp").groupby("lead_id").tail(1)
+    history = load_valid_export(raw_dir, [table])[table]
+    spec = TABLES[table]
+    rows = pd.concat([history[history[key].isin(set(typed[key]))], typed], ignore_index=True)
+    rows = rows.drop_duplicates(list(spec.key), keep="last")  # a resent row replaces the old one
+    features = getattr(transforms, transform)(rows)
+    latest = features.sort_values("event_timestamp").groupby(key).tail(1)
     store = store or open_store(settings)
-    store.push("lead_activity_push", latest, to=_push_mode("ONLINE"))
+    store.push(source, latest, to=_push_mode("ONLINE"))
     return latest
+
+
+def push_lead_events(settings: Settings, raw_dir: Path, new_events: pd.DataFrame, store=None) -> pd.DataFrame:
+    return push_events(settings, raw_dir, "lead_events", new_events, store)
 
 
 def _push_mode(name: str):

@@ -178,6 +178,28 @@ def features_training_set(
               f"positive rate {rate:.1%}, duplicates collapsed {ts.duplicates_collapsed}) -> {target}")
 
 
+@app.command("train")
+def train(
+    model: Annotated[str, typer.Argument(help="intent | lead_match | chs")],
+    seed: Annotated[int, typer.Option(help="Random seed (same seed + data, same metrics).")] = 42,
+    raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
+) -> None:
+    """Train a model on its Feast training set, log the run to MLflow, register it."""
+    from salesml.validation import ContractError
+    from training.pipeline import run
+
+    settings = _settings()
+    try:
+        summary = run(settings, model, seed=seed, raw_dir=raw, log=console.print)
+    except ContractError as exc:
+        _fail_on_contract(exc)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    out.print(f"run {summary['run_id']}: {model} v{summary['version']} ({summary['alias']}), "
+              f"test ROC-AUC {summary['test_roc_auc']:.3f}; tracking store {settings.tracking_uri}")
+
+
 @bench_app.command("features")
 def bench_features(
     accounts: Annotated[int, typer.Option(help="Accounts to simulate (x weeks = behaviour rows).")] = 10_000,

@@ -76,3 +76,18 @@ def test_failed_build_writes_nothing(store_settings, export_dir, tmp_path):
     after = {f.name: f.read_bytes() for f in sorted(store_settings.feature_data_dir.glob("*.parquet"))}
     assert after == before
     assert not list(store_settings.feature_data_dir.parent.glob(".staging-*"))
+
+
+def test_pushed_usage_week_updates_behaviour_online(store_settings, store, export_dir, raw):
+    from features.store import push_events
+
+    usage = raw["usage_weekly"]
+    alive = usage.groupby("account_id")["week_start"].max()
+    account = alive[alive == alive.max()].index[0]
+    last = usage[usage["account_id"] == account].sort_values("week_start").iloc[-1]
+    week = pd.DataFrame([{**last.to_dict(), "week_start": last["week_start"] + pd.Timedelta(weeks=1),
+                          "api_calls": 0}])
+    push_events(store_settings, export_dir, "usage_weekly", week, store)
+    online = online_features(store_settings, "chs", [{"account_id": account}], store)
+    assert online["api_calls"].iloc[0] == 0
+    assert online["api_calls_wow"].iloc[0] == -1.0

@@ -1,0 +1,102 @@
+"""Training frames -> model inputs: time split and the feature matrix (pure functions).
+
+``prepare_features`` is the one place where a frame of Feast features becomes a model input;
+the packaged model calls it at serving time too, so training and serving cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+TIME = "event_timestamp"
+LABEL = "label"
+
+
+@dataclass
+class FeatureSpec:
+    numeric: list[str]
+    categorical: dict[str, list[str]] = field(default_factory=dict)  # column -> known levels
+
+    @property
+    def columns(self) -> list[str]:
+        return self.numeric + list(self.categorical)
+
+    def to_dict(self) -> dict:
+        return {"numeric": self.numeric, "categorical": self.categorical}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        return cls(list(d["numeric"]), {k: list(v) for k, v in d["categorical"].items()})
+
+
+# Raw string columns that only serve the on-demand fit features, never the model directly.
+NOT_FEATURES = {"rep_industries", "rep_products", "rep_region"}
+
+
+def infer_spec(frame: pd.DataFrame, feature_columns: list[str]) -> FeatureSpec:
+    numeric, categorical = [], {}
+    for col in feature_columns:
+        if col in NOT_FEATURES:
+            continue
+        s = frame[col]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            numeric.append(col)
+        else:
+            categorical[col] = sorted(s.dropna().astype(str).unique().tolist())
+    return FeatureSpec(numeric, categorical)
+
+
+def prepare_features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Numeric columns as float64 (missing stays NaN), categoricals with the training levels."""
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"input is missing feature column(s): {', '.join(missing)}")
+    out = pd.DataFrame(index=frame.index)
+    for col in spec.numeric:
+        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    for col, levels in spec.categorical.items():
+        out[col] = pd.Categorical(frame[col].astype("object"), categories=levels)
+    return out
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    valid_start: pd.Timestamp
+    test_start: pd.Timestamp
+
+    def windows(self) -> dict[str, str]:
+        fmt = "%Y-%m-%d"
+        return {
+            "train_window": f"{self.train[TIME].min():{fmt}}..{self.train[TIME].max():{fmt}}",
+            "valid_window": f"{self.valid[TIME].min():{fmt}}..{self.valid[TIME].max():{fmt}}",
+            "test_window": f"{self.test[TIME].min():{fmt}}..{self.test[TIME].max():{fmt}}",
+        }
+
+
+def time_split(frame: pd.DataFrame, valid_fraction: float = 0.2, test_fraction: float = 0.2) -> Split:
+    """Split by label time: oldest rows train, then validation, newest test. Never random.
+
+    Boundaries fall between distinct timestamps, so rows observed at the same moment stay
+    together.
+    """
+    times = np.sort(frame[TIME].unique())
+    if len(times) < 3:
+        raise ValueError(f"need at least 3 distinct label times to split by time, got {len(times)}")
+    ordered = frame.sort_values(TIME, kind="stable")
+    cum = ordered.groupby(TIME).size().cumsum() / len(ordered)
+    valid_start = cum.index[np.searchsorted(cum.to_numpy(), 1 - valid_fraction - test_fraction, side="right")]
+    test_start = cum.index[np.searchsorted(cum.to_numpy(), 1 - test_fraction, side="right")]
+    if not (times[0] < valid_start < test_start):
+        raise ValueError("too few distinct label times for a train/validation/test split")
+    t = ordered[TIME]
+    parts = ordered[t < valid_start], ordered[(t >= valid_start) & (t < test_start)], ordered[t >= test_start]
+    for name, part in zip(("train", "validation", "test"), parts):
+        if part[LABEL].nunique() < 2:
+            raise ValueError(f"the {name} window has only one label class; use more data")
+    return Split(*[p.reset_index(drop=True) for p in parts], pd.Timestamp(valid_start), pd.Timestamp(test_start))

@@ -1,0 +1,126 @@
+"""Estimators: XGBoost with early stopping, baselines, and the packaged scoring model.
+
+Pure: frames and parameters in, fitted objects out.  No MLflow here (see training/tracking.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from training.data import LABEL, FeatureSpec, prepare_features
+
+DEFAULT_XGB = {
+    "n_estimators": 600, "learning_rate": 0.05, "max_depth": 4, "min_child_weight": 5.0,
+    "subsample": 0.9, "colsample_bytree": 0.8, "reg_lambda": 1.0, "reg_alpha": 0.0,
+}
+
+
+@dataclass
+class ScoringModel:
+    """What gets registered: the feature spec and the booster, scoring probabilities.
+
+    ``predict_proba`` and ``contributions`` take a frame of raw Feast feature columns and run
+    ``prepare_features`` themselves, so serving passes exactly what Feast returns.
+    """
+
+    name: str
+    spec: FeatureSpec
+    booster: object  # xgboost.XGBClassifier
+    monotone: dict[str, int] = field(default_factory=dict)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict_proba(prepare_features(frame, self.spec))[:, 1]
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions in log-odds (TreeSHAP); the ``bias`` column is the base value."""
+        import xgboost as xgb
+
+        x = prepare_features(frame, self.spec)
+        dm = xgb.DMatrix(x, enable_categorical=True)
+        contrib = self.booster.get_booster().predict(dm, pred_contribs=True)
+        return pd.DataFrame(contrib, columns=list(x.columns) + ["bias"], index=frame.index)
+
+
+def fit_xgboost(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, seed: int,
+                params: dict | None = None, monotone: dict[str, int] | None = None,
+                name: str = "model", callbacks: list | None = None) -> ScoringModel:
+    """XGBoost with early stopping on the validation window."""
+    import xgboost as xgb
+
+    params = {**DEFAULT_XGB, **(params or {})}
+    monotone = {k: v for k, v in (monotone or {}).items() if k in spec.numeric}
+    constraint = tuple(monotone.get(c, 0) for c in spec.columns) if monotone else None
+    model = xgb.XGBClassifier(
+        **params, objective="binary:logistic", eval_metric="logloss", tree_method="hist",
+        enable_categorical=True, max_cat_to_onehot=8, early_stopping_rounds=40,
+        random_state=seed, n_jobs=2, monotone_constraints=constraint, callbacks=callbacks,
+    )
+    model.fit(prepare_features(train, spec), train[LABEL].to_numpy(),
+              eval_set=[(prepare_features(valid, spec), valid[LABEL].to_numpy())], verbose=False)
+    return ScoringModel(name=name, spec=spec, booster=model, monotone=monotone)
+
+
+@dataclass
+class LogisticBaseline:
+    spec: FeatureSpec
+    pipeline: object
+
+    def _x(self, frame: pd.DataFrame) -> pd.DataFrame:
+        # sklearn's imputers and encoders want object columns, not pandas categoricals
+        x = prepare_features(frame, self.spec)
+        return x.astype({c: "object" for c in self.spec.categorical})
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.pipeline.predict_proba(self._x(frame))[:, 1]
+
+
+def fit_logistic(train: pd.DataFrame, spec: FeatureSpec, seed: int) -> LogisticBaseline:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True,
+                                            keep_empty_features=True), StandardScaler()), spec.numeric),
+        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
+                              OneHotEncoder(handle_unknown="ignore")), list(spec.categorical)),
+    ])
+    baseline = LogisticBaseline(spec, make_pipeline(pre, LogisticRegression(max_iter=2000, random_state=seed)))
+    baseline.pipeline.fit(baseline._x(train), train[LABEL].to_numpy())
+    return baseline
+
+
+# Objective intent signals and their rule weights (a sales-ops scoring sheet, not learned).
+INTENT_RULES = {
+    "tender_signals_90d": 3.0, "budget_signals_90d": 2.0, "pricing_page_views_7d": 1.0,
+    "pricing_sheet_downloads_30d": 1.5, "case_study_views_30d": 0.5, "webinar_completion_max_30d": 1.0,
+}
+
+
+@dataclass
+class RuleBaseline:
+    """Weighted count of buying signals, mapped to a probability by Platt scaling on training rows."""
+
+    weights: dict[str, float]
+    a: float = 1.0
+    b: float = 0.0
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        return sum(w * frame[c].fillna(0).to_numpy(float) for c, w in self.weights.items())
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.a * self.score(frame) + self.b)))
+
+
+def fit_rule_baseline(train: pd.DataFrame, weights: dict[str, float] = INTENT_RULES) -> RuleBaseline:
+    from sklearn.linear_model import LogisticRegression
+
+    rule = RuleBaseline({k: v for k, v in weights.items() if k in train.columns})
+    lr = LogisticRegression().fit(rule.score(train).reshape(-1, 1), train[LABEL].to_numpy())
+    rule.a, rule.b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    return rule

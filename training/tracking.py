@@ -1,0 +1,105 @@
+"""The thin MLflow layer: tracking URI, runs, lineage, packaged models, registry aliases.
+
+Importing this module configures nothing; ``configure`` is called by the commands.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from salesml.settings import REPO_ROOT, Settings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def configure(settings: Settings):
+    import mlflow
+
+    settings.ensure_dirs()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return mlflow
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def log_training_set(frame: pd.DataFrame, name: str, feature_service: str, window: str) -> str:
+    """``mlflow.log_input`` with the frame's digest, the Feast service and the time window."""
+    import mlflow
+
+    dataset = mlflow.data.from_pandas(frame, name=name, targets="label")
+    mlflow.log_input(dataset, context="training", tags={"feast_feature_service": feature_service,
+                                                         "time_window": window})
+    mlflow.set_tags({"dataset_digest": dataset.digest, "feast_feature_service": feature_service,
+                     "data_window": window})
+    return dataset.digest
+
+
+def _pyfunc_class():
+    import mlflow.pyfunc
+
+    class SalesModel(mlflow.pyfunc.PythonModel):
+        """Probability of the positive outcome from a frame of Feast feature columns."""
+
+        def __init__(self, model):
+            self.model = model
+
+        def predict(self, context, model_input: pd.DataFrame, params=None):
+            return self.model.predict_proba(model_input)
+
+    return SalesModel
+
+
+def pip_requirements() -> list[str]:
+    """Pinned from the running environment: skips MLflow's slow requirement inference."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in
+            ("mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "pydantic-settings", "duckdb")]
+
+
+def log_model(model, example: pd.DataFrame, registered_name: str | None = None):
+    """Log the scoring model as a pyfunc with signature and input example; optionally register."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = example.head(5)
+    signature = infer_signature(example, model.predict_proba(example))
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=_pyfunc_class()(model), signature=signature,
+        input_example=example, registered_model_name=registered_name,
+        pip_requirements=pip_requirements(),
+        code_paths=[str(REPO_ROOT / "training"), str(REPO_ROOT / "salesml")],
+    )
+
+
+def set_alias_if_first(name: str, version: str | int) -> str:
+    """The first model of a name becomes champion; later ones become challenger."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    aliases = client.get_registered_model(name).aliases
+    alias = CHALLENGER if CHAMPION in aliases else CHAMPION
+    client.set_registered_model_alias(name, alias, str(version))
+    return alias
+
+
+def save_figure(fig, name: str, local_dir: Path | None = None) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(fig, f"plots/{name}.png")
+    if local_dir is not None:
+        local_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(local_dir / f"{name}.png", dpi=110)
+    plt.close(fig)

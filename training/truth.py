@@ -1,0 +1,46 @@
+"""The simulator's true probabilities for training rows: the best any model could score.
+
+Only simulated exports have ``truth/``; for a real export these functions return None.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.training_sets import CHURN_HORIZON_DAYS
+
+
+def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path) -> np.ndarray | None:
+    truth = Path(raw_dir) / "truth"
+    if model == "chs" and (truth / "truth_churn_weekly.parquet").exists():
+        return _churn_oracle(frame, pd.read_parquet(truth / "truth_churn_weekly.parquet"))
+    if model in ("intent", "lead_match") and (truth / "truth_assignments.parquet").exists():
+        t = pd.read_parquet(truth / "truth_assignments.parquet")
+        keys = ["lead_id"] if model == "intent" else ["lead_id", "rep_id"]
+        t = t.drop_duplicates(keys)[keys + ["p_convert"]]
+        p = frame[keys].merge(t, on=keys, how="left")["p_convert"].to_numpy(float)
+        return None if np.isnan(p).any() else p
+    return None
+
+
+def _churn_oracle(frame: pd.DataFrame, hazard: pd.DataFrame) -> np.ndarray:
+    """P(event within the horizon | the simulated hazard path after the observation)."""
+    h = hazard[["account_id", "week_start", "churn_hazard"]].copy()
+    h["log_survive"] = np.log1p(-h["churn_hazard"].clip(upper=1 - 1e-12))
+    h = h.sort_values(["account_id", "week_start"])
+    h["cum"] = h.groupby("account_id")["log_survive"].cumsum()
+    obs = frame[["account_id", "event_timestamp"]].reset_index()
+    horizon = pd.Timedelta(days=CHURN_HORIZON_DAYS)
+
+    def cum_before(times: pd.Series) -> np.ndarray:
+        q = obs.assign(t=times).sort_values("t")
+        m = pd.merge_asof(q, h[["account_id", "week_start", "cum"]].rename(columns={"week_start": "t"}),
+                          on="t", by="account_id", direction="backward", allow_exact_matches=False)
+        return m.set_index("index")["cum"].reindex(obs["index"]).fillna(0.0).to_numpy()
+
+    ts = obs["event_timestamp"].astype(h["week_start"].dtype)
+    survive = cum_before(ts + horizon) - cum_before(ts)
+    return 1.0 - np.exp(survive)
