@@ -78,6 +78,23 @@ def fit_and_evaluate(name: str, frame: pd.DataFrame, feature_columns: list[str],
     return TrainResult(model, split, metrics, scores, baselines)
 
 
+def _fit_chs(result: TrainResult, seed: int, params: dict | None):
+    """Layer models + fitted weights on top of the full churn model; logs CHS metrics."""
+    import mlflow
+
+    from training.chs import fit_health_model, warning_metrics
+
+    health = fit_health_model(result.split.train, result.split.valid, result.model, seed, params)
+    mlflow.log_params({f"chs_weight_{k}": v for k, v in health.weights.items()})
+    mlflow.log_params({f"chs_level_{k}": v for k, v in health.thresholds.items()})
+    scores = health.score(result.split.test)
+    m = warning_metrics(scores, result.split.test[LABEL].to_numpy(), health.thresholds)
+    result.metrics.update({f"test_{k}": v for k, v in m.items()})
+    mlflow.log_dict({"version": health.weights_version, "weights": health.weights,
+                     "thresholds": health.thresholds}, "chs_weights.json")
+    return health
+
+
 def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir: Path | None = None,
         register: bool = True, log: Callable[[str], None] = print, training_set=None) -> dict:
     """Build the training set through Feast, fit, log the run to MLflow, register the model."""
@@ -89,7 +106,7 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
     raw_dir = raw_dir or settings.raw_dir
     log(f"{name}: building the point-in-time training set through Feast")
     ts = training_set or build_training_set(settings, name, raw_dir=raw_dir)
-    mlflow.set_experiment(f"salesml-{name}")
+    tracking.use_experiment(settings, f"salesml-{name}")
     reports = settings.reports_dir / "training" / name
     with mlflow.start_run(run_name=f"{name}-train") as active:
         mlflow.set_tags({"model": name, "seed": str(seed), "git_commit": tracking.git_commit(),
@@ -99,10 +116,12 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
         log(f"{name}: fitting XGBoost and baselines on {len(ts.frame):,} rows")
         result = fit_and_evaluate(name, ts.frame, ts.feature_columns, seed, params)
         model = result.model
+        if name == "chs":
+            model = _fit_chs(result, seed, params)
         mlflow.log_params({"seed": seed, "feature_service": ts.feature_service,
                            "n_features": len(model.spec.columns), "rows": len(ts.frame),
                            **result.split.windows(),
-                           **{f"xgb_{k}": v for k, v in model.booster.get_params().items()
+                           **{f"xgb_{k}": v for k, v in result.model.booster.get_params().items()
                               if k in ("n_estimators", "learning_rate", "max_depth", "min_child_weight",
                                        "subsample", "colsample_bytree", "reg_lambda", "reg_alpha")}})
         metrics = dict(result.metrics)

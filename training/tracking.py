@@ -24,6 +24,24 @@ def configure(settings: Settings):
     return mlflow
 
 
+def use_experiment(settings: Settings, name: str) -> str:
+    """Select (creating if needed) an experiment whose artifacts live under SALESML_HOME.
+
+    Without an explicit artifact location a SQLite-backed MLflow writes ./mlruns in the
+    current directory, wherever the command happens to run.
+    """
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location = (settings.root / "mlartifacts" / name).as_uri()
+        exp_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,

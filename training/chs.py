@@ -1,0 +1,205 @@
+"""Customer Health Score: layer sub-scores, weights, warning levels, attribution.
+
+- Each layer (contract, behaviour, relationship) has its own monotone XGBoost churn model on
+  that layer's features only; its sub-score is ``100 * sigmoid(-(logit p_layer - logit base))``:
+  50 means the average account's risk, higher is healthier.
+- CHS = sum of weights x sub-scores, weights non-negative and summing to 1 (recalibrated each
+  quarter, see training/recalibration.py).
+- The churn probability comes from the full model on all layers.
+- A change between two dates is split exactly by layer (w_l x change of sub-score l) and,
+  within a layer, across features in proportion to their TreeSHAP contribution changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from training.data import FeatureSpec
+from training.models import ScoringModel, fit_xgboost
+from training.pipeline import CHURN_DOWN, CHURN_UP
+
+LAYERS = ("contract", "behaviour", "relationship")
+DEFAULT_LEVELS = {"green": 65.0, "yellow": 50.0, "orange": 35.0}  # score >= threshold -> level
+PLAYBOOK = {
+    "green": "no action",
+    "yellow": "send the self-service troubleshooting guide",
+    "orange": "CSM call within a week",
+    "red": "executive-level response",
+}
+
+
+def layer_features() -> dict[str, list[str]]:
+    from features import definitions
+
+    return {name: [f.name for f in fv.features] for name, fv in definitions.CHS_LAYERS.items()}
+
+
+def _logit(p):
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def level_of(score: float, thresholds: dict[str, float] = DEFAULT_LEVELS) -> str:
+    for name in ("green", "yellow", "orange"):
+        if score >= thresholds[name]:
+            return name
+    return "red"
+
+
+@dataclass
+class HealthModel:
+    layers: dict[str, ScoringModel]
+    full: ScoringModel
+    base_logit: float
+    weights: dict[str, float]
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
+    weights_version: str = "initial"
+
+    # The registered "chs" model scores churn like any other model; health() adds the CHS.
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.full.spec
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.full.predict_proba(frame)
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.full.contributions(frame)
+
+    def layer_scores(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(index=frame.index)
+        for name, model in self.layers.items():
+            z = _logit(model.predict_proba(frame))
+            out[name] = 100.0 / (1.0 + np.exp(z - self.base_logit))
+        return out
+
+    def score(self, frame: pd.DataFrame, weights: dict[str, float] | None = None) -> np.ndarray:
+        w = weights or self.weights
+        subs = self.layer_scores(frame)
+        return sum(w[name] * subs[name].to_numpy() for name in self.layers)
+
+    def health(self, frame: pd.DataFrame, top: int = 3) -> list[dict]:
+        """What serving calls: score, level, layers, churn probability, drivers, early warning."""
+        subs = self.layer_scores(frame)
+        scores = sum(self.weights[n] * subs[n].to_numpy() for n in self.layers)
+        churn = self.full.predict_proba(frame)
+        contrib = self.full.contributions(frame).drop(columns="bias")
+        out = []
+        for i, idx in enumerate(frame.index):
+            row = contrib.loc[idx].sort_values(ascending=False)
+            level = level_of(scores[i], self.thresholds)
+            ew = frame.loc[idx].get("early_warning") if "early_warning" in frame else None
+            out.append({
+                "score": round(float(scores[i]), 2), "level": level, "playbook": PLAYBOOK[level],
+                "layers": {n: round(float(subs.loc[idx, n]), 2) for n in self.layers},
+                "churn_probability": float(churn[i]),
+                "early_warning": bool(ew == 1) if ew is not None and pd.notna(ew) else None,
+                "drivers": [{"feature": f, "effect": round(float(v), 4)} for f, v in row.head(top).items()
+                            if v > 0],
+                "weights_version": self.weights_version,
+            })
+        return out
+
+    def attribute_change(self, before: pd.Series, after: pd.Series, top: int = 2) -> dict:
+        """Split CHS(after) - CHS(before) by layer, and each layer's part across its features."""
+        frame = pd.DataFrame([before, after])
+        frame.index = [0, 1]
+        subs = self.layer_scores(frame)
+        total = float(self.score(frame)[1] - self.score(frame)[0])
+        layers = {}
+        for name, model in self.layers.items():
+            delta = self.weights[name] * float(subs.loc[1, name] - subs.loc[0, name])
+            c = model.contributions(frame).drop(columns="bias")
+            dc = c.loc[1] - c.loc[0]
+            dz = float(dc.sum())
+            shares = (dc / dz * delta) if abs(dz) > 1e-12 else dc * 0.0
+            drivers = []
+            for feat, part in shares.reindex(shares.abs().sort_values(ascending=False).index).head(top).items():
+                if abs(part) < 0.05:
+                    continue
+                drivers.append({"feature": feat, "points": round(float(part), 2),
+                                "before": _num(before.get(feat)), "after": _num(after.get(feat)),
+                                "change_pct": _pct(before.get(feat), after.get(feat))})
+            layers[name] = {"points": round(delta, 2), "drivers": drivers}
+        return {"change": round(total, 2), "layers": layers, "text": explain(total, layers)}
+
+
+def _num(v):
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _pct(a, b):
+    a, b = _num(a), _num(b)
+    if a is None or b is None or a == 0:
+        return None
+    return round(100.0 * (b - a) / abs(a), 1)
+
+
+def explain(total: float, layers: dict) -> str:
+    """'CHS -2.1: behaviour -1.7 (api_calls -40%), relationship -0.4'."""
+    parts = []
+    for name, info in sorted(layers.items(), key=lambda kv: -abs(kv[1]["points"])):
+        if abs(info["points"]) < 0.05:
+            continue
+        why = ", ".join(f"{d['feature']} {d['change_pct']:+.0f}%" if d["change_pct"] is not None
+                        else d["feature"] for d in info["drivers"])
+        parts.append(f"{name} {info['points']:+.1f}" + (f" ({why})" if why else ""))
+    return f"CHS {total:+.1f}: " + (", ".join(parts) if parts else "no material change")
+
+
+def fit_weights(subs: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
+    """Non-negative weights summing to 1 that make CHS most predictive of the outcome.
+
+    Maximum likelihood of P(y) = sigmoid(a - b * CHS) with the weights on the simplex
+    (softmax parametrisation), b >= 0 so a higher score always means lower risk.
+    """
+    from scipy.optimize import minimize
+
+    x = subs[list(LAYERS)].to_numpy() / 100.0
+    y = np.asarray(y, float)
+
+    def loss(theta):
+        w = np.exp(theta[:3] - theta[:3].max())
+        w /= w.sum()
+        z = theta[3] - np.exp(theta[4]) * (x @ w)
+        return float(np.mean(np.logaddexp(0, z) - y * z))
+
+    best = minimize(loss, np.array([0, 0, 0, 0, 1.0]), method="L-BFGS-B")
+    w = np.exp(best.x[:3] - best.x[:3].max())
+    w /= w.sum()
+    return {name: float(round(v, 4)) for name, v in zip(LAYERS, w)}
+
+
+def fit_health_model(train: pd.DataFrame, valid: pd.DataFrame, full: ScoringModel, seed: int,
+                     params: dict | None = None) -> HealthModel:
+    feats = layer_features()
+    monotone = {**{c: -1 for c in CHURN_DOWN}, **{c: 1 for c in CHURN_UP}}
+    layers = {}
+    for name in LAYERS:
+        spec = FeatureSpec([c for c in feats[name] if c in full.spec.numeric])
+        layers[name] = fit_xgboost(train, valid, spec, seed, params, monotone, f"chs_{name}")
+    base = float(_logit(train["label"].mean()))
+    model = HealthModel(layers, full, base, {n: 1 / 3 for n in LAYERS})
+    model.weights = fit_weights(model.layer_scores(valid), valid["label"].to_numpy())
+    return model
+
+
+def warning_metrics(scores: np.ndarray, y: np.ndarray, thresholds: dict[str, float] = DEFAULT_LEVELS) -> dict:
+    """How well the levels warn: precision/recall of orange+red, and outcome rate per level."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, int)
+    levels = np.array([level_of(s, thresholds) for s in scores])
+    warn = np.isin(levels, ["orange", "red"])
+    out = {"chs_roc_auc": float(roc_auc_score(y, -scores)) if len(np.unique(y)) == 2 else float("nan"),
+           "warning_precision": float(y[warn].mean()) if warn.any() else float("nan"),
+           "warning_recall": float(warn[y == 1].mean()) if (y == 1).any() else float("nan"),
+           "warning_share": float(warn.mean())}
+    for name in ("green", "yellow", "orange", "red"):
+        m = levels == name
+        out[f"share_{name}"] = float(m.mean())
+        out[f"outcome_rate_{name}"] = float(y[m].mean()) if m.any() else float("nan")
+    return out
