@@ -128,6 +128,8 @@ def build_training_set(settings: Settings, model: str, raw_dir: Path | None = No
     if labels.empty:
         raise ValueError(f"no label rows for model '{model}': the export has no observation "
                          "with a complete outcome window")
+    if not any(settings.feature_data_dir.glob("*.parquet")):
+        raise ValueError(f"no feature files in {settings.feature_data_dir}: run `salesml features build` first")
     store = store or open_store(settings)
     service_name = feature_service or model
     service = store.get_feature_service(service_name)

@@ -26,6 +26,7 @@ class Col:
     nullable: bool = False
     checks: tuple = ()
     doc: str = ""
+    future_ok: bool = False  # scheduled dates (a renewal) may lie ahead; observed times may not
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ TABLES: dict[str, Table] = {
                 Col("tier", "str", checks=_in("basic", "pro", "enterprise")),
                 Col("annual_value", "float", checks=NONNEG, doc="Annual contract value."),
                 Col("start_date", "ts"),
-                Col("end_date", "ts", doc="Renewal date."),
+                Col("end_date", "ts", future_ok=True, doc="Renewal date (may lie in the future)."),
                 Col("sla_target", "float", checks=_between(0, 1), doc="Promised SLA, e.g. 0.995."),
                 Col(
                     "sla_attainment", "float", required=False, nullable=True,

@@ -9,8 +9,20 @@ import numpy as np
 import pyarrow as pa
 
 from salesml.simulator_base import (
-    DAY, HOUR, INDUSTRIES, REGION_P, REGIONS, TIERS, WEEK, YEAR, floor_s, ids, labels,
-    pick, sigmoid, ts, week_of_year_season,
+    DAY,
+    HOUR,
+    INDUSTRIES,
+    REGION_P,
+    REGIONS,
+    TIERS,
+    WEEK,
+    YEAR,
+    floor_s,
+    ids,
+    labels,
+    sigmoid,
+    ts,
+    week_of_year_season,
 )
 
 MEASURES = ("logins", "active_users", "key_feature_uses", "api_calls", "config_changes",
@@ -30,7 +42,7 @@ P_DECLINE = 0.35
 GAMMA_K = 400.0  # weekly noise CV ~5% on top of Poisson: healthy accounts rarely dip 20%
 
 # Weekly churn-or-downgrade hazard: logit = B0 + sum(coef * driver).
-HAZARD = {"intercept": -5.9, "early_warning": 2.6, "usage_drop": 1.2, "sla_shortfall_pp": 0.8,
+HAZARD = {"intercept": -5.5, "early_warning": 2.6, "usage_drop": 1.2, "sla_shortfall_pp": 0.8,
           "relationship_quality": -0.6, "renewal_within_8w": 1.0}
 P_CHURN = 0.45  # share of events that are churns (the rest downgrades)
 
@@ -117,7 +129,8 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
 
     # --- usage: account baseline x season x decline x noise ----------------------------------
     since = np.where(declining[:, None], wk[None, :] - onset[:, None], 0)
-    level = np.where(since > 0, np.maximum(floor[:, None], (1 - decay[:, None]) ** np.maximum(since, 0)), 1.0)
+    decayed = np.maximum(floor[:, None], (1 - decay[:, None]) ** np.maximum(since, 0))
+    level = np.where(since > 0, decayed, 1.0)
     users = np.maximum(20, 0.35 * employees * rng.lognormal(0, 0.3, n))
     base = np.stack([
         users * rng.uniform(3, 6, n),                       # logins
@@ -131,22 +144,25 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
     common = week_of_year_season(weeks)[None, :] * rng.lognormal(0, 0.03, (n, W))
     true = {}
     for m, name in enumerate(MEASURES):
-        lam = base[:, m, None] * common * level ** DECAY_SHARE[m] * rng.gamma(GAMMA_K, 1 / GAMMA_K, (n, W))
+        noise = rng.gamma(GAMMA_K, 1 / GAMMA_K, (n, W))
+        lam = base[:, m, None] * common * level ** DECAY_SHARE[m] * noise
         true[name] = rng.poisson(lam).astype(np.int64)
     login_noise = rng.gamma(LOGIN_DRIFT_SHAPE, LOGIN_DRIFT_MEAN / LOGIN_DRIFT_SHAPE, (n, W))
     observed = dict(true)
     if drift_us is not None:
         drifted = (weeks >= drift_us)[None, :]
-        observed["api_calls"] = np.where(drifted, np.round(true["api_calls"] * API_DRIFT), true["api_calls"]).astype(np.int64)
-        observed["logins"] = np.where(drifted, np.round(true["logins"] * login_noise), true["logins"]).astype(np.int64)
+        for m, factor in (("api_calls", API_DRIFT), ("logins", login_noise)):
+            observed[m] = np.where(drifted, np.round(true[m] * factor), true[m]).astype(np.int64)
 
     # --- SLA: weekly shortfall below target, reported as 4-week means at snapshots ------------
     gap = (0.004 * np.maximum(0, -sla_q) - 0.001)[:, None] + rng.normal(0, 0.001, (n, W + 4))
     gap += (rng.random((n, W + 4)) < 0.03) * rng.exponential(0.008, (n, W + 4))
     snap_week = (W - 1 - wk) % 4 == 0
-    gap4 = (_rolling_sums(gap)[:, 4:W + 4] - _rolling_sums(gap)[:, :W]) / 4  # weeks w-4..w-1
+    gap_cs = _rolling_sums(gap)
+    gap4 = (gap_cs[:, 4:W + 4] - gap_cs[:, :W]) / 4  # the 4 weeks before week w's Monday
     last_snap = np.maximum.accumulate(np.where(snap_week, wk, -1))
-    shortfall = np.where(last_snap >= 0, 100 * np.maximum(gap4[:, np.maximum(last_snap, 0)], 0), 0.0)
+    latest = 100 * np.maximum(gap4[:, np.maximum(last_snap, 0)], 0)
+    shortfall = np.where(last_snap >= 0, latest, 0.0)
 
     # --- hazard, events ------------------------------------------------------------------------
     _, ew = early_warning(true)
@@ -229,7 +245,8 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
             **{m: pa.array(observed[m][u_a, u_w]) for m in MEASURES},
         }),
         "interactions": pa.table({
-            "interaction_id": pa.array(np.arange(k), type=pa.int64()),  # renumbered globally by caller
+            # renumbered across chunks by the caller
+            "interaction_id": pa.array(np.arange(k), type=pa.int64()),
             "account_id": acc_ids.take(pa.array(i_a)),
             "occurred_at": ts(i_time),
             "channel": labels(CHANNELS, channel),

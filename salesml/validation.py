@@ -149,7 +149,7 @@ def _typed_schema(table: Table, now: pd.Timestamp) -> pa.DataFrameSchema:
     cols = {}
     for c in table.columns:
         checks = list(c.checks)
-        if c.dtype == "ts":
+        if c.dtype == "ts" and not c.future_ok:
             checks.append(pa.Check(lambda s, lim=now + FUTURE_TOLERANCE: s.isna() | (s <= lim),
                                    name="not_in_future"))
         cols[c.name] = pa.Column(
@@ -166,7 +166,12 @@ def _prepare(df: pd.DataFrame, table: Table) -> pd.DataFrame:
         if c.name not in df.columns:
             continue
         s = df[c.name]
-        if c.dtype == "bool" and s.dtype == object:
+        if c.dtype == "int" and not pd.api.types.is_integer_dtype(s.dtype):
+            # CSV writers turn nullable ints into "9.0": accept integral values, flag the rest
+            num = pd.to_numeric(s, errors="coerce")
+            integral = num.notna() & (num == num.round())
+            df[c.name] = s.where(~integral, num.where(integral).astype("Float64").astype("Int64").astype(object))
+        elif c.dtype == "bool" and s.dtype == object:
             mapped = s.astype("string").str.strip().str.lower().map(BOOL_TEXT)
             df[c.name] = mapped.where(s.isna() | mapped.notna(), s)
         elif c.dtype == "ts" and not pd.api.types.is_datetime64_any_dtype(s.dtype):

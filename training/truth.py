@@ -28,19 +28,22 @@ def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path) -> np.n
 
 def _churn_oracle(frame: pd.DataFrame, hazard: pd.DataFrame) -> np.ndarray:
     """P(event within the horizon | the simulated hazard path after the observation)."""
+    us = pd.DatetimeTZDtype("us", "UTC")  # merge_asof wants identical key dtypes
     h = hazard[["account_id", "week_start", "churn_hazard"]].copy()
+    h["week_start"] = pd.to_datetime(h["week_start"], utc=True).astype(us)
     h["log_survive"] = np.log1p(-h["churn_hazard"].clip(upper=1 - 1e-12))
     h = h.sort_values(["account_id", "week_start"])
     h["cum"] = h.groupby("account_id")["log_survive"].cumsum()
+    h = h.sort_values("week_start")  # merge_asof needs the right side sorted on its key
     obs = frame[["account_id", "event_timestamp"]].reset_index()
     horizon = pd.Timedelta(days=CHURN_HORIZON_DAYS)
 
     def cum_before(times: pd.Series) -> np.ndarray:
-        q = obs.assign(t=times).sort_values("t")
+        q = obs.assign(t=times.astype(us)).sort_values("t")
         m = pd.merge_asof(q, h[["account_id", "week_start", "cum"]].rename(columns={"week_start": "t"}),
                           on="t", by="account_id", direction="backward", allow_exact_matches=False)
         return m.set_index("index")["cum"].reindex(obs["index"]).fillna(0.0).to_numpy()
 
-    ts = obs["event_timestamp"].astype(h["week_start"].dtype)
+    ts = pd.to_datetime(obs["event_timestamp"], utc=True).astype(us)
     survive = cum_before(ts + horizon) - cum_before(ts)
     return 1.0 - np.exp(survive)
