@@ -11,7 +11,7 @@ export SALESML_HOME ?= var
 DEMO_ARGS ?= --accounts 600 --leads 2500 --reps 40 --weeks 104 --seed 7
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint bench clean
+.PHONY: help install demo test test-fast lint check bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +45,8 @@ test-fast: install ## Run the tests not marked slow
 
 lint: install ## Lint with ruff
 	$(BIN)/ruff check .
+
+check: lint test ## Lint, then run the tests
 
 bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/reports
 	$(BIN)/salesml bench features

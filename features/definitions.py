@@ -15,7 +15,6 @@ from feast.types import Float64, String
 from feast.value_type import ValueType
 
 
-
 def _source(name: str) -> FileSource:
     return FileSource(name=f"{name}_source", path=f"{name}.parquet",
                       timestamp_field="event_timestamp")

@@ -25,12 +25,12 @@ import pyarrow
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores import duckdb as feast_duckdb
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.offline_stores.ibis import (
     get_historical_features_ibis,
     pull_all_from_table_or_query_ibis,
     pull_latest_from_table_or_query_ibis,
 )
-from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from feast.infra.offline_stores.offline_utils import infer_event_timestamp_from_entity_df
 from feast.on_demand_feature_view import OnDemandFeatureView
@@ -218,7 +218,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
             try:
                 con.execute("SET TimeZone='UTC'")
                 con.register("entity", entity)
-                return con.execute(sql).to_arrow_table()
+                return con.sql(sql).to_arrow_table()
             finally:
                 con.close()
 

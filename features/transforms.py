@@ -290,7 +290,8 @@ def lead_rep_fit(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     out["industry_match"] = member(df["lead_industry"], df["rep_industries"])
     out["product_match"] = member(df["lead_product"], df["rep_products"])
-    out["region_match"] = (df["lead_region"].astype("string") == df["rep_region"].astype("string")).fillna(False).astype("float64")
+    same_region = df["lead_region"].astype("string") == df["rep_region"].astype("string")
+    out["region_match"] = same_region.fillna(False).astype("float64")
     return out
 
 

@@ -51,7 +51,8 @@ def data_generate(
     reps: Annotated[int, typer.Option(help="Number of sales reps.")] = 40,
     weeks: Annotated[int, typer.Option(help="Weeks of history.")] = 104,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: $SALESML_HOME/data/raw).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output folder (default: $SALESML_HOME/data/raw).")] = None,
     end: Annotated[str, typer.Option(help="Monday that ends the simulated window (UTC).")] = "2026-09-28",
     drift_after: Annotated[Optional[str], typer.Option(help="Shift chosen distributions after this date.")] = None,
 ) -> None:
@@ -153,9 +154,11 @@ def features_materialize() -> None:
 @features_app.command("training-set")
 def features_training_set(
     model: Annotated[str, typer.Option(help="chs | intent | lead_match")],
-    feature_service: Annotated[Optional[str], typer.Option(help="Feast feature service (default: the model's).")] = None,
+    feature_service: Annotated[Optional[str], typer.Option(
+        help="Feast feature service (default: the model's).")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", help="Parquet file to write.")] = None,
-    raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables (default: $SALESML_HOME/data/raw).")] = None,
+    raw: Annotated[Optional[Path], typer.Option(
+        help="Export folder with the label tables (default: $SALESML_HOME/data/raw).")] = None,
 ) -> None:
     """Build a labelled point-in-time training set through Feast."""
     from features.training_sets import build_training_set
@@ -202,7 +205,7 @@ def train(
 
 @bench_app.command("features")
 def bench_features(
-    accounts: Annotated[int, typer.Option(help="Accounts to simulate (x weeks = behaviour rows).")] = 10_000,
+    accounts: Annotated[int, typer.Option(help="Accounts to simulate (x weeks = behaviour rows).")] = 12_500,
     weeks: Annotated[int, typer.Option()] = 104,
     label_rows: Annotated[int, typer.Option(help="Label rows in the point-in-time join.")] = 200_000,
 ) -> None:

@@ -182,7 +182,8 @@ def _prepare(df: pd.DataFrame, table: Table) -> pd.DataFrame:
     return df
 
 
-def validate_table(df: pd.DataFrame, table: Table, now: pd.Timestamp | None = None) -> tuple[pd.DataFrame, list[Violation]]:
+def validate_table(df: pd.DataFrame, table: Table,
+                   now: pd.Timestamp | None = None) -> tuple[pd.DataFrame, list[Violation]]:
     """Return the typed frame (contract dtypes, UTC microsecond timestamps) and the violations."""
     now = now or pd.Timestamp.now(tz="UTC")
     df = df.reset_index(drop=True)
