@@ -203,6 +203,24 @@ def train(
               f"test ROC-AUC {summary['test_roc_auc']:.3f}; tracking store {settings.tracking_uri}")
 
 
+@app.command("recalibrate")
+def recalibrate(
+    quarter: Annotated[Optional[str], typer.Option(help="Quarter to recalibrate at its close, e.g. 2025Q3.")] = None,
+    walk_forward: Annotated[bool, typer.Option("--walk-forward", help="Replay every quarter in the data.")] = False,
+    raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
+) -> None:
+    """Refit the CHS layer weights on outcomes known at a quarter's close; keep them only if the backtest improves."""
+    from training.recalibrate_run import run
+
+    try:
+        results = run(_settings(), quarter=quarter, walk_forward=walk_forward, raw_dir=raw, log=out.print)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    accepted = [r.quarter for r in results if r.accepted]
+    out.print(f"{len(results)} quarter(s) recalibrated; new weights accepted for: {', '.join(accepted) or 'none'}")
+
+
 @bench_app.command("features")
 def bench_features(
     accounts: Annotated[int, typer.Option(help="Accounts to simulate (x weeks = behaviour rows).")] = 12_500,
