@@ -38,10 +38,10 @@ config_changes as level**0.5).
   3.2 + 0.7*rq; nps on surveys only, 7.5 + 1.6*rq; joint_project ~ sigmoid(-2.5 + 1.2*rq).
 * leads: latent intent ~ N(0,1) + source effect (referral +0.5, partner +0.3, outbound -0.4);
   expected_deal_amount depends on company size only (no conversion signal).
-* lead_events: ~exp(1.5 + 0.3*intent)+1 events from created_at on (gamma delays, ~mean 16 days,
+* lead_events: ~exp(1.6 + 0.6*intent)+1 events from created_at on (gamma delays, ~mean 12 days,
   so many fall after assignment); high intent -> more pricing / case-study views, longer dwell,
   pricing-sheet downloads, webinar completion, budget and (rare, strong) tender signals.
-* lead_assignments: assigned 0-10 days after creation by a manual router (same region with prob
+* lead_assignments: assigned 7-21 days after creation by a manual router (same region with prob
   0.6, else anyone, favouring some reps); first touch slower under load; conversion
   ``p = sigmoid(-1.6 + 1.3*intent + 0.6*industry_match + 0.5*product_match + 0.3*region_match
   + 1.0*rep_skill - 1.5*max(0, load - 0.8) - 0.35*log1p(first_touch_hours/24))``; deals that

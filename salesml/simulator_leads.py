@@ -39,6 +39,7 @@ P_SAME_REGION = 0.6  # the manual router: same region 60% of the time, else anyo
 LEAVER_WEEKS = 12  # inactive reps left this many weeks before the export and took no new leads
 MEAN_OPEN_DAYS = 35.0
 # Conversion logit; the lead-match model is scored against these.
+ASSIGN_DAYS = (7, 21)  # days from lead creation to assignment
 CONVERT = {"intercept": -1.6, "intent": 1.3, "industry_match": 0.6, "product_match": 0.5,
            "region_match": 0.3, "rep_skill": 1.0, "overload": -1.5, "slow_first_touch": -0.35}
 # Measurement drifts: a new geo-enrichment vendor records a share of new leads as latam (routing
@@ -99,7 +100,7 @@ def simulate_sales(rng: np.random.Generator, n_leads: int, n_reps: int, weeks: n
     leave = np.where(active, np.iinfo(np.int64).max, end - LEAVER_WEEKS * WEEK)
 
     # --- leads and latent intent ---------------------------------------------------------------
-    created = np.sort(floor_s(start + rng.integers(0, end - 10 * DAY - start, L)))
+    created = np.sort(floor_s(start + rng.integers(0, end - ASSIGN_DAYS[1] * DAY - start, L)))
     l_ind = rng.integers(len(INDUSTRIES), size=L)
     l_reg = rng.choice(len(REGIONS), size=L, p=REGION_P)
     source = rng.choice(len(SOURCES), size=L, p=SOURCE_P)
@@ -114,7 +115,9 @@ def simulate_sales(rng: np.random.Generator, n_leads: int, n_reps: int, weeks: n
     deal_null = rng.random(L) < 0.1
 
     # --- assignment by the manual router ---------------------------------------------------------
-    assigned = floor_s(created + rng.integers(0, 10 * DAY, L))
+    # Marketing nurtures a lead for 1-3 weeks before sales gets it, so intent signals exist
+    # at assignment time (and keep coming after it, which the leakage tests rely on).
+    assigned = floor_s(created + rng.integers(ASSIGN_DAYS[0] * DAY, ASSIGN_DAYS[1] * DAY, L))
     same = rng.random(L) < P_SAME_REGION
     u_pick = rng.random(L)
     rep = np.zeros(L, dtype=np.int64)
@@ -168,9 +171,9 @@ def simulate_sales(rng: np.random.Generator, n_leads: int, n_reps: int, weeks: n
         p_avg[sl], p_best[sl], best[sl] = np.nanmean(pm, 1), np.nanmax(pm, 1), np.nanargmax(pm, 1)
 
     # --- lead_events: behaviour driven by intent, before and after assignment --------------------
-    n_ev = rng.poisson(np.exp(1.5 + 0.3 * intent)) + 1
+    n_ev = rng.poisson(np.exp(1.6 + 0.6 * intent)) + 1
     e_l = np.repeat(np.arange(L), n_ev)
-    e_t = floor_s(created[e_l] + (rng.gamma(1.3, 12, len(e_l)) * DAY).astype(np.int64))
+    e_t = floor_s(created[e_l] + (rng.gamma(1.2, 10, len(e_l)) * DAY).astype(np.int64))
     keep = e_t <= end
     e_l, e_t = e_l[keep], e_t[keep]
     order = np.lexsort((e_t, e_l))

@@ -17,10 +17,14 @@ def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path) -> np.n
     truth = Path(raw_dir) / "truth"
     if model == "chs" and (truth / "truth_churn_weekly.parquet").exists():
         return _churn_oracle(frame, pd.read_parquet(truth / "truth_churn_weekly.parquet"))
-    if model in ("intent", "lead_match") and (truth / "truth_assignments.parquet").exists():
-        t = pd.read_parquet(truth / "truth_assignments.parquet")
-        keys = ["lead_id"] if model == "intent" else ["lead_id", "rep_id"]
-        t = t.drop_duplicates(keys)[keys + ["p_convert"]]
+    if model == "intent" and (truth / "truth_intent.parquet").exists():
+        # Intent sees no rep, so its best possible is the lead's conversion averaged over reps.
+        t = pd.read_parquet(truth / "truth_intent.parquet")[["lead_id", "p_convert_avg_rep"]]
+        p = frame[["lead_id"]].merge(t, on="lead_id", how="left")["p_convert_avg_rep"].to_numpy(float)
+        return None if np.isnan(p).any() else p
+    if model == "lead_match" and (truth / "truth_assignments.parquet").exists():
+        keys = ["lead_id", "rep_id"]
+        t = pd.read_parquet(truth / "truth_assignments.parquet").drop_duplicates(keys)[keys + ["p_convert"]]
         p = frame[keys].merge(t, on=keys, how="left")["p_convert"].to_numpy(float)
         return None if np.isnan(p).any() else p
     return None
