@@ -203,6 +203,39 @@ def train(
               f"test ROC-AUC {summary['test_roc_auc']:.3f}; tracking store {settings.tracking_uri}")
 
 
+@app.command("tune")
+def tune(
+    model: Annotated[str, typer.Argument(help="intent | lead_match | chs")],
+    trials: Annotated[int, typer.Option(help="Trials to run in this worker.")] = 20,
+    seed: Annotated[int, typer.Option()] = 42,
+    study: Annotated[Optional[str], typer.Option(help="Study name (workers sharing one study use the same).")] = None,
+    raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
+) -> None:
+    """Optuna study (TPE, pruning); best parameters retrained and registered as challenger."""
+    from training.tuning import run
+
+    summary = run(_settings(), model, trials, seed=seed, raw_dir=raw, study_name=study, log=out.print)
+    out.print(f"study {summary['study']}: best valid ROC-AUC {summary['best_value']:.4f} with {summary['best_params']}")
+
+
+@app.command("promote")
+def promote(
+    model: Annotated[str, typer.Argument(help="intent | lead_match | chs")],
+    min_gain: Annotated[float, typer.Option(help="Required test ROC-AUC gain over the champion.")] = 0.005,
+    raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
+) -> None:
+    """Move `champion` to the challenger only if it is better on the latest test window."""
+    from training.registry import promote as do_promote
+
+    try:
+        d = do_promote(_settings(), model, raw_dir=raw, min_gain=min_gain)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    verdict = f"promoted v{d.challenger_version} to champion" if d.promote else "champion kept"
+    out.print(f"{model}: {verdict} ({d.reason})")
+
+
 @app.command("recalibrate")
 def recalibrate(
     quarter: Annotated[Optional[str], typer.Option(help="Quarter to recalibrate at its close, e.g. 2025Q3.")] = None,
