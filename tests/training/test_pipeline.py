@@ -136,3 +136,30 @@ def test_time_split_rejects_too_little_history():
     frame = pd.DataFrame({"event_timestamp": [t, t], "label": [0, 1]})
     with pytest.raises(ValueError, match="distinct label times"):
         time_split(frame)
+
+
+def test_tune_registers_challenger_then_promote_decides_with_evidence(store_settings, export_dir, chs_run):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training import registry, tuning
+
+    summary = tuning.run(store_settings, "chs", trials=3, seed=7, raw_dir=export_dir, log=lambda _: None)
+    client = MlflowClient()
+    trials = mlflow.search_runs(experiment_names=["salesml-chs"],
+                                filter_string=f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")
+    assert len(trials) == 3
+    aliases = client.get_registered_model("chs").aliases
+    assert aliases["challenger"] == summary["retrained"]["version"]
+    champion_before = aliases["champion"]
+
+    decision = registry.promote(store_settings, "chs", raw_dir=export_dir)
+    after = client.get_registered_model("chs").aliases
+    if decision.promote:
+        assert after["champion"] == summary["retrained"]["version"] and "challenger" not in after
+    else:
+        assert after["champion"] == champion_before and after["challenger"] == summary["retrained"]["version"]
+    logged = mlflow.search_runs(experiment_names=["salesml-promotions"], max_results=1,
+                                order_by=["start_time DESC"])
+    assert logged["tags.decision"].iloc[0] == ("promote" if decision.promote else "keep")
+    assert "metrics.challenger_roc_auc" in logged.columns
