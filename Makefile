@@ -11,7 +11,7 @@ export SALESML_HOME ?= var
 DEMO_ARGS ?= --accounts 600 --leads 2500 --reps 40 --weeks 104 --seed 7
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint check bench clean
+.PHONY: help install demo test test-fast lint check bench clean mlflow-ui
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.installed ## Create .venv from the lock file (uv)
 
-demo: install ## Generate data, build + apply + materialize the feature store, build the training sets
+demo: install ## Simulate data, build + materialize the feature store, build training sets, train + register 3 models
 	$(BIN)/salesml data generate $(DEMO_ARGS)
 	$(BIN)/salesml data validate $(SALESML_HOME)/data/raw
 	$(BIN)/salesml features build
@@ -35,7 +35,15 @@ demo: install ## Generate data, build + apply + materialize the feature store, b
 	$(BIN)/salesml features training-set --model chs
 	$(BIN)/salesml features training-set --model intent
 	$(BIN)/salesml features training-set --model lead_match
-	@echo "Everything is under $(SALESML_HOME)/: data/raw (export), data/features (Feast sources), feast/ (registry, online store), data/training (training sets)"
+	$(BIN)/salesml train intent
+	$(BIN)/salesml train lead_match
+	$(BIN)/salesml train chs
+	@echo "Everything is under $(SALESML_HOME)/: data/raw (export), data/features (Feast sources), feast/ (registry, online store),"
+	@echo "data/training (training sets), mlflow.db + mlartifacts/ (runs, registered models), reports/ (plots)."
+	@echo "Compare runs in the MLflow UI: make mlflow-ui  (= $(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db), then open http://127.0.0.1:5000"
+
+mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db --host 127.0.0.1 --port 5000
 
 test: install ## Run the test suite
 	$(BIN)/pytest -q

@@ -55,6 +55,8 @@ def data_generate(
         "--out", help="Output folder (default: $SALESML_HOME/data/raw).")] = None,
     end: Annotated[str, typer.Option(help="Monday that ends the simulated window (UTC).")] = "2026-09-28",
     drift_after: Annotated[Optional[str], typer.Option(help="Shift chosen distributions after this date.")] = None,
+    importance_shift_after: Annotated[Optional[str], typer.Option(
+        help="From this date relationships drive churn more and usage less.")] = None,
 ) -> None:
     """Write a simulated CRM + product-analytics export that satisfies the contract."""
     import time
@@ -74,7 +76,7 @@ def data_generate(
 
         counts = simulator.generate(Path(target), accounts=accounts, leads=leads, reps=reps,
                                     weeks=weeks, seed=seed, end=end, drift_after=drift_after,
-                                    progress=progress)
+                                    progress=progress, importance_shift_after=importance_shift_after)
     secs = time.perf_counter() - t0
     total = sum(counts.values())
     for name, n in counts.items():

@@ -60,6 +60,10 @@ Truth tables (``out_dir/truth/``, never features):
 * truth_intent: lead_id, latent_intent, true_region, p_convert_avg_rep / p_convert_best_rep /
   best_rep_id over reps eligible at the lead's assignment (their load that week, median touch).
 
+Importance shift (``importance_shift_after``): from that date the churn hazard's coefficients
+change by ``simulator_accounts.IMPORTANCE_SHIFT`` (relationship quality x3, early warning and
+usage drop x0.4): the true layer importance moves from behaviour towards relationship.
+
 Drift (``drift_after``): only ``DRIFTED_COLUMNS`` change, only in rows at/after the date, and
 for a given seed every other column (truth included) is identical with or without drift.  All
 are measurement shifts, so labels do not move: api_calls x1.8 (new API client counts retries)
@@ -140,7 +144,8 @@ class _Sink:
 
 def generate(out_dir: Path, accounts: int, leads: int, reps: int, weeks: int, seed: int,
              end: str = "2026-09-28", drift_after: str | None = None, chunk_accounts: int = 20_000,
-             progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+             progress: Callable[[str, int, int], None] | None = None,
+             importance_shift_after: str | None = None) -> dict[str, int]:
     """Write the export (and ``truth/``) into ``out_dir``; return rows written per table."""
     if min(accounts, leads, reps, chunk_accounts) < 1 or weeks < 4:
         raise ValueError("accounts, leads, reps, chunk_accounts must be >= 1 and weeks >= 4")
@@ -148,6 +153,7 @@ def generate(out_dir: Path, accounts: int, leads: int, reps: int, weeks: int, se
     if end_us % (24 * 3600 * 10**6) or pd.Timestamp(end_us, unit="us").weekday() != 0:
         raise ValueError(f"end must be a Monday at 00:00 UTC, got {end!r}")
     drift_us = _utc_us(drift_after) if drift_after else None
+    shift_us = _utc_us(importance_shift_after) if importance_shift_after else None
     week_starts = end_us - (weeks - np.arange(weeks, dtype=np.int64)) * WEEK
     out_dir = Path(out_dir)
     (out_dir / "truth").mkdir(parents=True, exist_ok=True)
@@ -169,7 +175,7 @@ def generate(out_dir: Path, accounts: int, leads: int, reps: int, weeks: int, se
             first = 1 + c * chunk_accounts
             n = min(chunk_accounts, accounts - c * chunk_accounts)
             tables = simulate_chunk(np.random.default_rng(chunk_seeds[c]), first, n, week_starts,
-                                    drift_us, n_csm, width)
+                                    drift_us, n_csm, width, shift_us)
             inter = tables["interactions"]
             tables["interactions"] = inter.set_column(
                 0, "interaction_id", ids("I", interactions + 1, inter.num_rows, 10))

@@ -44,6 +44,9 @@ GAMMA_K = 400.0  # weekly noise CV ~5% on top of Poisson: healthy accounts rarel
 # Weekly churn-or-downgrade hazard: logit = B0 + sum(coef * driver).
 HAZARD = {"intercept": -5.5, "early_warning": 2.6, "usage_drop": 1.2, "sla_shortfall_pp": 0.8,
           "relationship_quality": -0.6, "renewal_within_8w": 1.0}
+# --importance-shift-after: from that date the relationship layer drives churn 3x harder and
+# the behaviour drivers less, so quarterly recalibration has a real change to follow.
+IMPORTANCE_SHIFT = {"relationship_quality": 3.0, "early_warning": 0.4, "usage_drop": 0.4}
 P_CHURN = 0.45  # share of events that are churns (the rest downgrades)
 
 CHANNELS = ("call", "meeting", "email", "qbr", "survey")
@@ -103,7 +106,8 @@ def _usage_drop(counts: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarray,
-                   drift_us: int | None, n_csm: int, width: int) -> dict[str, pa.Table]:
+                   drift_us: int | None, n_csm: int, width: int,
+                   shift_us: int | None = None) -> dict[str, pa.Table]:
     W = len(weeks)
     wk = np.arange(W)
     start = weeks[0]
@@ -171,9 +175,13 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
     drop = _usage_drop(true)
     next_renewal = c_start[:, None] + ((weeks[None, :] - c_start[:, None]) // YEAR + 1) * YEAR
     renew8 = (next_renewal - weeks[None, :]) <= 56 * DAY
-    z = (HAZARD["intercept"] + HAZARD["early_warning"] * ew_known + HAZARD["usage_drop"] * drop
-         + HAZARD["sla_shortfall_pp"] * np.minimum(shortfall, 2.0)
-         + HAZARD["relationship_quality"] * rel_q[:, None] + HAZARD["renewal_within_8w"] * renew8)
+    coef = {k: np.full(len(weeks), v) for k, v in HAZARD.items()}
+    if shift_us is not None:  # the business changes: relationships start to matter more than usage
+        for k, factor in IMPORTANCE_SHIFT.items():
+            coef[k] = np.where(weeks >= shift_us, HAZARD[k] * factor, HAZARD[k])
+    z = (coef["intercept"] + coef["early_warning"] * ew_known + coef["usage_drop"] * drop
+         + coef["sla_shortfall_pp"] * np.minimum(shortfall, 2.0)
+         + coef["relationship_quality"] * rel_q[:, None] + coef["renewal_within_8w"] * renew8)
     hazard = sigmoid(z)
     event = rng.random((n, W)) < hazard
     is_churn = event & (rng.random((n, W)) < P_CHURN)

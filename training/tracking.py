@@ -92,6 +92,9 @@ def log_model(model, example: pd.DataFrame, registered_name: str | None = None):
     from mlflow.models import infer_signature
 
     example = example.head(5)
+    # Features may be missing at serving time: declare every numeric input as double.
+    example = example.astype({c: "float64" for c in example.columns
+                              if pd.api.types.is_integer_dtype(example[c].dtype)})
     signature = infer_signature(example, model.predict_proba(example))
     return mlflow.pyfunc.log_model(
         name="model", python_model=_pyfunc_class()(model), signature=signature,
