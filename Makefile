@@ -58,6 +58,7 @@ check: lint test ## Lint, then run the tests
 
 bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/reports
 	$(BIN)/salesml bench features
+	$(BIN)/salesml bench training
 
 clean: ## Remove the working folder (data, stores, runs, reports)
 	rm -rf $(SALESML_HOME)

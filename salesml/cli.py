@@ -269,5 +269,17 @@ def bench_features(
     out.print(report.read_text())
 
 
+@bench_app.command("training")
+def bench_training(
+    accounts: Annotated[int, typer.Option()] = 3000,
+    leads: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Model quality vs the simulator's truth and baselines; assignment solver speed."""
+    from training.bench import run
+
+    report = run(_settings(), accounts=accounts, leads=leads, log=console.print)
+    out.print(report.read_text())
+
+
 if __name__ == "__main__":
     app()

@@ -6,21 +6,15 @@ each rep at most ``cap[j]`` leads) and assigns ``min(n_leads, sum(cap))`` leads:
 short, the leads left out are the ones the optimum does without. It only proposes; a person
 decides.
 
-Method: a transportation problem, solved exactly in two steps because the scipy solvers were
-too slow here (10k x 1k, top-50 pairs: HiGHS LP 27 s, slot-expanded
-``min_weight_full_bipartite_matching`` 7 s):
-1. a Jacobi auction (rep price = its cheapest slot) gives a near-optimal assignment and prices;
-2. cycle cancelling makes it exact: Bellman-Ford, started from the auction prices, looks for a
-   negative cycle in the residual graph compressed onto reps (+ one "outside" node); each one
-   found is applied, and when none is left the assignment is optimal (the distances are a dual
-   certificate; improvements below 1e-12 are ignored). The result is integral by construction.
+Method: a transportation problem, solved exactly as a min-cost flow with OR-Tools
+(``SimpleMinCostFlow``; a hand-written auction solver was tried first and could stall on small
+batches with near-equal values, and scipy's HiGHS LP took 27 s on 10k x 1k top-50 pairs).
 With ``top_k``, and unless ``n_leads * n_live_reps <= 2e6``, a lead may only go to its ``top_k``
 highest-p reps: the result is then the exact optimum over those candidate pairs. Leads it leaves
 out while slots remain (only when candidate sets crowd into too few reps) then go, greedily, to
 their best rep with room, so every lead is assigned when capacity allows.
 
-Measured (``benchmark()``, 10,000 leads x 1,000 reps, caps 5..20, top_k=50, 2-core machine,
-5 runs): propose_assignment 0.6-0.7 s, round_robin 2 ms, least_loaded 25 ms.
+Speed: ``make bench`` (``training/bench.py``) times 10,000 leads x 1,000 reps, caps 5..20, top_k=50.
 """
 
 from __future__ import annotations
@@ -32,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DENSE_PAIRS = 2_000_000
-_TOL = 1e-12
+COST_SCALE = 1e9
 
 
 @dataclass(frozen=True)
@@ -66,120 +60,33 @@ def _capacity(capacity) -> np.ndarray:
     return cap.astype(np.int64)
 
 
-def _auction(P, cand, cap, eps):
-    """Near-optimal start: leads bid for the cheapest slot of their best rep (value p - price)."""
+def _min_cost_flow(P: np.ndarray, cand: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Exact transportation optimum with OR-Tools' min-cost flow; returns the column per lead.
+
+    Network: source -> lead (1) -> candidate rep (1, cost -p) -> sink (rep capacity), and
+    lead -> outside -> sink at cost 0 so a lead may stay unassigned when slots run out.
+    Costs are integers (p scaled by 1e9), so the optimum is exact to 1e-9 per pair.
+    """
+    from ortools.graph.python import min_cost_flow
+
     n, k = P.shape
     m = len(cap)
-    pos = np.full(n, -1)  # held candidate column, -1 = none
-    bid = np.zeros(n)
-    price1, price2 = np.zeros(m), np.where(cap > 1, 0.0, np.inf)  # cheapest, 2nd cheapest slot
-    bidders = np.arange(n)
-    while len(bidders):
-        U = bidders
-        V = P[U] - price1[cand[U]]
-        if k > 1:
-            two = np.argpartition(-V, 1, axis=1)[:, :2]
-            v2 = np.take_along_axis(V, two, 1)
-            sw = v2[:, 1] > v2[:, 0]
-            t1 = np.where(sw, two[:, 1], two[:, 0])
-            w1, w2 = v2.max(1), v2.min(1)
-        else:
-            t1, w1, w2 = np.zeros(len(U), np.int64), V[:, 0], np.full(len(U), -np.inf)
-        r = cand[U, t1]
-        pu = P[U, t1]
-        # The second-best object may be another slot of the same rep; 0 = staying unassigned.
-        w2 = np.maximum(np.maximum(w2, pu - price2[r]), 0.0)
-        go = w1 > 0  # the others settle for the outside option: prices never fall
-        U, t1, r, b = U[go], t1[go], r[go], pu[go] - w2[go] + eps
-        hit = np.zeros(m + 1, bool)
-        hit[r] = True
-        rep_of = np.where(pos >= 0, cand[np.arange(n), np.maximum(pos, 0)], m)
-        H = np.flatnonzero(hit[rep_of] & (pos >= 0))
-        leads = np.concatenate([H, U])
-        reps = np.concatenate([rep_of[H], r])
-        cols = np.concatenate([pos[H], t1])
-        bids = np.concatenate([bid[H], b])
-        o = np.lexsort((-bids, reps))
-        leads, reps, cols, bids = leads[o], reps[o], cols[o], bids[o]
-        first = np.searchsorted(reps, reps)
-        keep = np.arange(len(reps)) - first < cap[reps]
-        pos[leads[~keep]] = -1
-        pos[leads[keep]], bid[leads[keep]] = cols[keep], bids[keep]
-        # Slot prices of the reps that saw bids: free slots cost 0, held ones their bid.
-        R, start, cnt = np.unique(reps, return_index=True, return_counts=True)
-        load = np.minimum(cnt, cap[R])
-        low = bids[start + load - 1]
-        low2 = np.where(load >= 2, bids[start + np.maximum(load - 2, 0)], np.inf)
-        price1[R] = np.where(load == cap[R], low, 0.0)
-        price2[R] = np.where(cap[R] < 2, np.inf,
-                             np.where(load == cap[R], low2, np.where(load == cap[R] - 1, low, 0.0)))
-        bidders = leads[~keep]
-    return pos, price1
-
-
-def _residual(P, cand, cap, pos):
-    """Edges (src, dst, weight = loss, lead, column) of the residual graph on reps + node m."""
-    n, k = P.shape
-    m = len(cap)
-    rows = np.repeat(np.arange(n), k)
-    b = cand.ravel()
-    ok = pos >= 0
-    a = np.where(ok, cand[np.arange(n), np.maximum(pos, 0)], m)
-    pa = np.where(ok, P[np.arange(n), np.maximum(pos, 0)], 0.0)
-    # lead at a (or outside, a = m) -> b; lead at a -> outside; free slot / load drop via node m.
-    load = np.bincount(a[ok], minlength=m)
-    src = np.concatenate([a[rows], a[ok], np.flatnonzero(load < cap), np.flatnonzero(load > 0)])
-    dst = np.concatenate([b, np.full(ok.sum(), m), np.full((load < cap).sum(), m),
-                          np.flatnonzero(load > 0)])
-    w = np.concatenate([pa[rows] - P.ravel(), pa[ok], np.zeros((load < cap).sum() + (load > 0).sum())])
-    lead = np.concatenate([rows, np.flatnonzero(ok), np.full(len(w) - len(rows) - ok.sum(), -1)])
-    col = np.concatenate([np.tile(np.arange(k), n), np.full(len(w) - len(rows), -1)])
-    keep = src != dst
-    o = np.argsort(dst[keep], kind="stable")
-    return [x[keep][o] for x in (src, dst, w, lead, col)]
-
-
-def _find_cycle(pred_node, start_nodes):
-    seen = {}
-    for s in start_nodes:
-        path, v = [], int(s)
-        while v >= 0 and v not in seen:
-            seen[v] = s
-            path.append(v)
-            v = int(pred_node[v])
-        if v >= 0 and seen[v] == s:
-            return path[path.index(v):]
-    return None
-
-
-def _cancel_cycles(P, cand, cap, pos, price):
-    """Apply negative cycles until Bellman-Ford proves there are none (=> optimal)."""
-    m = len(cap)
-    d = np.append(-price, 0.0)  # auction prices: nearly feasible potentials, so few passes
-    while True:
-        src, dst, w, lead, col = _residual(P, cand, cap, pos)
-        nodes, seg = np.unique(dst, return_index=True)
-        seg_of = np.repeat(np.arange(len(nodes)), np.diff(np.append(seg, len(dst))))
-        pred = np.full(m + 1, -1)
-        cycle = None
-        for _ in range(4 * (m + 2)):
-            c = d[src] + w
-            best = np.minimum.reduceat(c, seg)
-            imp = best < d[nodes] - _TOL
-            if not imp.any():
-                return pos
-            hit = np.flatnonzero((c == best[seg_of]) & imp[seg_of])
-            firsts = hit[np.r_[True, seg_of[hit][1:] != seg_of[hit][:-1]]]
-            pred[dst[firsts]] = firsts
-            d[dst[firsts]] = c[firsts]
-            cycle = _find_cycle(np.where(pred >= 0, src[np.maximum(pred, 0)], -1), dst[firsts])
-            if cycle is not None:
-                break
-        if cycle is None:
-            raise RuntimeError("Bellman-Ford did not settle")  # cannot happen: guards a bug
-        for e in pred[cycle]:
-            if lead[e] >= 0:  # slot edges (lead -1) only move a rep's load through node m
-                pos[lead[e]] = col[e] if dst[e] < m else -1
+    src, sink, outside = n + m, n + m + 1, n + m + 2
+    leads = np.arange(n)
+    tails = np.concatenate([np.full(n, src), np.repeat(leads, k), n + np.arange(m), leads, [outside]])
+    heads = np.concatenate([leads, n + cand.ravel(), np.full(m, sink), np.full(n, outside), [sink]])
+    caps = np.concatenate([np.ones(n), np.ones(n * k), cap, np.ones(n), [n]]).astype(np.int64)
+    costs = np.concatenate([np.zeros(n), -np.round(P.ravel() * COST_SCALE), np.zeros(m + n + 1)]).astype(np.int64)
+    flow = min_cost_flow.SimpleMinCostFlow()
+    arcs = flow.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
+    supplies = np.zeros(n + m + 3, np.int64)
+    supplies[src], supplies[sink] = n, -n
+    flow.set_nodes_supplies(np.arange(n + m + 3), supplies)
+    status = flow.solve()
+    if status != flow.OPTIMAL:
+        raise RuntimeError(f"min-cost flow did not reach an optimum (status {status})")
+    used = flow.flows(arcs[n:n + n * k]).reshape(n, k) > 0
+    return np.where(used.any(1), used.argmax(1), -1)
 
 
 def propose_assignment(p: np.ndarray, capacity: np.ndarray, top_k: int | None = 50) -> Assignment:
@@ -201,9 +108,7 @@ def propose_assignment(p: np.ndarray, capacity: np.ndarray, top_k: int | None = 
         cand = np.argpartition(-q, top_k - 1, axis=1)[:, :top_k]
     else:
         cand = np.broadcast_to(np.arange(k), (n, k))
-    P = np.take_along_axis(q, cand, 1)
-    pos, price = _auction(P, cand, c, eps=1e-7)
-    pos = _cancel_cycles(P, cand, c, pos, price)
+    pos = _min_cost_flow(np.take_along_axis(q, cand, 1), cand, c)
     ok = pos >= 0
     rep[ok] = live[cand[np.flatnonzero(ok), pos[ok]]]
     left = cap - np.bincount(rep[ok], minlength=len(cap))

@@ -95,6 +95,19 @@ def _fit_chs(result: TrainResult, seed: int, params: dict | None):
     return health
 
 
+def _compare_assignment_policies(settings, model, test: pd.DataFrame, raw_dir: Path, reports: Path) -> dict:
+    """Optimal proposals vs round-robin vs least-loaded on the held-out weekly batches."""
+    from features.store import open_store
+    from salesml.validation import load_valid_export
+    from training import lead_match, plots, tracking
+
+    reps = load_valid_export(raw_dir, ["reps"])["reps"]
+    active = reps["active"].fillna(True).astype(bool) if "active" in reps else True
+    totals = lead_match.evaluate_on_test(model, open_store(settings), test, reps.loc[active, "rep_id"].tolist())
+    tracking.save_figure(plots.policy_comparison(totals), "assignment_policies", reports)
+    return {f"assign_{policy}_{k}": float(v) for policy, m in totals.items() for k, v in m.items()}
+
+
 def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir: Path | None = None,
         register: bool = True, log: Callable[[str], None] = print, training_set=None) -> dict:
     """Build the training set through Feast, fit, log the run to MLflow, register the model."""
@@ -139,6 +152,9 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
         tracking.save_figure(plots.roc_pr_curves(y_test, scores), "roc_pr", reports)
         tracking.save_figure(plots.calibration(y_test, scores), "calibration", reports)
         tracking.save_figure(plots.score_distribution(y_test, scores["xgboost"]), "score_distribution", reports)
+        if name == "lead_match":
+            metrics.update(_compare_assignment_policies(settings, model, result.split.test, raw_dir, reports))
+            mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("assign_") and np.isfinite(v)})
         contrib = model.contributions(result.split.test)
         tracking.save_figure(plots.contribution_summary(contrib, result.split.test), "shap_summary", reports)
         mlflow.log_dict(model.spec.to_dict(), "feature_spec.json")

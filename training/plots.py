@@ -80,3 +80,16 @@ def contribution_summary(contrib: pd.DataFrame, x: pd.DataFrame, top: int = 20):
     ax2.set(xlabel="contribution (log-odds); colour: feature value low->high", title="Per-row contributions")
     fig.tight_layout()
     return fig
+
+
+def policy_comparison(totals: dict[str, dict[str, float]]):
+    """Expected conversions and load balance of each assignment policy on held-out batches."""
+    plt = _plt()
+    names = list(totals)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.bar(names, [totals[n]["expected_conversions"] for n in names])
+    ax1.set(ylabel="expected conversions (model p)", title="Held-out weekly batches")
+    ax2.bar(names, [totals[n]["load_ratio_std"] for n in names])
+    ax2.set(ylabel="std of rep load ratio (lower = more even)", title="First-touch load balance")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,64 @@
+"""The assignment proposal is optimal, respects capacity and beats the baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from training.assignment import evaluate, least_loaded, propose_assignment, random_problem, round_robin
+
+
+def brute_force(p: np.ndarray, cap: np.ndarray) -> float:
+    """Exact optimum by expanding each rep into its slots (plus 'unassigned' columns)."""
+    slots = np.repeat(np.arange(len(cap)), cap)
+    value = np.hstack([p[:, slots], np.zeros((p.shape[0], p.shape[0]))])
+    rows, cols = linear_sum_assignment(value, maximize=True)
+    return float(value[rows, cols].sum())
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_matches_brute_force_on_small_instances(seed):
+    rng = np.random.default_rng(seed)
+    n, m = rng.integers(1, 9), rng.integers(1, 5)
+    p = rng.uniform(0, 1, (n, m)).round(rng.integers(1, 4))  # rounding makes ties
+    cap = rng.integers(0, 4, m)
+    a = propose_assignment(p, cap)
+    assert a.total_expected(p) == pytest.approx(brute_force(p, cap), abs=1e-6)
+    counts = a.per_rep_counts(m)
+    assert np.all(counts <= cap)
+    assert (a.rep_index >= 0).sum() == min(n, cap.sum())
+
+
+@pytest.mark.parametrize("n, m, total", [(50, 5, 30), (50, 5, 200), (1, 1, 1), (20, 8, 0)])
+def test_capacity_and_shortage(n, m, total):
+    rng = np.random.default_rng(n + m)
+    p = rng.uniform(0.01, 0.9, (n, m))
+    cap = np.zeros(m, int)
+    if total:
+        cap = rng.multinomial(total, np.ones(m) / m)
+    a = propose_assignment(p, cap)
+    m_ = evaluate(a, p, cap, np.zeros(m))
+    assert m_["capacity_violations"] == 0
+    assert m_["assigned"] == min(n, cap.sum())
+
+
+def test_beats_round_robin_and_least_loaded():
+    p, cap, cur = random_problem(300, 30, seed=4)
+    best = propose_assignment(p, cap)
+    for base in (round_robin(300, cap, p=p), least_loaded(300, cap, cur, p=p)):
+        assert evaluate(base, p, cap, cur)["capacity_violations"] == 0
+        assert best.total_expected(p) >= base.total_expected(p)
+
+
+def test_top_k_restriction_equals_full_solve_when_it_covers_all_reps():
+    p, cap, _ = random_problem(200, 12, seed=2)
+    assert propose_assignment(p, cap, top_k=12).total_expected(p) == pytest.approx(
+        propose_assignment(p, cap, top_k=None).total_expected(p))
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="capacity"):
+        propose_assignment(np.ones((2, 2)) * 0.5, np.array([1, -1]))
+    with pytest.raises(ValueError, match="matrix"):
+        propose_assignment(np.array([[0.5, np.nan]]), np.array([1, 1]))
