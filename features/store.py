@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -165,7 +165,3 @@ def _push_mode(name: str):
     from feast.data_source import PushMode
 
     return getattr(PushMode, name)
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)

@@ -15,7 +15,7 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.parquet as pq
 
-from salesml.contract import FUTURE_TOLERANCE, TABLES, TS, UTC_TEXT, Col, Table
+from salesml.contract import FUTURE_TOLERANCE, TABLES, TS, UTC_TEXT, Table
 
 PANDAS_DTYPES = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean", "ts": TS}
 BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
@@ -251,8 +251,3 @@ def load_valid_export(directory: Path, tables: list[str] | None = None) -> dict[
         raise ContractError(violations)
     return frames
 
-
-def column_doc(col: Col) -> str:
-    need = "required" if col.required else "optional"
-    null = ", may be empty" if col.nullable else ""
-    return f"{col.dtype}, {need}{null}"

@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from features.training_sets import CHURN_HORIZON_DAYS
@@ -151,6 +150,3 @@ def summary_table(rows: list[Recalibration]) -> pd.DataFrame:
         "reason": r.reason,
     } for r in rows])
 
-
-def _finite(d: dict) -> dict:
-    return {k: v for k, v in d.items() if isinstance(v, float) and np.isfinite(v)}
