@@ -55,7 +55,9 @@ Truth tables (``out_dir/truth/``, never features):
   account is at risk, i.e. up to and including its churn week.
 * truth_accounts: account_id, tier_initial, declining, decline_start (null unless it starts in
   the window), decay_rate, sla_quality, relationship_quality, churned_at.
-* truth_assignments: assignment_id, lead_id, rep_id, p_convert (the p used), converted_eventually,
+* truth_assignments: assignment_id, lead_id, rep_id, p_convert (the p used),
+  p_convert_at_assignment (the same with the rep's median instead of the realised first touch:
+  the best a model could know when routing), converted_eventually,
   closes_at (may be after ``end``), load_ratio, first_touch_hours.
 * truth_intent: lead_id, latent_intent, true_region, p_convert_avg_rep / p_convert_best_rep /
   best_rep_id over reps eligible at the lead's assignment (their load that week, median touch).

@@ -146,6 +146,10 @@ def simulate_sales(rng: np.random.Generator, n_leads: int, n_reps: int, weeks: n
     first_touch = floor_s(assigned + (hours * HOUR).astype(np.int64))
     p = sigmoid(convert_logit(intent, r_ind[rep, l_ind], r_prod[rep, product],
                               r_region[rep] == l_reg, skill[rep], load, hours))
+    # What could be known when the lead is assigned: the rep's median first touch, not the realised one.
+    hours_expected = np.exp(np.log(8) + 1.2 * load - 0.2 * seniority[rep])
+    p_at_assignment = sigmoid(convert_logit(intent, r_ind[rep, l_ind], r_prod[rep, product],
+                                            r_region[rep] == l_reg, skill[rep], load, hours_expected))
     won = rng.random(L) < p
     converted = won & (close <= end)  # outcomes after the export are still open: not converted
 
@@ -233,7 +237,8 @@ def simulate_sales(rng: np.random.Generator, n_leads: int, n_reps: int, weeks: n
         }),
         "truth_assignments": pa.table({
             "assignment_id": assignment_ids, "lead_id": lead_ids, "rep_id": lead_rep,
-            "p_convert": pa.array(p), "converted_eventually": pa.array(won),
+            "p_convert": pa.array(p), "p_convert_at_assignment": pa.array(p_at_assignment),
+            "converted_eventually": pa.array(won),
             "closes_at": ts(close), "load_ratio": pa.array(load),
             "first_touch_hours": pa.array(hours),
         }),

@@ -23,9 +23,11 @@ def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path) -> np.n
         p = frame[["lead_id"]].merge(t, on="lead_id", how="left")["p_convert_avg_rep"].to_numpy(float)
         return None if np.isnan(p).any() else p
     if model == "lead_match" and (truth / "truth_assignments.parquet").exists():
+        # The realised first-touch delay is unknown when routing: compare with the assignment-time p.
         keys = ["lead_id", "rep_id"]
-        t = pd.read_parquet(truth / "truth_assignments.parquet").drop_duplicates(keys)[keys + ["p_convert"]]
-        p = frame[keys].merge(t, on=keys, how="left")["p_convert"].to_numpy(float)
+        t = pd.read_parquet(truth / "truth_assignments.parquet").drop_duplicates(keys)
+        col = "p_convert_at_assignment" if "p_convert_at_assignment" in t else "p_convert"
+        p = frame[keys].merge(t[keys + [col]], on=keys, how="left")[col].to_numpy(float)
         return None if np.isnan(p).any() else p
     return None
 
