@@ -51,14 +51,14 @@ behaviour = FeatureView(
                    "scans_run", "custom_rules", "logins_4w_avg", "key_feature_uses_4w_avg",
                    "api_calls_wow", "key_feature_uses_wow", "api_calls_mom",
                    "below_baseline_measures", "below_baseline_streak", "early_warning",
-                   "weeks_of_history"),
+                   "usage_trend_4v12", "weeks_of_history"),
     source=behaviour_push,
 )
 
 # Relationship layer: CSM touchpoints, communication quality, NPS, joint projects.
 relationship = FeatureView(
     name="relationship", entities=[account], ttl=timedelta(days=28),
-    schema=_floats("touchpoints_90d", "communication_quality_90d",
+    schema=_floats("touchpoints_90d", "communication_quality_90d", "communication_quality_365d", "nps_avg_365d",
                    "joint_project_touchpoints_180d", "nps_last", "days_since_last_touch"),
     source=_source("relationship"),
 )
@@ -69,7 +69,7 @@ lead_activity = FeatureView(
     schema=_floats("page_views_7d", "pricing_page_views_7d", "pricing_dwell_seconds_7d",
                    "case_study_views_30d", "doc_downloads_30d", "pricing_sheet_downloads_30d",
                    "webinar_completion_max_30d", "competitor_social_30d", "budget_signals_90d",
-                   "tender_signals_90d", "events_total"),
+                   "tender_signals_90d", "events_total", "events_per_week"),
     source=lead_activity_push,
 )
 

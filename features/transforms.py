@@ -17,6 +17,7 @@ import pandas as pd
 
 # Behaviour measures watched for the "below own baseline" early-warning pattern.
 BASELINE_MEASURES = ("key_feature_uses", "api_calls", "config_changes", "scans_run", "custom_rules")
+TREND_MEASURES = ("key_feature_uses", "api_calls", "scans_run", "custom_rules")
 BASELINE_WEEKS = 12  # the account's own baseline: mean of the previous 12 weeks
 BASELINE_MIN_WEEKS = 4  # fewer weeks of history -> no baseline, trend features missing
 BELOW_BASELINE_RATIO = 0.8
@@ -86,6 +87,12 @@ def behaviour_features(usage: pd.DataFrame) -> pd.DataFrame:
         for m in BASELINE_MEASURES
     )
     base_cols = ",\n".join(f"AVG({m}) {base} AS base_{m}" for m in BASELINE_MEASURES)
+    trend_cols = ",\n".join(
+        f"AVG({m}) {w} ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS recent_{m},\n"
+        f"AVG({m}) {w} ROWS BETWEEN 15 PRECEDING AND 4 PRECEDING) AS before_{m}"
+        for m in TREND_MEASURES
+    )
+    trend = " + ".join(f"ln((recent_{m} + 1) / (before_{m} + 1))" for m in TREND_MEASURES)
     return _sql(
         f"""
         WITH u AS (
@@ -99,6 +106,8 @@ def behaviour_features(usage: pd.DataFrame) -> pd.DataFrame:
                    AVG(logins) {w} ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS logins_4w_avg,
                    AVG(key_feature_uses) {w} ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS kfu_4w_avg,
                    COUNT(*) {w} ROWS BETWEEN 7 PRECEDING AND CURRENT ROW) AS n_8w,
+                   COUNT(*) {w} ROWS BETWEEN 15 PRECEDING AND CURRENT ROW) AS n_16w,
+                   {trend_cols},
                    ROW_NUMBER() {w}) AS weeks_of_history
             FROM usage
         ), flagged AS (
@@ -135,6 +144,8 @@ def behaviour_features(usage: pd.DataFrame) -> pd.DataFrame:
                     THEN below_baseline_streak END::DOUBLE AS below_baseline_streak,
                CASE WHEN n_prev >= {BASELINE_MIN_WEEKS}
                     THEN (below_baseline_streak >= {STREAK_WEEKS})::INT END::DOUBLE AS early_warning,
+               -- last 4 weeks against the 12 before them: a slow decline before any streak shows
+               CASE WHEN n_16w = 16 THEN ({trend}) / {len(TREND_MEASURES)} END::DOUBLE AS usage_trend_4v12,
                weeks_of_history::DOUBLE AS weeks_of_history
         FROM streaks
         ORDER BY account_id, event_timestamp
@@ -175,6 +186,8 @@ def relationship_features(interactions: pd.DataFrame, grid: pd.DataFrame | None 
             SELECT account_id, ts, is_grid,
                    {win(90, "SUM(touch)")} AS touchpoints_90d,
                    {win(90, "AVG(q)")} AS communication_quality_90d,
+                   {win(365, "AVG(q)")} AS communication_quality_365d,
+                   {win(365, "AVG(nps)")} AS nps_avg_365d,
                    {win(180, "SUM(joint)")} AS joint_project_touchpoints_180d,
                    {win(None, "last_value(nps IGNORE NULLS)")} AS nps_last,
                    {win(None, "MAX(CASE WHEN touch = 1 THEN ts END)")} AS last_touch
@@ -183,6 +196,9 @@ def relationship_features(interactions: pd.DataFrame, grid: pd.DataFrame | None 
         SELECT account_id, ts AS event_timestamp,
                touchpoints_90d::DOUBLE AS touchpoints_90d,
                communication_quality_90d::DOUBLE AS communication_quality_90d,
+               -- a year of contacts: a steadier read of the relationship than one quarter's few
+               communication_quality_365d::DOUBLE AS communication_quality_365d,
+               nps_avg_365d::DOUBLE AS nps_avg_365d,
                joint_project_touchpoints_180d::DOUBLE AS joint_project_touchpoints_180d,
                nps_last::DOUBLE AS nps_last,
                date_diff('day', last_touch, ts)::DOUBLE AS days_since_last_touch
@@ -220,6 +236,7 @@ def lead_activity_features(lead_events: pd.DataFrame) -> pd.DataFrame:
                    {win(90, "event_type = 'tender_signal'")} AS tender_signals_90d,
                    COUNT(*) OVER (PARTITION BY lead_id ORDER BY occurred_at
                                   RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS events_total,
+                   MIN(occurred_at) OVER (PARTITION BY lead_id) AS first_event_at,
                    ROW_NUMBER() OVER (PARTITION BY lead_id, occurred_at ORDER BY event_id DESC) AS dup
             FROM lead_events
         )
@@ -234,7 +251,10 @@ def lead_activity_features(lead_events: pd.DataFrame) -> pd.DataFrame:
                competitor_social_30d::DOUBLE AS competitor_social_30d,
                budget_signals_90d::DOUBLE AS budget_signals_90d,
                tender_signals_90d::DOUBLE AS tender_signals_90d,
-               events_total::DOUBLE AS events_total
+               events_total::DOUBLE AS events_total,
+               -- engagement rate since the first signal, so a young lead is not judged by its count
+               (events_total * 7.0 / GREATEST(7.0, epoch(occurred_at - first_event_at) / 86400.0))::DOUBLE
+                   AS events_per_week
         FROM e WHERE dup = 1
         ORDER BY lead_id, event_timestamp
         """,

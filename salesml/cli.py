@@ -272,7 +272,7 @@ def bench_features(
 @bench_app.command("training")
 def bench_training(
     accounts: Annotated[int, typer.Option()] = 3000,
-    leads: Annotated[int, typer.Option()] = 8000,
+    leads: Annotated[int, typer.Option()] = 20000,
 ) -> None:
     """Model quality vs the simulator's truth and baselines; assignment solver speed."""
     from training.bench import run

@@ -51,8 +51,10 @@ config_changes as level**0.5).
 
 Truth tables (``out_dir/truth/``, never features):
 * truth_churn_weekly: account_id, week_start, churn_hazard, early_warning, usage_drop,
-  sla_shortfall_pp, renewal_within_8w, event (churn / downgrade / null); one row per week the
-  account is at risk, i.e. up to and including its churn week.
+  sla_shortfall_pp, renewal_within_8w, event (churn / downgrade / null), at_risk; one row per
+  account and week.  After the churn week (at_risk false) the row holds the hazard the account
+  would have had had it stayed: a horizon's churn probability needs the whole path, and a path
+  cut at the churn would make early churners look safe.
 * truth_accounts: account_id, tier_initial, declining, decline_start (null unless it starts in
   the window), decay_rate, sla_quality, relationship_quality, churned_at.
 * truth_assignments: assignment_id, lead_id, rep_id, p_convert (the p used),

@@ -204,7 +204,7 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
     target = SLA_TARGET[tier]
 
     # --- interactions: frequency and tone follow relationship quality ------------------------
-    rate = 0.10 * np.exp(0.45 * rel_q) + 0.05 * (tier0 == 2)
+    rate = 0.25 * np.exp(0.45 * rel_q) + 0.05 * (tier0 == 2)
     n_touch = rng.poisson(rate[:, None] * alive)
     cell = np.repeat(np.arange(n * W), n_touch.ravel())
     i_a, i_w = cell // W, cell % W
@@ -221,7 +221,8 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
     note_null = rng.random(k) < 0.5
 
     csm_ids = ids("CSM", 0, n_csm, 4)
-    t_a, t_w = np.nonzero(at_risk)
+    # every week, also after a churn: the hazard the account would have had, had it stayed
+    t_a, t_w = np.nonzero(np.ones_like(at_risk))
     ev_row = np.full((n, W), -1, dtype=np.int64)
     ev_row[ev_a, ev_w] = ev_kind
     ev_cell = ev_row[t_a, t_w]
@@ -278,6 +279,7 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
             "sla_shortfall_pp": pa.array(shortfall[t_a, t_w]),
             "renewal_within_8w": pa.array(renew8[t_a, t_w]),
             "event": labels(("downgrade", "churn"), np.maximum(ev_cell, 0), ev_cell < 0),
+            "at_risk": pa.array(at_risk[t_a, t_w]),
         }),
         "truth_accounts": pa.table({
             "account_id": acc_ids,

@@ -40,7 +40,7 @@ LEAVER_WEEKS = 12  # inactive reps left this many weeks before the export and to
 MEAN_OPEN_DAYS = 35.0
 # Conversion logit; the lead-match model is scored against these.
 ASSIGN_DAYS = (7, 21)  # days from lead creation to assignment
-CONVERT = {"intercept": -1.6, "intent": 1.3, "industry_match": 0.6, "product_match": 0.5,
+CONVERT = {"intercept": -1.9, "intent": 1.3, "icp_size": 0.9, "industry_match": 0.6, "product_match": 0.5,
            "region_match": 0.3, "rep_skill": 1.0, "overload": -1.5, "slow_first_touch": -0.35}
 # Measurement drifts: a new geo-enrichment vendor records a share of new leads as latam (routing
 # and fit keep the true territory), and a redesigned pricing page holds visitors longer.
@@ -49,9 +49,19 @@ PRICING_DWELL_DRIFT = 1.6
 _BIG = 10**10  # composite (rep, second) sort key; seconds since 1970 stay below it
 
 
-def convert_logit(intent, industry_match, product_match, region_match, skill, load, touch_hours):
+ICP_SIZE = (800.0, 0.9)  # ideal customer profile: mid-market, centre and width in log(employees)
+
+
+def icp_fit(size):
+    """0..1 bump around the mid-market sweet spot: too small lacks budget, too large buys elsewhere."""
+    centre, width = ICP_SIZE
+    return np.exp(-(((np.log(size) - np.log(centre)) / width) ** 2))
+
+
+def convert_logit(intent, size, industry_match, product_match, region_match, skill, load, touch_hours):
     c = CONVERT
-    return (c["intercept"] + c["intent"] * intent + c["industry_match"] * industry_match
+    return (c["intercept"] + c["intent"] * intent + c["icp_size"] * icp_fit(size)
+            + c["industry_match"] * industry_match
             + c["product_match"] * product_match + c["region_match"] * region_match
             + c["rep_skill"] * skill + c["overload"] * np.maximum(0.0, load - 0.8)
             + c["slow_first_touch"] * np.log1p(touch_hours / 24))
@@ -144,11 +154,11 @@ def simulate_sales(rng: np.random.Generator, n_leads: int, n_reps: int, weeks: n
     load = open_leads[rep, w_idx] / capacity[rep]
     hours = rng.lognormal(np.log(8) + 1.2 * load - 0.2 * seniority[rep], 0.9)
     first_touch = floor_s(assigned + (hours * HOUR).astype(np.int64))
-    p = sigmoid(convert_logit(intent, r_ind[rep, l_ind], r_prod[rep, product],
+    p = sigmoid(convert_logit(intent, size, r_ind[rep, l_ind], r_prod[rep, product],
                               r_region[rep] == l_reg, skill[rep], load, hours))
     # What could be known when the lead is assigned: the rep's median first touch, not the realised one.
     hours_expected = np.exp(np.log(8) + 1.2 * load - 0.2 * seniority[rep])
-    p_at_assignment = sigmoid(convert_logit(intent, r_ind[rep, l_ind], r_prod[rep, product],
+    p_at_assignment = sigmoid(convert_logit(intent, size, r_ind[rep, l_ind], r_prod[rep, product],
                                             r_region[rep] == l_reg, skill[rep], load, hours_expected))
     won = rng.random(L) < p
     converted = won & (close <= end)  # outcomes after the export are still open: not converted
@@ -169,13 +179,13 @@ def simulate_sales(rng: np.random.Generator, n_leads: int, n_reps: int, weeks: n
         sl = slice(s, s + block)
         lm = open_leads[:, w_idx[sl]].T / capacity[None, :]
         hm = np.exp(np.log(8) + 1.2 * lm - 0.2 * seniority[None, :])  # median first touch
-        pm = sigmoid(convert_logit(intent[sl, None], r_ind.T[l_ind[sl]], r_prod.T[product[sl]],
+        pm = sigmoid(convert_logit(intent[sl, None], size[sl, None], r_ind.T[l_ind[sl]], r_prod.T[product[sl]],
                                    r_region[None, :] == l_reg[sl, None], skill[None, :], lm, hm))
         pm = np.where(active[None, :] | ~late[sl, None], pm, np.nan)
         p_avg[sl], p_best[sl], best[sl] = np.nanmean(pm, 1), np.nanmax(pm, 1), np.nanargmax(pm, 1)
 
     # --- lead_events: behaviour driven by intent, before and after assignment --------------------
-    n_ev = rng.poisson(np.exp(1.6 + 0.6 * intent)) + 1
+    n_ev = rng.poisson(np.exp(1.8 + 0.8 * intent)) + 1
     e_l = np.repeat(np.arange(L), n_ev)
     e_t = floor_s(created[e_l] + (rng.gamma(1.2, 10, len(e_l)) * DAY).astype(np.int64))
     keep = e_t <= end

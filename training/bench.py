@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from salesml.settings import Settings
 
 
-def run(settings: Settings, accounts: int = 3000, leads: int = 8000, reps: int = 60, weeks: int = 104,
+def run(settings: Settings, accounts: int = 3000, leads: int = 20000, reps: int = 60, weeks: int = 104,
         seed: int = 11, log: Callable[[str], None] = print):
     from features.store import apply, build_feature_files, open_store
     from features.training_sets import build_training_set

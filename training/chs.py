@@ -124,7 +124,8 @@ class HealthModel:
                                 "before": _num(before.get(feat)), "after": _num(after.get(feat)),
                                 "change_pct": _pct(before.get(feat), after.get(feat))})
             layers[name] = {"points": round(delta, 2), "drivers": drivers}
-        return {"change": round(total, 2), "layers": layers, "text": explain(total, layers)}
+        total = round(total, 2)  # the text shows the same number the payload carries
+        return {"change": total, "layers": layers, "text": explain(total, layers)}
 
 
 def _num(v):

@@ -18,12 +18,12 @@ from training.models import ScoringModel, fit_logistic, fit_rule_baseline, fit_x
 # by construction rather than by luck of the sample.
 INTENT_UP = ["page_views_7d", "pricing_page_views_7d", "pricing_dwell_seconds_7d",
              "case_study_views_30d", "doc_downloads_30d", "pricing_sheet_downloads_30d",
-             "webinar_completion_max_30d", "budget_signals_90d", "tender_signals_90d"]
+             "webinar_completion_max_30d", "budget_signals_90d", "tender_signals_90d", "events_per_week"]
 CHURN_DOWN = ["logins", "active_users", "key_feature_uses", "api_calls", "config_changes",
               "scans_run", "custom_rules", "logins_4w_avg", "key_feature_uses_4w_avg",
-              "api_calls_wow", "key_feature_uses_wow", "api_calls_mom", "sla_gap",
-              "communication_quality_90d", "touchpoints_90d", "joint_project_touchpoints_180d",
-              "nps_last"]
+              "api_calls_wow", "key_feature_uses_wow", "api_calls_mom", "usage_trend_4v12", "sla_gap",
+              "communication_quality_90d", "communication_quality_365d", "nps_avg_365d", "touchpoints_90d",
+              "joint_project_touchpoints_180d", "nps_last"]
 CHURN_UP = ["below_baseline_measures", "below_baseline_streak", "early_warning", "sla_breached"]
 
 MODELS: dict[str, dict] = {

@@ -114,6 +114,8 @@ def _early_warning(usage: pd.DataFrame) -> pd.Series:
 def test_planted_churn_structure_is_visible(export):
     d, _ = export
     truth = _read(d, "truth_churn_weekly")
+    assert not truth[~truth.at_risk].event.notna().any()  # nothing happens after a churn
+    truth = truth[truth.at_risk]
     # the truth's early warning at week w is the pattern observable in the export at week w-1
     ew = _early_warning(_read(d, "usage_weekly"))
     later = truth[truth.week_start > truth.week_start.min()]
