@@ -128,32 +128,58 @@ PUSHABLE = {
 }
 
 
+def live_dir(settings: Settings, table: str) -> Path:
+    """Rows that arrived through a push after the export, one parquet part per push."""
+    return settings.root / "data" / "live" / table
+
+
+def _history(settings: Settings, raw_dir: Path, table: str, key: str, ids: set[str]) -> pd.DataFrame:
+    """The export's and earlier pushes' rows for these entities only (a filtered parquet scan)."""
+    import pyarrow.dataset as ds
+
+    sources = [p for p in (Path(raw_dir) / f"{table}.parquet",) if p.exists()]
+    sources += sorted(live_dir(settings, table).glob("part-*.parquet"))
+    if not sources:
+        return pd.DataFrame()
+    parts = [ds.dataset(p).to_table(filter=ds.field(key).isin(sorted(ids))).to_pandas() for p in sources]
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.DataFrame,
                 store=None) -> pd.DataFrame:
     """Recompute feature rows for the entities in ``new_rows`` and push them to the online store.
 
-    The rows come from the same transform as the offline files (the export's history plus the
-    new rows), so a pushed value equals what a rebuild would produce.  Invalid rows raise
-    ContractError before anything is pushed.
+    The rows come from the same transform as the offline files (the export's history, earlier
+    pushes and the new rows), so a pushed value equals what a rebuild would produce.  Invalid
+    rows raise ContractError before anything is pushed; accepted rows are kept (one atomic
+    parquet part per push) so the next push and a rebuild see them.
     """
+    import uuid
+
     from features import transforms
     from salesml.contract import TABLES
-    from salesml.validation import ContractError, load_valid_export, validate_table
+    from salesml.validation import ContractError, validate_table
 
     if table not in PUSHABLE:
         raise ValueError(f"no push source for table '{table}': expected one of {', '.join(PUSHABLE)}")
     key, transform, source = PUSHABLE[table]
-    typed, problems = validate_table(new_rows, TABLES[table])
+    spec = TABLES[table]
+    typed, problems = validate_table(new_rows, spec)
     if problems:
         raise ContractError(problems)
-    history = load_valid_export(raw_dir, [table])[table]
-    spec = TABLES[table]
-    rows = pd.concat([history[history[key].isin(set(typed[key]))], typed], ignore_index=True)
+    history = _history(settings, raw_dir, table, key, set(typed[key]))
+    rows = pd.concat([history, typed], ignore_index=True) if len(history) else typed
     rows = rows.drop_duplicates(list(spec.key), keep="last")  # a resent row replaces the old one
     features = getattr(transforms, transform)(rows)
     latest = features.sort_values("event_timestamp").groupby(key).tail(1)
     store = store or open_store(settings)
     store.push(source, latest, to=_push_mode("ONLINE"))
+    out = live_dir(settings, table)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"part-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+    typed.to_parquet(out / f".{name}.tmp", index=False)
+    (out / f".{name}.tmp").replace(out / name)
     return latest
 
 

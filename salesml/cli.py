@@ -21,6 +21,8 @@ app.add_typer(data_app, name="data")
 bench_app = typer.Typer(help="Benchmarks that write reports under $SALESML_HOME/reports.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 app.add_typer(bench_app, name="bench")
+keys_app = typer.Typer(help="API keys for the scoring service (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console(stderr=True)
 out = Console()
@@ -254,6 +256,46 @@ def recalibrate(
         raise typer.Exit(code=2) from None
     accepted = [r.quarter for r in results if r.accepted]
     out.print(f"{len(results)} quarter(s) recalibrated; new weights accepted for: {', '.join(accepted) or 'none'}")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default SALESML_SERVE_HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default SALESML_SERVE_PORT, 3000).")] = None,
+) -> None:
+    """Start the BentoML scoring service (intent, match, health, events, outcomes)."""
+    import os
+    import sys
+
+    from salesml.settings import REPO_ROOT
+
+    settings = _settings()
+    settings.ensure_dirs()
+    env = {**os.environ, "SALESML_HOME": str(settings.root)}
+    args = [sys.executable, "-m", "bentoml", "serve", "serving.service:SalesScoring",
+            "--host", host or settings.serve_host, "--port", str(port or settings.serve_port),
+            "--working-dir", str(REPO_ROOT)]
+    console.print(f"serving on http://{host or settings.serve_host}:{port or settings.serve_port} "
+                  f"(OpenAPI at /docs.json); keys in {settings.api_keys_path}")
+    os.execve(sys.executable, args, env)
+
+
+@keys_app.command("add")
+def keys_add(
+    role: Annotated[str, typer.Option(help="sales | csm | admin")],
+    name: Annotated[str, typer.Option(help="Who holds the key (an application or a person).")],
+) -> None:
+    """Create an API key; it is printed once and stored only as a SHA-256 digest."""
+    from serving.auth import KeyStore
+
+    settings = _settings()
+    try:
+        key_id, key = KeyStore(settings.api_keys_path).add(role, name)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    console.print(f"key id {key_id}, role {role}; store the key now, it is not kept in clear:")
+    out.print(key)
 
 
 @bench_app.command("features")

@@ -33,6 +33,22 @@ class Settings(BaseSettings):
         default_factory=lambda: {"green": 65.0, "yellow": 50.0, "orange": 35.0},
         description='CHS warning thresholds (score >= value), e.g. {"green":65,"yellow":50,"orange":35}.',
     )
+    # Serving (``salesml serve``): keys, A/B split, prediction log, request limits.
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 3000
+    api_keys_file: Path | None = Field(
+        None, description="API keys (hashed) and roles; default HOME/serving/api_keys.json."
+    )
+    challenger_share: dict[str, float] = Field(
+        default_factory=dict,
+        description='Share of entities routed to the challenger per model, e.g. {"chs":0.2}; none by default.',
+    )
+    experiment_salt: str = Field("ab-1", description="Salt of the A/B hash: change it to re-draw the split.")
+    prediction_log: Path | None = Field(None, description="SQLite prediction log; default HOME/serving/predictions.db.")
+    log_synchronous: str = Field("NORMAL", description="SQLite synchronous mode: NORMAL survives a process crash, "
+                                                       "FULL also a power loss.")
+    max_batch: int = Field(1000, description="Most ids or rows per scoring request.")
+    max_body_bytes: int = Field(1_048_576, description="Largest request body accepted.")
 
     @cached_property
     def root(self) -> Path:
@@ -57,6 +73,22 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.root / "serving"
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys_file or self.serving_dir / "api_keys.json"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        return self.prediction_log or self.serving_dir / "predictions.db"
+
+    @property
+    def chs_weights_dir(self) -> Path:
+        return self.root / "chs_weights"
 
     def ensure_dirs(self) -> None:
         for d in (self.raw_dir, self.feature_data_dir, self.feast_dir, self.reports_dir):

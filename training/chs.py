@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.data import FeatureSpec
+from training.data import FeatureSpec, prepare_features
 from training.models import ScoringModel, fit_xgboost
 from training.pipeline import CHURN_DOWN, CHURN_UP
 
@@ -69,10 +69,10 @@ class HealthModel:
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.full.contributions(frame)
 
-    def layer_scores(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def layer_scores(self, frame: pd.DataFrame, prepared: bool = False) -> pd.DataFrame:
         out = pd.DataFrame(index=frame.index)
         for name, model in self.layers.items():
-            z = _logit(model.predict_proba(frame))
+            z = _logit(model.predict_proba(frame, prepared))
             out[name] = 100.0 / (1.0 + np.exp(z - self.base_logit))
         return out
 
@@ -83,10 +83,11 @@ class HealthModel:
 
     def health(self, frame: pd.DataFrame, top: int = 3) -> list[dict]:
         """What serving calls: score, level, layers, churn probability, drivers, early warning."""
-        subs = self.layer_scores(frame)
+        x = prepare_features(frame, self.full.spec)  # once; every layer reads a subset of it
+        subs = self.layer_scores(x, prepared=True)
         scores = sum(self.weights[n] * subs[n].to_numpy() for n in self.layers)
-        churn = self.full.predict_proba(frame)
-        contrib = self.full.contributions(frame).drop(columns="bias")
+        churn = self.full.predict_proba(x, prepared=True)
+        contrib = self.full.contributions(x, prepared=True).drop(columns="bias")
         out = []
         for i, idx in enumerate(frame.index):
             row = contrib.loc[idx].sort_values(ascending=False)

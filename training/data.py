@@ -54,12 +54,18 @@ def prepare_features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise KeyError(f"input is missing feature column(s): {', '.join(missing)}")
-    out = pd.DataFrame(index=frame.index)
+    cols: dict[str, object] = {}
     for col in spec.numeric:
-        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+        s = frame[col]
+        if s.dtype.kind == "f":
+            cols[col] = s.to_numpy(dtype="float64", copy=False)
+        elif s.dtype.kind in "iub":
+            cols[col] = s.to_numpy(dtype="float64")
+        else:  # objects, nullable dtypes: anything non-numeric becomes NaN
+            cols[col] = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     for col, levels in spec.categorical.items():
-        out[col] = pd.Categorical(frame[col].astype("object"), categories=levels)
-    return out
+        cols[col] = pd.Categorical(frame[col].astype("object"), categories=levels)
+    return pd.DataFrame(cols, index=frame.index, columns=spec.columns)
 
 
 @dataclass

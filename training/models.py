@@ -31,16 +31,34 @@ class ScoringModel:
     booster: object  # xgboost.XGBClassifier
     monotone: dict[str, int] = field(default_factory=dict)
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict_proba(prepare_features(frame, self.spec))[:, 1]
+    @property
+    def _trees(self) -> tuple[int, int]:
+        """The trees early stopping kept (the booster holds a few more after the best one)."""
+        best = getattr(self.booster, "best_iteration", None)
+        return (0, best + 1) if best is not None else (0, 0)
 
-    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def _x(self, frame: pd.DataFrame, prepared: bool = False) -> pd.DataFrame:
+        if prepared:  # a frame prepare_features already made, maybe for a wider spec
+            return frame if list(frame.columns) == self.spec.columns else frame[self.spec.columns]
+        return prepare_features(frame, self.spec)
+
+    def predict_proba(self, frame: pd.DataFrame, prepared: bool = False) -> np.ndarray:
+        x = self._x(frame, prepared)
+        booster = self.booster.get_booster()
+        if not self.spec.categorical:  # a plain float matrix is ~4x faster to score than a frame
+            return booster.inplace_predict(x.to_numpy(np.float64), iteration_range=self._trees)
+        return self.booster.predict_proba(x)[:, 1]
+
+    def contributions(self, frame: pd.DataFrame, prepared: bool = False) -> pd.DataFrame:
         """Per-feature contributions in log-odds (TreeSHAP); the ``bias`` column is the base value."""
         import xgboost as xgb
 
-        x = prepare_features(frame, self.spec)
-        dm = xgb.DMatrix(x, enable_categorical=True)
-        contrib = self.booster.get_booster().predict(dm, pred_contribs=True)
+        x = self._x(frame, prepared)
+        if self.spec.categorical:
+            dm = xgb.DMatrix(x, enable_categorical=True)
+        else:
+            dm = xgb.DMatrix(x.to_numpy(np.float64), feature_names=list(x.columns))
+        contrib = self.booster.get_booster().predict(dm, pred_contribs=True, iteration_range=self._trees)
         return pd.DataFrame(contrib, columns=list(x.columns) + ["bias"], index=frame.index)
 
 

@@ -18,7 +18,7 @@ from training.recalibration import (
 
 
 def weight_store(settings) -> WeightStore:
-    return WeightStore(settings.root / "chs_weights")
+    return WeightStore(settings.chs_weights_dir)
 
 
 def load_health_model(settings, alias: str = "champion"):

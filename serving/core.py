@@ -1,0 +1,364 @@
+"""The scoring core: a plain class that the BentoML service wraps and tests call directly.
+
+It loads each model by registry alias (``champion``, and ``challenger`` where a share is
+configured), the current CHS weights set, the Feast store and the prediction log; it reads
+features online by id (or takes them from the request), routes each entity to a variant,
+scores, explains, renders the caller's view and appends every prediction to the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from salesml.settings import Settings
+from serving.auth import Caller, view
+from serving.predlog import PredictionLog
+
+MODELS = ("intent", "lead_match", "chs")
+ENTITY = {"intent": "lead_id", "lead_match": "lead_id", "chs": "account_id"}
+# Intent bands by probability of conversion within 90 days (score >= value).
+INTENT_BANDS = (("A", 0.5), ("B", 0.3), ("C", 0.15))
+
+
+class UnknownFeature(ValueError):
+    """A request row names a feature the model does not know, or gives it a value of the wrong type."""
+
+
+@dataclass
+class Loaded:
+    name: str
+    version: str
+    variant: str  # champion | challenger
+    model: Any  # ScoringModel, or HealthModel for chs
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.model.spec.columns)
+
+    @property
+    def tag(self) -> dict:
+        return {"name": self.name, "version": self.version, "variant": self.variant}
+
+
+def bucket(salt: str, model: str, entity_id: str) -> float:
+    """Deterministic position of an entity in [0, 1) for the A/B split of ``model``."""
+    h = hashlib.sha256(f"{salt}:{model}:{entity_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def band(p: float) -> str:
+    for name, cut in INTENT_BANDS:
+        if p >= cut:
+            return name
+    return "D"
+
+
+def _clean(v):
+    if v is None:
+        return None
+    if isinstance(v, (float, np.floating)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (pd.Timestamp, datetime)):
+        return v.isoformat()
+    return v if not pd.isna(v) else None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ScoringCore:
+    def __init__(self, settings: Settings, models: dict[str, dict[str, Loaded]], store, log: PredictionLog,
+                 active_reps: list[str], raw_dir=None):
+        self.settings = settings
+        self.models = models
+        self.store = store
+        self.log = log
+        self.active_reps = active_reps
+        self.raw_dir = raw_dir or settings.raw_dir
+        self._services = {}
+
+    # --- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, settings: Settings | None = None) -> ScoringCore:
+        """Models by alias from MLflow, CHS weights, Feast store, prediction log, active reps."""
+        import mlflow
+        from mlflow import MlflowClient
+
+        from features.store import open_store
+        from training import tracking
+        from training.recalibrate_run import weight_store
+
+        settings = settings or Settings()
+        tracking.configure(settings)
+        client = MlflowClient()
+        models: dict[str, dict[str, Loaded]] = {}
+        for name in MODELS:
+            aliases = ["champion"] + (["challenger"] if settings.challenger_share.get(name, 0) > 0 else [])
+            models[name] = {}
+            for alias in aliases:
+                mv = client.get_model_version_by_alias(name, alias)
+                model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").unwrap_python_model().model
+                models[name][alias] = Loaded(name, str(mv.version), alias, model)
+        current = weight_store(settings).current()
+        if current:  # the quarterly weights set in force, for every CHS variant
+            for loaded in models["chs"].values():
+                loaded.model = replace(loaded.model, weights=dict(current["weights"]),
+                                       weights_version=str(current["version"]))
+        for loaded in models["chs"].values():
+            loaded.model = replace(loaded.model, thresholds=dict(settings.chs_levels))
+        reps = pd.read_parquet(settings.raw_dir / "reps.parquet", columns=["rep_id", "active"])
+        active = reps.loc[reps["active"].fillna(False).astype(bool), "rep_id"].astype(str).tolist()
+        log = PredictionLog(settings.prediction_log_path, synchronous=settings.log_synchronous)
+        return cls(settings, models, open_store(settings), log, active)
+
+    @property
+    def ready(self) -> bool:
+        return all(self.models.get(m, {}).get("champion") for m in MODELS) and self.store is not None
+
+    def describe(self) -> dict:
+        return {m: [v.tag for v in variants.values()] for m, variants in self.models.items()}
+
+    # --- routing and features -------------------------------------------------------------------
+    def route(self, model: str, entity_id: str) -> Loaded:
+        variants = self.models[model]
+        share = self.settings.challenger_share.get(model, 0.0)
+        if "challenger" in variants and bucket(self.settings.experiment_salt, model, entity_id) < share:
+            return variants["challenger"]
+        return variants["champion"]
+
+    def _service(self, name: str):
+        if name not in self._services:
+            self._services[name] = self.store.get_feature_service(name)
+        return self._services[name]
+
+    def online(self, service: str, key: str, ids: list[str]) -> pd.DataFrame:
+        """Online features by id; ``_known`` is False where no view holds the entity."""
+        df = self.store.get_online_features(features=self._service(service),
+                                            entity_rows=[{key: i} for i in ids]).to_df()
+        feats = [c for c in df.columns if c != key]
+        df["_known"] = df[feats].notna().any(axis=1) if feats else False
+        return df
+
+    def _rows_frame(self, rows: list[dict], spec, key: str) -> pd.DataFrame:
+        columns = list(spec.columns)
+        unknown = sorted({k for r in rows for k in r if k not in columns and k != key})
+        if unknown:
+            raise UnknownFeature(f"rows: unknown feature(s) {', '.join(unknown)}; "
+                                 f"expected some of {', '.join(columns)}")
+        numeric = set(spec.numeric)
+        for i, r in enumerate(rows):
+            for k, v in r.items():
+                if k in numeric and v is not None and (isinstance(v, str) or not math.isfinite(float(v))):
+                    raise UnknownFeature(f"rows[{i}].{k}: expected a finite number or null, got {v!r}")
+                if k in spec.categorical and v is not None and not isinstance(v, str):
+                    raise UnknownFeature(f"rows[{i}].{k}: expected a string or null, got {v!r}")
+        df = pd.DataFrame(rows).reindex(columns=[key, *columns])
+        for c in columns:
+            if df[c].dtype == object and all(isinstance(v, (int, float)) or v is None for v in df[c]):
+                df[c] = pd.to_numeric(df[c])
+        df[key] = [r.get(key) or f"row-{i}" for i, r in enumerate(rows)]
+        df["_known"] = True
+        return df
+
+    # --- logging --------------------------------------------------------------------------------
+    def _record(self, request_id, caller: Caller, endpoint, entity_type, entity_id, loaded: Loaded | None,
+                features: dict, outputs: dict, variant: str | None = None) -> dict:
+        return {"request_id": request_id, "ts": _now(), "role": caller.role, "api_key_id": caller.key_id,
+                "endpoint": endpoint, "entity_type": entity_type, "entity_id": str(entity_id),
+                "model": loaded.name if loaded else endpoint, "version": loaded.version if loaded else "",
+                "variant": variant or (loaded.variant if loaded else "direct"),
+                "features": {k: _clean(v) for k, v in features.items()},
+                "outputs": {k: _clean(v) if not isinstance(v, (dict, list)) else v for k, v in outputs.items()}}
+
+    # --- intent --------------------------------------------------------------------------------
+    def intent(self, caller: Caller, lead_ids: list[str] | None = None, rows: list[dict] | None = None,
+               role: str | None = None, request_id: str | None = None) -> dict:
+        request_id = request_id or uuid.uuid4().hex
+        role = role or caller.role
+        spec = self.models["intent"]["champion"].model.spec
+        frame = (self.online("intent", "lead_id", lead_ids) if lead_ids
+                 else self._rows_frame(rows or [], spec, "lead_id"))
+        results: list[dict | None] = [None] * len(frame)
+        records = []
+        for loaded, idx in self._groups("intent", frame, "lead_id"):
+            part = frame.iloc[idx]
+            p = loaded.model.predict_proba(part)
+            contrib = loaded.model.contributions(part).drop(columns="bias")
+            for k, i in enumerate(idx):
+                row = part.iloc[k]
+                drivers = [{"feature": f, "effect": round(float(v), 4)}
+                           for f, v in contrib.iloc[k].sort_values(ascending=False).head(3).items() if v > 0]
+                out = {"lead_id": str(row["lead_id"]), "probability": float(p[k]), "band": band(float(p[k])),
+                       "drivers": drivers, "features": {c: _clean(row.get(c)) for c in loaded.columns},
+                       "model": loaded.tag}
+                results[i] = out
+                records.append(self._record(request_id, caller, "intent", "lead", row["lead_id"], loaded,
+                                            out["features"], {"probability": out["probability"],
+                                                              "band": out["band"]}))
+        self._unknown(frame, "lead_id", results)
+        self.log.append_predictions(records)
+        return {"request_id": request_id, "results": [view(r, role) for r in results]}
+
+    def _groups(self, model: str, frame: pd.DataFrame, key: str):
+        """(variant, row positions) for the known rows of ``frame``."""
+        known = np.flatnonzero(frame["_known"].to_numpy())
+        by: dict[str, list[int]] = {}
+        for i in known:
+            by.setdefault(self.route(model, str(frame.iloc[i][key])).variant, []).append(int(i))
+        return [(self.models[model][v], idx) for v, idx in by.items()]
+
+    @staticmethod
+    def _unknown(frame: pd.DataFrame, key: str, results: list) -> None:
+        for i, known in enumerate(frame["_known"].to_numpy()):
+            if not known:
+                results[i] = {key: str(frame.iloc[i][key]), "error": f"unknown {key}: no features online"}
+
+    # --- health --------------------------------------------------------------------------------
+    def health(self, caller: Caller, account_ids: list[str] | None = None, rows: list[dict] | None = None,
+               since: datetime | None = None, role: str | None = None, request_id: str | None = None) -> dict:
+        request_id = request_id or uuid.uuid4().hex
+        role = role or caller.role
+        spec = self.models["chs"]["champion"].model.spec
+        frame = (self.online("chs", "account_id", account_ids) if account_ids
+                 else self._rows_frame(rows or [], spec, "account_id"))
+        previous = self._features_at(frame, since) if since is not None and account_ids else None
+        results: list[dict | None] = [None] * len(frame)
+        records = []
+        for loaded, idx in self._groups("chs", frame, "account_id"):
+            part = frame.iloc[idx]
+            scored = loaded.model.health(part)
+            for k, i in enumerate(idx):
+                row, h = part.iloc[k], scored[k]
+                acc = str(row["account_id"])
+                out = {"account_id": acc, **h, "features": {c: _clean(row.get(c)) for c in loaded.columns},
+                       "model": loaded.tag}
+                if previous is not None and acc in previous.index:
+                    change = loaded.model.attribute_change(previous.loc[acc], row)
+                    before = loaded.model.health(previous.loc[[acc]])[0]["score"]
+                    out["change"] = {"since": since.isoformat(), "previous_score": before,
+                                     "points": change["change"], "layers": change["layers"], "text": change["text"]}
+                out["notes"] = self._notes(acc) if role == "admin" else None
+                results[i] = out
+                records.append(self._record(request_id, caller, "health", "account", acc, loaded, out["features"],
+                                            {"score": h["score"], "level": h["level"],
+                                             "churn_probability": h["churn_probability"],
+                                             "weights_version": h["weights_version"]}))
+        self._unknown(frame, "account_id", results)
+        self.log.append_predictions(records)
+        return {"request_id": request_id, "results": [view(r, role) for r in results]}
+
+    def _features_at(self, frame: pd.DataFrame, when: datetime) -> pd.DataFrame:
+        """Point-in-time CHS features of the known accounts at ``when`` (offline store)."""
+        ids = frame.loc[frame["_known"], "account_id"].astype(str).tolist()
+        if not ids:
+            return pd.DataFrame()
+        entity = pd.DataFrame({"account_id": ids, "event_timestamp": pd.Timestamp(when)})
+        df = self.store.get_historical_features(entity_df=entity, features=self._service("chs")).to_df()
+        return df.drop_duplicates("account_id").set_index("account_id", drop=False)
+
+    def _notes(self, account_id: str, n: int = 3) -> list[dict]:
+        import pyarrow.dataset as ds
+
+        path = self.raw_dir / "interactions.parquet"
+        if not path.exists():
+            return []
+        t = ds.dataset(path).to_table(filter=ds.field("account_id") == account_id,
+                                      columns=["occurred_at", "channel", "notes"]).to_pandas()
+        t = t.dropna(subset=["notes"]).sort_values("occurred_at").tail(n)
+        return [{"at": r.occurred_at.isoformat(), "channel": r.channel, "note": r.notes} for r in t.itertuples()]
+
+    # --- lead matching -------------------------------------------------------------------------
+    def match(self, caller: Caller, lead_ids: list[str], rep_ids: list[str] | None = None, assign: bool = False,
+              top: int = 5, role: str | None = None, request_id: str | None = None) -> dict:
+        from features.transforms import lead_rep_fit
+        from training.assignment import propose_assignment
+
+        request_id = request_id or uuid.uuid4().hex
+        role = role or caller.role
+        reps = list(dict.fromkeys(rep_ids or self.active_reps))
+        leads = self.online("intent", "lead_id", lead_ids)
+        rep_feats = self.online_reps(reps)
+        results: list[dict | None] = [None] * len(leads)
+        self._unknown(leads, "lead_id", results)
+        unknown_reps = rep_feats.loc[~rep_feats["_known"], "rep_id"].tolist()
+        rep_feats = rep_feats[rep_feats["_known"]]
+        known_reps = rep_feats["rep_id"].tolist()
+        records, proposals = [], []
+        if known_reps:
+            for loaded, idx in self._groups("lead_match", leads, "lead_id"):
+                part = leads.iloc[idx].drop(columns="_known")
+                pairs = part.merge(rep_feats.drop(columns="_known"), how="cross")
+                pairs = pd.concat([pairs, lead_rep_fit(pairs)], axis=1)
+                p = loaded.model.predict_proba(pairs)
+                contrib = loaded.model.contributions(pairs).drop(columns="bias")
+                pm = p.reshape(len(part), len(known_reps))
+                for k, i in enumerate(idx):
+                    order = np.argsort(-pm[k])[:top]
+                    ranked = []
+                    for j in order:
+                        r = k * len(known_reps) + j
+                        why = [f for f, v in contrib.iloc[r].sort_values(ascending=False).head(3).items() if v > 0]
+                        ranked.append({"rep_id": known_reps[j], "expected_conversion": float(pm[k, j]),
+                                       "reasons": why})
+                    lead = str(part.iloc[k]["lead_id"])
+                    results[i] = {"lead_id": lead, "ranked_reps": ranked, "model": loaded.tag}
+                    records.append(self._record(request_id, caller, "match", "lead", lead, loaded,
+                                                {c: part.iloc[k].get(c) for c in part.columns if c != "lead_id"},
+                                                {"top_rep": ranked[0]["rep_id"] if ranked else None,
+                                                 "top_expected": ranked[0]["expected_conversion"] if ranked else None}))
+                proposals.append((idx, pm))
+        out: dict[str, Any] = {"request_id": request_id, "results": results, "unknown_rep_ids": unknown_reps}
+        if assign and proposals:
+            full = np.zeros((len(leads), len(known_reps)))
+            for idx, pm in proposals:
+                full[idx] = pm
+            slots = np.maximum(rep_feats["capacity"].fillna(20).to_numpy(float)
+                               - rep_feats["open_leads"].fillna(0).to_numpy(float), 0).astype(int)
+            known = leads["_known"].to_numpy()
+            sol = propose_assignment(full[known], slots)
+            ids = leads.loc[known, "lead_id"].astype(str).tolist()
+            out["assignment"] = {
+                "status": "proposal",  # nothing is assigned on anyone's behalf
+                "expected_conversions": float(np.sum(sol.expected)),
+                "proposals": [{"lead_id": lead, "rep_id": known_reps[j] if j >= 0 else None,
+                               "expected_conversion": float(e) if j >= 0 else None}
+                              for lead, j, e in zip(ids, sol.rep_index, sol.expected)],
+            }
+        self.log.append_predictions(records)
+        out["results"] = [view(r, role) for r in results]
+        return out
+
+    def online_reps(self, rep_ids: list[str]) -> pd.DataFrame:
+        names = [f"rep_state:{f.name}" for f in self.store.get_feature_view("rep_state").features]
+        df = self.store.get_online_features(features=names, entity_rows=[{"rep_id": r} for r in rep_ids]).to_df()
+        feats = [c for c in df.columns if c != "rep_id"]
+        df["_known"] = df[feats].notna().any(axis=1)
+        return df
+
+    # --- events and outcomes -------------------------------------------------------------------
+    def events(self, caller: Caller, table: str, rows: list[dict], request_id: str | None = None) -> dict:
+        from features.store import push_events
+
+        request_id = request_id or uuid.uuid4().hex
+        pushed = push_events(self.settings, self.raw_dir, table, pd.DataFrame(rows), store=self.store)
+        key = "lead_id" if table == "lead_events" else "account_id"
+        return {"request_id": request_id, "accepted": len(rows),
+                "entities_updated": sorted(pushed[key].astype(str).unique().tolist())}
+
+    def outcomes(self, caller: Caller, rows: list[dict], request_id: str | None = None) -> dict:
+        request_id = request_id or uuid.uuid4().hex
+        now = _now()
+        n = self.log.append_outcomes([{**r, "received_at": now, "source": caller.key_id, "request_id": request_id}
+                                      for r in rows])
+        return {"request_id": request_id, "stored": n}

@@ -1,0 +1,191 @@
+"""Durable prediction, outcome and access logs in one SQLite file.
+
+The file is in WAL mode. With ``synchronous="NORMAL"`` (the default) a commit that returned survives a crash or kill
+of the process; a power loss or OS crash may lose the last few commits. ``synchronous="FULL"`` fsyncs every commit
+and also survives power loss, at the price of slower writes. Either way the file itself is never left corrupt.
+
+One connection per ``PredictionLog``, guarded by a lock, so one instance may be shared by the threads of a process.
+Several processes (e.g. BentoML workers) each open their own instance (after forking); writers queue through
+SQLite's file lock, waiting up to ``busy_timeout`` (5 s).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, ts TEXT NOT NULL, role TEXT NOT NULL,
+    api_key_id TEXT, endpoint TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id TEXT NOT NULL,
+    model TEXT NOT NULL, version TEXT NOT NULL, variant TEXT NOT NULL, features TEXT NOT NULL, outputs TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS predictions_model_ts ON predictions (model, ts);
+CREATE INDEX IF NOT EXISTS predictions_entity ON predictions (entity_id);
+CREATE TABLE IF NOT EXISTS outcomes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL, outcome TEXT NOT NULL, value INTEGER NOT NULL, occurred_at TEXT NOT NULL,
+    source TEXT, request_id TEXT, UNIQUE (entity_type, entity_id, outcome, occurred_at));
+CREATE TABLE IF NOT EXISTS access (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, request_id TEXT, api_key_id TEXT, role TEXT,
+    endpoint TEXT NOT NULL, entities TEXT NOT NULL, status INTEGER NOT NULL, detail TEXT);
+"""
+PRED_COLS = ("request_id", "ts", "role", "api_key_id", "endpoint", "entity_type", "entity_id",
+             "model", "version", "variant", "features", "outputs")
+OUTCOME_COLS = ("received_at", "entity_type", "entity_id", "outcome", "value", "occurred_at", "source", "request_id")
+ACCESS_COLS = ("ts", "request_id", "api_key_id", "role", "endpoint", "entities", "status", "detail")
+TABLES = ("predictions", "outcomes", "access")
+
+
+def _iso(ts: datetime | str | pd.Timestamp) -> str:
+    """ISO-8601 UTC with microseconds, so text order is time order. Naive times are taken as UTC."""
+    t = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
+    t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.isoformat(timespec="microseconds")
+
+
+def _now() -> str:
+    return _iso(datetime.now(timezone.utc))
+
+
+def _clean(v):
+    """NaN becomes null (a missing value, not an error); numpy scalars become Python ones."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _json(v) -> str:
+    return json.dumps(_clean(v), allow_nan=False)
+
+
+def _utc(s: pd.Series) -> pd.Series:
+    return pd.to_datetime(s, utc=True, format="ISO8601")
+
+
+class PredictionLog:
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL"):
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"unknown synchronous level {synchronous!r}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE in _write
+        self._con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._con.execute("PRAGMA busy_timeout = 5000")
+        self._con.execute("PRAGMA journal_mode = WAL")
+        self._con.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        self._con.executescript(SCHEMA)
+
+    def _write(self, work):
+        """Run ``work(con)`` in one write transaction; all or nothing. Caller holds the lock."""
+        # IMMEDIATE takes the write lock up front, so a waiting writer uses busy_timeout instead of failing
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            out = work(self._con)
+            self._con.execute("COMMIT")
+            return out
+        except BaseException:
+            if self._con.in_transaction:  # some errors already rolled back
+                self._con.execute("ROLLBACK")
+            raise
+
+    def _insert(self, table: str, cols: tuple[str, ...], rows: list[tuple], verb: str = "INSERT") -> int:
+        sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        with self._lock:
+            self._write(lambda con: con.executemany(sql, rows))
+        return len(rows)
+
+    def append_predictions(self, records: list[dict]) -> int:
+        """Write a batch of predictions in one transaction; returns rows written."""
+        rows = [(r["request_id"], _iso(r["ts"]), r["role"], r["api_key_id"], r["endpoint"], r["entity_type"],
+                 r["entity_id"], r["model"], r["version"], r["variant"], _json(r["features"]), _json(r["outputs"]))
+                for r in records]
+        return self._insert("predictions", PRED_COLS, rows)
+
+    def append_outcomes(self, records: list[dict]) -> int:
+        """Write outcomes in one transaction; a resent outcome replaces the earlier row."""
+        now = _now()
+        rows = [(now, r["entity_type"], r["entity_id"], r["outcome"], int(r["value"]), _iso(r["occurred_at"]),
+                 r.get("source"), r.get("request_id")) for r in records]
+        return self._insert("outcomes", OUTCOME_COLS, rows, verb="INSERT OR REPLACE")
+
+    def append_access(self, record: dict) -> None:
+        r = record
+        row = (_iso(r.get("ts") or datetime.now(timezone.utc)), r.get("request_id"), r.get("api_key_id"),
+               r.get("role"), r["endpoint"], _json(list(r.get("entities") or [])), int(r["status"]), r.get("detail"))
+        self._insert("access", ACCESS_COLS, [row])
+
+    def _read(self, table: str, where: dict[str, object], ts_col: str = "ts", start=None, end=None) -> pd.DataFrame:
+        clauses = [f"{k} = ?" for k in where]
+        params = list(where.values())
+        if start is not None:
+            clauses.append(f"{ts_col} >= ?")
+            params.append(_iso(start))
+        if end is not None:
+            clauses.append(f"{ts_col} < ?")
+            params.append(_iso(end))
+        sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(clauses)}" if clauses else "") + " ORDER BY seq"
+        with self._lock:
+            return pd.read_sql_query(sql, self._con, params=params)
+
+    def predictions(self, model: str | None = None, start=None, end=None, variant: str | None = None) -> pd.DataFrame:
+        """Predictions with ``start <= ts < end``; ``features`` and ``outputs`` are dict columns."""
+        where = {k: v for k, v in (("model", model), ("variant", variant)) if v is not None}
+        df = self._read("predictions", where, start=start, end=end)
+        df["ts"] = _utc(df["ts"])
+        for c in ("features", "outputs"):
+            df[c] = df[c].map(json.loads)
+        return df
+
+    def feature_frame(self, model: str, start=None, end=None) -> pd.DataFrame:
+        """One row per prediction: ids, features as columns and outputs as ``out_<key>`` columns."""
+        df = self.predictions(model, start, end)
+        feats = pd.DataFrame(df["features"].tolist(), index=df.index)
+        outs = pd.DataFrame(df["outputs"].tolist(), index=df.index).add_prefix("out_")
+        ids = df[["request_id", "entity_id", "ts", "model", "version", "variant"]]
+        return pd.concat([ids, feats, outs], axis=1)
+
+    def outcomes(self, entity_type: str | None = None) -> pd.DataFrame:
+        df = self._read("outcomes", {} if entity_type is None else {"entity_type": entity_type})
+        for c in ("received_at", "occurred_at"):
+            df[c] = _utc(df[c])
+        return df
+
+    def access(self, start=None, end=None) -> pd.DataFrame:
+        df = self._read("access", {}, start=start, end=end)
+        df["ts"] = _utc(df["ts"])
+        df["entities"] = df["entities"].map(json.loads)
+        return df
+
+    def count(self, table: str) -> int:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        with self._lock:
+            return self._con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            return self._con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
