@@ -11,7 +11,7 @@ export SALESML_HOME ?= var
 DEMO_ARGS ?= --accounts 600 --leads 2500 --reps 40 --weeks 104 --seed 7
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint check bench clean mlflow-ui
+.PHONY: help install demo test test-fast lint check bench clean mlflow-ui serve serve-stop bento
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.installed ## Create .venv from the lock file (uv)
 
-demo: install ## Simulate data, build + materialize the feature store, build training sets, train + register 3 models
+demo: install ## Simulate data, build the feature store, train + register 3 models, start the scoring service and call it
 	$(BIN)/salesml data generate $(DEMO_ARGS)
 	$(BIN)/salesml data validate $(SALESML_HOME)/data/raw
 	$(BIN)/salesml features build
@@ -41,6 +41,16 @@ demo: install ## Simulate data, build + materialize the feature store, build tra
 	@echo "Everything is under $(SALESML_HOME)/: data/raw (export), data/features (Feast sources), feast/ (registry, online store),"
 	@echo "data/training (training sets), mlflow.db + mlartifacts/ (runs, registered models), reports/ (plots)."
 	@echo "Compare runs in the MLflow UI: make mlflow-ui  (= $(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db), then open http://127.0.0.1:5000"
+	$(BIN)/salesml serve-demo
+
+serve: install ## Run the scoring service in the foreground (http://127.0.0.1:3000)
+	$(BIN)/salesml serve
+
+serve-stop: ## Stop the background service that `make demo` left running
+	$(BIN)/salesml serve-stop
+
+bento: install ## Build the Bento (BentoML package) of the scoring service
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/bentoml build
 
 mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db --host 127.0.0.1 --port 5000
@@ -59,6 +69,8 @@ check: lint test ## Lint, then run the tests
 bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/reports
 	$(BIN)/salesml bench features
 	$(BIN)/salesml bench training
+	$(BIN)/salesml bench serving
 
 clean: ## Remove the working folder (data, stores, runs, reports)
+	-$(BIN)/salesml serve-stop 2>/dev/null
 	rm -rf $(SALESML_HOME)

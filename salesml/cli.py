@@ -280,6 +280,35 @@ def serve(
     os.execve(sys.executable, args, env)
 
 
+@app.command("serve-demo")
+def serve_demo(port: Annotated[Optional[int], typer.Option(help="Port (default SALESML_SERVE_PORT).")] = None) -> None:
+    """Start the service in the background, create a demo key, call every endpoint once."""
+    from serving.auth import KeyStore
+    from serving.runner import sample_calls, start_background, stop
+
+    settings = _settings()
+    stop(settings)  # a server left from an earlier demo
+    console.print("starting the scoring service (loads 3 models from the MLflow registry) ...")
+    try:
+        pid, port = start_background(settings, port)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=1) from None
+    key_id, key = KeyStore(settings.api_keys_path).add("admin", "demo")
+    sample_calls(settings, port, key, show=lambda s: out.print(s, soft_wrap=True, highlight=False, markup=False))
+    out.print(f"\nThe service is running on http://127.0.0.1:{port} (pid {pid}; OpenAPI at /docs.json, "
+              f"Prometheus at /metrics).\nDemo key ({key_id}, role admin): {key}\n"
+              f"Stop it with: make serve-stop")
+
+
+@app.command("serve-stop")
+def serve_stop() -> None:
+    """Stop the background service started by `salesml serve-demo`."""
+    from serving.runner import stop
+
+    out.print("stopped" if stop(_settings()) else "no background service was running")
+
+
 @keys_app.command("add")
 def keys_add(
     role: Annotated[str, typer.Option(help="sales | csm | admin")],
@@ -320,6 +349,17 @@ def bench_training(
     from training.bench import run
 
     report = run(_settings(), accounts=accounts, leads=leads, log=console.print)
+    out.print(report.read_text())
+
+
+@bench_app.command("serving")
+def bench_serving(
+    seconds: Annotated[float, typer.Option(help="Seconds per measured cell.")] = 8.0,
+) -> None:
+    """/health latency and throughput over HTTP and in-process, 1 and 16 clients, 1 and 100 accounts."""
+    from serving.bench import run
+
+    report = run(_settings(), seconds=seconds, log=console.print)
     out.print(report.read_text())
 
 

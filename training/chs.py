@@ -71,8 +71,15 @@ class HealthModel:
 
     def layer_scores(self, frame: pd.DataFrame, prepared: bool = False) -> pd.DataFrame:
         out = pd.DataFrame(index=frame.index)
+        numeric_only = prepared and not any(m.spec.categorical for m in self.layers.values())
+        if numeric_only:  # one float matrix, each layer scores its own columns of it
+            matrix, pos = frame.to_numpy(np.float64), {c: i for i, c in enumerate(frame.columns)}
         for name, model in self.layers.items():
-            z = _logit(model.predict_proba(frame, prepared))
+            if numeric_only:
+                p = model.predict_matrix(matrix[:, [pos[c] for c in model.spec.columns]])
+            else:
+                p = model.predict_proba(frame, prepared)
+            z = _logit(p)
             out[name] = 100.0 / (1.0 + np.exp(z - self.base_logit))
         return out
 
@@ -88,18 +95,19 @@ class HealthModel:
         scores = sum(self.weights[n] * subs[n].to_numpy() for n in self.layers)
         churn = self.full.predict_proba(x, prepared=True)
         contrib = self.full.contributions(x, prepared=True).drop(columns="bias")
+        names, c = list(contrib.columns), contrib.to_numpy()
+        layer_arr = subs[list(self.layers)].to_numpy()
+        ew = frame["early_warning"].to_numpy() if "early_warning" in frame else [None] * len(frame)
         out = []
-        for i, idx in enumerate(frame.index):
-            row = contrib.loc[idx].sort_values(ascending=False)
+        for i in range(len(frame)):
             level = level_of(scores[i], self.thresholds)
-            ew = frame.loc[idx].get("early_warning") if "early_warning" in frame else None
+            order = np.argsort(-c[i], kind="stable")[:top]
             out.append({
                 "score": round(float(scores[i]), 2), "level": level, "playbook": PLAYBOOK[level],
-                "layers": {n: round(float(subs.loc[idx, n]), 2) for n in self.layers},
+                "layers": {n: round(float(layer_arr[i, k]), 2) for k, n in enumerate(self.layers)},
                 "churn_probability": float(churn[i]),
-                "early_warning": bool(ew == 1) if ew is not None and pd.notna(ew) else None,
-                "drivers": [{"feature": f, "effect": round(float(v), 4)} for f, v in row.head(top).items()
-                            if v > 0],
+                "early_warning": bool(ew[i] == 1) if ew[i] is not None and pd.notna(ew[i]) else None,
+                "drivers": [{"feature": names[j], "effect": round(float(c[i, j]), 4)} for j in order if c[i, j] > 0],
                 "weights_version": self.weights_version,
             })
         return out

@@ -54,6 +54,9 @@ def prepare_features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise KeyError(f"input is missing feature column(s): {', '.join(missing)}")
+    if not spec.categorical and all(frame[c].dtype.kind == "f" for c in spec.numeric):
+        # the common serving case: one block copy instead of a column-by-column build
+        return pd.DataFrame(frame[spec.numeric].to_numpy(np.float64), index=frame.index, columns=spec.numeric)
     cols: dict[str, object] = {}
     for col in spec.numeric:
         s = frame[col]

@@ -42,6 +42,10 @@ class ScoringModel:
             return frame if list(frame.columns) == self.spec.columns else frame[self.spec.columns]
         return prepare_features(frame, self.spec)
 
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities from a float matrix in ``spec.columns`` order (numeric-only models)."""
+        return self.booster.get_booster().inplace_predict(x, iteration_range=self._trees)
+
     def predict_proba(self, frame: pd.DataFrame, prepared: bool = False) -> np.ndarray:
         x = self._x(frame, prepared)
         booster = self.booster.get_booster()

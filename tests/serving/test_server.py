@@ -1,0 +1,161 @@
+"""`salesml serve` as a real process: BentoML's client, plain HTTP, and a SIGKILL under load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SALESML = str(Path(sys.executable).with_name("salesml"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(settings, port: int, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "SALESML_HOME": str(settings.root)}
+    proc = subprocess.Popen([SALESML, "serve", "--port", str(port)], env=env, start_new_session=True,
+                            stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    _kill(proc)
+    raise AssertionError(f"server not ready in 120 s: {log_path.read_text()[-3000:]}")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def _post(port, path, body, key, timeout=30):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "X-API-Key": key})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def server(served_settings, tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    proc = _start(served_settings, port, log_path)
+    yield port, proc, log_path
+    _kill(proc)
+
+
+def test_bentoml_client_and_plain_http(server, served_settings, keys):
+    import bentoml
+
+    port, _, _ = server
+    accounts = pd.read_parquet(served_settings.raw_dir / "accounts.parquet")["account_id"].head(3).tolist()
+    with bentoml.SyncHTTPClient(f"http://127.0.0.1:{port}", token=keys["csm"]) as client:
+        out = client.health(account_ids=accounts)
+        assert [r["account_id"] for r in out["results"]] == accounts
+        assert all(0 <= r["score"] <= 100 for r in out["results"])
+    status, body = _post(port, "/health", {"account_ids": accounts[:1]}, keys["sales"])
+    assert status == 200 and "layers" not in body["results"][0]
+    status, body = _post(port, "/health", {"account_ids": []}, keys["sales"])
+    assert status == 400 and "account_ids" in json.dumps(body)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs.json") as r:
+        assert "/health" in json.loads(r.read())["paths"]
+
+
+def test_schemathesis_finds_no_server_error(server, keys):
+    port, _, _ = server
+    st = str(Path(sys.executable).with_name("st"))
+    run = subprocess.run([st, "run", f"http://127.0.0.1:{port}/docs.json", "--checks", "not_a_server_error",
+                          "-H", f"X-API-Key: {keys['admin']}", "--max-examples", "20", "--seed", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert " passed" in run.stdout and "/health" in run.stdout + "POST /health"
+
+
+def test_sigkill_under_load_loses_no_acknowledged_prediction(server, served_settings, keys, tmp_path):
+    from serving.predlog import PredictionLog
+
+    port, proc, log_path = server
+    accounts = pd.read_parquet(served_settings.raw_dir / "accounts.parquet")["account_id"].tolist()
+    acked: list[tuple[str, list[str]]] = []
+    stop = time.time() + 60
+
+    def worker(i: int):
+        while time.time() < stop:
+            ids = [accounts[(i * 7 + len(acked) + j) % len(accounts)] for j in range(1 + i % 3)]
+            try:
+                status, body = _post(port, "/health", {"account_ids": ids}, keys["csm"], timeout=10)
+            except (OSError, ConnectionError):
+                return  # the server is gone
+            if status == 200:
+                acked.append((body["request_id"], ids))
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(worker, i) for i in range(16)]
+        while len(acked) < 150 and time.time() < stop:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        for f in futures:
+            f.result()
+    assert len(acked) >= 150
+
+    log = PredictionLog(served_settings.prediction_log_path)
+    assert log.integrity_ok()
+    logged = log.predictions(model="chs")
+    by_request = logged.groupby("request_id")["entity_id"].apply(sorted)
+    missing = [rid for rid, ids in acked if by_request.get(rid) != sorted(ids)]
+    assert not missing, f"{len(missing)} acknowledged requests not fully in the log"
+    assert logged["outputs"].map(lambda o: isinstance(o, dict) and "score" in o).all()
+
+    # the server comes back on the same log and keeps appending
+    port2 = _free_port()
+    proc2 = _start(served_settings, port2, log_path)
+    try:
+        status, body = _post(port2, "/health", {"account_ids": accounts[:1]}, keys["csm"])
+        assert status == 200
+        assert body["request_id"] in set(PredictionLog(served_settings.prediction_log_path).predictions()["request_id"])
+    finally:
+        _kill(proc2)
+
+
+def test_bentoml_build_packages_the_service(tmp_path):
+    from salesml.settings import REPO_ROOT
+
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path),  # uv (bootstrapped by make install) locks packages
+           "PATH": f"{REPO_ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run([bentoml, "build", "--output", "tag"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    bentos = list((tmp_path / "bentos" / "salesml-scoring").glob("*/bento.yaml"))
+    assert bentos and "serving.service:SalesScoring" in bentos[0].read_text()
+    assert (bentos[0].parent / "src" / "serving" / "service.py").exists()
