@@ -11,7 +11,7 @@ export SALESML_HOME ?= var
 DEMO_ARGS ?= --accounts 600 --leads 2500 --reps 40 --weeks 104 --seed 7
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint check bench clean mlflow-ui serve serve-stop bento
+.PHONY: help install browser demo test test-fast lint check bench clean mlflow-ui serve serve-stop bento
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv from the lock file (uv)
+
+browser: ## Install Debian's chromium (headless screenshots of the MLflow UI) if it is missing
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 demo: install ## Simulate data, build the feature store, train + register 3 models, start the scoring service and call it
 	$(BIN)/salesml data generate $(DEMO_ARGS)
@@ -55,7 +60,7 @@ bento: install ## Build the Bento (BentoML package) of the scoring service
 mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db --host 127.0.0.1 --port 5000
 
-test: install ## Run the test suite
+test: install browser ## Run the test suite
 	$(BIN)/pytest -q
 
 test-fast: install ## Run the tests not marked slow

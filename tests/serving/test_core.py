@@ -125,3 +125,25 @@ def test_pushed_event_changes_the_next_score(core, served_settings):
     assert after["features"]["pricing_page_views_7d"] >= 6
     assert after["features"]["events_total"] == before["features"]["events_total"] + 6
     assert after["probability"] >= before["probability"]  # more buying signals, same moment: never lower
+
+
+def test_challenger_share_routes_deterministically_and_logs_the_variant(served_settings):
+    from training import pipeline
+    from serving.core import ScoringCore
+
+    pipeline.run(served_settings, "chs", seed=4, raw_dir=served_settings.raw_dir, log=lambda _: None)  # challenger
+    settings = served_settings.model_copy(update={"challenger_share": {"chs": 0.5}, "experiment_salt": "t-1"})
+    ab = ScoringCore.load(settings)
+    assert set(ab.models["chs"]) == {"champion", "challenger"}
+    accounts = _ids(served_settings, "accounts", "account_id", 60)
+    first = ab.health(CSM, accounts)["results"]
+    again = ab.health(CSM, accounts)["results"]
+    variants = [r["model"]["variant"] for r in first]
+    assert variants == [r["model"]["variant"] for r in again]  # the same account, the same arm
+    assert 15 < variants.count("challenger") < 45
+    for r in first:
+        expected = "challenger" if bucket("t-1", "chs", r["account_id"]) < 0.5 else "champion"
+        assert r["model"]["variant"] == expected
+        assert r["model"]["version"] == ab.models["chs"][expected].version
+    logged = ab.log.predictions(model="chs", variant="challenger")
+    assert set(logged["version"]) >= {ab.models["chs"]["challenger"].version}
