@@ -21,6 +21,9 @@ app.add_typer(data_app, name="data")
 bench_app = typer.Typer(help="Benchmarks that write reports under $SALESML_HOME/reports.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 app.add_typer(bench_app, name="bench")
+experiment_app = typer.Typer(help="A/B sandbox: compare feature-set and model variants honestly.",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
 keys_app = typer.Typer(help="API keys for the scoring service (stored hashed).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -278,6 +281,30 @@ def serve(
     console.print(f"serving on http://{host or settings.serve_host}:{port or settings.serve_port} "
                   f"(OpenAPI at /docs.json); keys in {settings.api_keys_path}")
     os.execve(sys.executable, args, env)
+
+
+@experiment_app.command("run")
+def experiment_run(
+    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML), e.g. experiments/specs/chs_layers.yaml.")],
+    raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
+) -> None:
+    """Run every variant on identical training sets and splits; paired bootstrap + DeLong; MLflow + report."""
+    from experiments.sandbox import run_experiment
+    from experiments.spec import SpecError, load_spec
+    from salesml.validation import ContractError
+
+    try:
+        result = run_experiment(_settings(), load_spec(spec), raw_dir=raw, log=console.print)
+    except ContractError as exc:
+        _fail_on_contract(exc)
+    except (SpecError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    for variant, d in result["decisions"].items():
+        verdict = f"{d['winner']} is better" if d["winner"] else "no detectable difference"
+        out.print(f"{variant} vs {d['versus']}: {verdict} (difference {d['estimate']:+.4f}, "
+                  f"95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], adjusted p {d['p_adjusted']:.4g})")
+    out.print(f"report: {result['report']}; MLflow parent run {result['run_id']}")
 
 
 @app.command("serve-demo")
