@@ -75,6 +75,7 @@ bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/report
 	$(BIN)/salesml bench features
 	$(BIN)/salesml bench training
 	$(BIN)/salesml bench serving
+	$(BIN)/salesml bench experiments
 
 clean: ## Remove the working folder (data, stores, runs, reports)
 	-$(BIN)/salesml serve-stop 2>/dev/null

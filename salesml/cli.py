@@ -390,5 +390,14 @@ def bench_serving(
     out.print(report.read_text())
 
 
+@bench_app.command("experiments")
+def bench_experiments() -> None:
+    """Runtime of the CHS three-variant example spec with 1,000 bootstrap resamples on demo-sized data."""
+    from experiments.bench import run
+
+    report = run(_settings(), log=console.print)
+    out.print(report.read_text())
+
+
 if __name__ == "__main__":
     app()

@@ -69,7 +69,8 @@ def test_chs_layers_experiment_is_recorded_for_reviewers(sandbox_settings):
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == ["all-layers", "behaviour-only", "no-relationship"]
     for child in children:
-        assert {"test_roc_auc", "test_roc_auc_ci_low", "test_brier", "test_warning_precision"} <= set(child.data.metrics)
+        wanted = {"test_roc_auc", "test_roc_auc_ci_low", "test_brier", "test_warning_precision"}
+        assert wanted <= set(child.data.metrics)
         assert child.data.params["feature_service"] in ("chs", "chs_contract_behaviour", "chs_behaviour_only")
     assert "diff_roc_auc__behaviour-only" in parent.data.metrics
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

@@ -128,8 +128,8 @@ def test_pushed_event_changes_the_next_score(core, served_settings):
 
 
 def test_challenger_share_routes_deterministically_and_logs_the_variant(served_settings):
-    from training import pipeline
     from serving.core import ScoringCore
+    from training import pipeline
 
     pipeline.run(served_settings, "chs", seed=4, raw_dir=served_settings.raw_dir, log=lambda _: None)  # challenger
     settings = served_settings.model_copy(update={"challenger_share": {"chs": 0.5}, "experiment_salt": "t-1"})
