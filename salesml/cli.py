@@ -307,6 +307,25 @@ def experiment_run(
     out.print(f"report: {result['report']}; MLflow parent run {result['run_id']}")
 
 
+@experiment_app.command("analyze-online")
+def experiment_analyze_online(
+    model: Annotated[str, typer.Option(help="intent | lead_match | chs")],
+    mde: Annotated[float, typer.Option(help="Minimum detectable effect (absolute outcome-rate difference).")] = 0.05,
+    alpha: Annotated[float, typer.Option()] = 0.05,
+    power: Annotated[float, typer.Option()] = 0.8,
+) -> None:
+    """Champion vs challenger on served traffic: exposures, outcome rates, CI, planned sample size."""
+    from experiments.online import run
+
+    try:
+        result, path = run(_settings(), model, mde, alpha, power)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    out.print(result.to_markdown())
+    out.print(f"report: {path}")
+
+
 @app.command("serve-demo")
 def serve_demo(port: Annotated[Optional[int], typer.Option(help="Port (default SALESML_SERVE_PORT).")] = None) -> None:
     """Start the service in the background, create a demo key, call every endpoint once."""
