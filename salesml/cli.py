@@ -326,6 +326,32 @@ def experiment_analyze_online(
     out.print(f"report: {path}")
 
 
+@experiment_app.command("screenshot")
+def experiment_screenshot(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment to show.")] = "salesml-experiments",
+    metric: Annotated[str, typer.Option(help="Order runs by this metric (lists child runs flat).")] = "test_roc_auc",
+) -> None:
+    """Open the MLflow UI on the project's tracking store in headless Chromium; save a screenshot under reports/."""
+    import mlflow
+
+    from experiments import ui
+    from training import tracking
+
+    settings = _settings()
+    tracking.configure(settings)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        console.print(f"[red]no MLflow experiment '{experiment}' in {settings.tracking_uri}[/red]")
+        raise typer.Exit(code=2)
+    proc, base = ui.start_mlflow_ui(settings.tracking_uri, None)
+    try:
+        path = ui.screenshot(ui.experiment_url(base, exp.experiment_id, metric),
+                             settings.reports_dir / f"mlflow_ui_{experiment}.png")
+    finally:
+        ui.stop(proc)
+    out.print(f"screenshot: {path}")
+
+
 @app.command("serve-demo")
 def serve_demo(port: Annotated[Optional[int], typer.Option(help="Port (default SALESML_SERVE_PORT).")] = None) -> None:
     """Start the service in the background, create a demo key, call every endpoint once."""
