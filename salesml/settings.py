@@ -49,6 +49,15 @@ class Settings(BaseSettings):
                                                        "FULL also a power loss.")
     max_batch: int = Field(1000, description="Most ids or rows per scoring request.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted.")
+    # Drift monitoring (``salesml drift check``).
+    drift_share: float = Field(0.05, description="Dataset drift when at least this share of features drift.")
+    drift_per_column: dict[str, dict] = Field(
+        default_factory=dict,
+        description='Per-feature test overrides, e.g. {"api_calls":{"method":"psi","threshold":0.2}}.',
+    )
+    drift_max_rows: int | None = Field(100_000, description="Rows sampled from larger windows (DKW-bounded error).")
+    drift_max_auc_drop: float = Field(0.05, description="Performance drift when ROC-AUC falls by more than this.")
+    drift_webhook_url: str | None = Field(None, description="POST drift alerts here (JSON) as well as to the log.")
 
     @cached_property
     def root(self) -> Path:

@@ -37,6 +37,18 @@ MODELS: dict[str, dict] = {
 }
 
 
+REFERENCE_ROWS = 50_000  # the drift reference keeps at most this many training rows (seeded sample)
+
+
+def reference_frame(model, train: pd.DataFrame, seed: int, max_rows: int = REFERENCE_ROWS) -> pd.DataFrame:
+    """The training window as drift will see it: model inputs, the model's prediction, label, time."""
+    rows = train.sample(max_rows, random_state=seed) if len(train) > max_rows else train
+    cols = [c for c in model.spec.columns if c in rows.columns]
+    out = rows[["event_timestamp", *cols, LABEL]].copy()
+    out["prediction"] = model.predict_proba(rows)
+    return out.reset_index(drop=True)
+
+
 @dataclass
 class TrainResult:
     model: ScoringModel
@@ -110,7 +122,8 @@ def _compare_assignment_policies(settings, model, test: pd.DataFrame, raw_dir: P
 
 
 def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir: Path | None = None,
-        register: bool = True, log: Callable[[str], None] = print, training_set=None) -> dict:
+        register: bool = True, log: Callable[[str], None] = print, training_set=None,
+        force_alias: str | None = None) -> dict:
     """Build the training set through Feast, fit, log the run to MLflow, register the model."""
     from features.training_sets import build_training_set
     from training import plots, tracking
@@ -159,12 +172,18 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
         contrib = model.contributions(result.split.test)
         tracking.save_figure(plots.contribution_summary(contrib, result.split.test), "shap_summary", reports)
         mlflow.log_dict(model.spec.to_dict(), "feature_spec.json")
+        tracking.log_reference(reference_frame(model, result.split.train, seed))
 
         example = result.split.test[model.spec.columns + [c for c in ts.feature_columns
                                                           if c not in model.spec.columns]]
         info = tracking.log_model(model, example, registered_name=name if register else None)
         alias = None
-        if register:
+        if register and force_alias:  # e.g. a drift-triggered retrain: never champion directly
+            from mlflow import MlflowClient
+
+            MlflowClient().set_registered_model_alias(name, force_alias, str(info.registered_model_version))
+            alias = force_alias
+        elif register:
             alias = tracking.set_alias_if_first(name, info.registered_model_version)
         summary = {"run_id": active.info.run_id, "model": name, "version": info.registered_model_version,
                    "alias": alias, "dataset_digest": digest, **metrics}

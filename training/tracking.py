@@ -124,3 +124,33 @@ def save_figure(fig, name: str, local_dir: Path | None = None) -> None:
         local_dir.mkdir(parents=True, exist_ok=True)
         fig.savefig(local_dir / f"{name}.png", dpi=110)
     plt.close(fig)
+
+
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+
+
+def log_reference(frame: pd.DataFrame) -> None:
+    """Store the drift reference (training-window inputs and predictions) with the run, so every
+    registered version carries the distribution it was trained on."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.parquet"
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path="reference")
+
+
+def load_reference(name: str, version: str) -> pd.DataFrame:
+    """The reference frame of a registered model version; ValueError when it has none."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mv = MlflowClient().get_model_version(name, str(version))
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT)
+    except Exception as exc:  # MLflow raises several kinds for a missing artifact
+        raise ValueError(f"model {name} version {version} has no reference set ({REFERENCE_ARTIFACT} in run "
+                         f"{mv.run_id}): retrain it to record one") from exc
+    return pd.read_parquet(local)
