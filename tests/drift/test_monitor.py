@@ -75,12 +75,12 @@ def test_bad_inputs_have_distinct_exit_codes(env):
 def test_same_distribution_no_drift_then_shifted_columns_flagged(env):
     ref = _reference(env)
     feats = ref.drop(columns=["event_timestamp", "label", "prediction"])
-    _serve_rows(env, feats.sample(len(feats), replace=True, random_state=1).reset_index(drop=True))
+    _serve_rows(env, feats.sample(frac=1.0, random_state=1).reset_index(drop=True))  # the training inputs again
     r = _cli(env, "--window", "1h")
     assert r.exit_code == 0, r.output
     assert "no drift" in r.output
 
-    shifted = feats.sample(len(feats), replace=True, random_state=2).reset_index(drop=True)
+    shifted = feats.sample(frac=1.0, random_state=2).reset_index(drop=True)
     shifted["api_calls"] = shifted["api_calls"] * 1.8  # the API-client logging change
     shifted["logins"] = shifted["logins"] * 1.6
     env_home = env.root
@@ -128,3 +128,41 @@ def test_alert_is_posted_to_a_webhook(env):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_performance_drift_when_the_label_mechanism_changes(env):
+    """Same inputs, but outcomes no longer follow them: only the performance check can see it."""
+    from datetime import datetime, timedelta, timezone
+
+    import numpy as np
+
+    from serving.predlog import PredictionLog
+    from training.recalibrate_run import load_health_model
+
+    ref = _reference(env)
+    model = load_health_model(env)
+    feats = ref.drop(columns=["event_timestamp", "label", "prediction"]).reset_index(drop=True)  # the very inputs
+    p = model.predict_proba(feats)
+    rng = np.random.default_rng(5)
+    t0 = datetime.now(timezone.utc) - timedelta(days=400)  # outcomes have matured
+    home = PredictionLog(env.root / "serving" / "perf.db")
+    preds, outs = [], []
+    for i, row in feats.iterrows():
+        acc = f"P{i:06d}"
+        preds.append({"request_id": f"perf-{i}", "ts": t0 + timedelta(minutes=i), "role": "csm", "api_key_id": "t",
+                      "endpoint": "health", "entity_type": "account", "entity_id": acc, "model": "chs",
+                      "version": "1", "variant": "champion", "features": row.to_dict(),
+                      "outputs": {"churn_probability": float(p[i]), "score": 50.0}})
+        if rng.random() < ref["label"].mean():  # churn now unrelated to the inputs
+            outs.append({"entity_type": "account", "entity_id": acc, "outcome": "churned", "value": True,
+                         "occurred_at": t0 + timedelta(days=30, minutes=i)})
+    home.append_predictions(preds)
+    home.append_outcomes(outs)
+    settings = env.model_copy(update={"prediction_log": env.root / "serving" / "perf.db"})
+    from drift.monitor import Window, run_check
+
+    code, summary = run_check(settings, "chs", Window(t0 - timedelta(days=1), t0 + timedelta(days=2)),
+                              log_fn=lambda _: None)
+    cols = json.loads(open(summary["summary"]).read())
+    assert summary["drifted_columns"] == [] and not summary["prediction_drift"], json.dumps(cols)[:3000]
+    assert summary["auc_drop"] > 0.05 and summary["performance_drift"] and code == 3
