@@ -474,6 +474,17 @@ def bench_serving(
     out.print(report.read_text())
 
 
+@bench_app.command("drift")
+def bench_drift(
+    sizes: Annotated[str, typer.Option(help="Comma-separated window sizes.")] = "10000,100000,1000000",
+) -> None:
+    """Drift-check time at 10k / 100k / 1M rows against Evidently's default DataDriftPreset."""
+    from drift.bench import run
+
+    report = run(_settings(), sizes=tuple(int(x) for x in sizes.split(",")), log=console.print)
+    out.print(report.read_text())
+
+
 @bench_app.command("experiments")
 def bench_experiments() -> None:
     """Runtime of the CHS three-variant example spec with 1,000 bootstrap resamples on demo-sized data."""
