@@ -166,3 +166,20 @@ def test_performance_drift_when_the_label_mechanism_changes(env):
     cols = json.loads(open(summary["summary"]).read())
     assert summary["drifted_columns"] == [] and not summary["prediction_drift"], json.dumps(cols)[:3000]
     assert summary["auc_drop"] > 0.05 and summary["performance_drift"] and code == 3
+
+
+def test_retrain_on_drift_registers_a_challenger_and_leaves_the_champion(env):
+    """Runs on the drifted window the shifted-columns test above leaves in the log."""
+    from datetime import datetime, timedelta, timezone
+
+    from mlflow import MlflowClient
+
+    from drift.monitor import Window, run_check
+
+    now = datetime.now(timezone.utc)
+    champion = MlflowClient().get_model_version_by_alias("chs", "champion").version
+    code, summary = run_check(env, "chs", Window(now - timedelta(hours=1), now), retrain=True, log_fn=lambda _: None)
+    assert code == 3 and summary["retrained"]["alias"] == "challenger"
+    client = MlflowClient()
+    assert client.get_model_version_by_alias("chs", "champion").version == champion
+    assert client.get_model_version_by_alias("chs", "challenger").version == summary["retrained"]["version"]
