@@ -47,11 +47,25 @@ def _start(settings, port: int, log_path: Path) -> subprocess.Popen:
 
 
 def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the server and its workers: BentoML starts each worker in its own session, so
+    killing the arbiter's process group alone would leave the worker (the log writer) running."""
+    import psutil
+
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        victims = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        victims = [proc.pid]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait(timeout=30)
+    for pid in victims[1:]:
+        try:
+            psutil.Process(pid).wait(timeout=30)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _post(port, path, body, key, timeout=30):
@@ -122,8 +136,7 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(server, served_sett
         futures = [pool.submit(worker, i) for i in range(16)]
         while len(acked) < 150 and time.time() < stop:
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        _kill(proc)  # the arbiter and the worker that writes the log, mid-load
         for f in futures:
             f.result()
     assert len(acked) >= 150
