@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from serving.runner import post as _post  # the same call the demo and the bench make
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SALESML = str(Path(sys.executable).with_name("salesml"))
 
@@ -66,16 +68,6 @@ def _kill(proc: subprocess.Popen) -> None:
             psutil.Process(pid).wait(timeout=30)
         except psutil.NoSuchProcess:
             pass
-
-
-def _post(port, path, body, key, timeout=30):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json", "X-API-Key": key})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
 
 
 @pytest.fixture(scope="module")
