@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,14 +22,42 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SALESML_", env_file=".env", extra="ignore")
 
     home: Path = Field(Path("var"), description="Working folder for data, stores, runs, reports.")
+    profile: Literal["local", "team"] = Field(
+        "local",
+        description="local: SQLite/file stores in HOME, in-process training. team: Redis online store, "
+                    "Feast SQL registry + MLflow server + Optuna study on PostgreSQL, xgboost.dask training. "
+                    "Any field set explicitly wins over the profile's default.",
+    )
     feast_yaml: Path = Field(
         FEATURE_REPO / "feature_store.yaml",
         description="Feast config; features/feature_store.team.yaml switches to Redis + SQL registry.",
     )
     redis_url: str = "127.0.0.1:6379"
-    feast_registry_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    feast_registry_url: str | None = Field(
+        None, description="SQL registry database; team default POSTGRES_URL/<TEAM_DB_PREFIX>_feast.")
     feast_project: str = "salesml"
-    mlflow_tracking_uri: str | None = None
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Tracking + registry server; local default sqlite HOME/mlflow.db, "
+                          "team default http://MLFLOW_SERVER_HOST:MLFLOW_SERVER_PORT.")
+    # Team profile: one PostgreSQL server, one database per component (they each keep an alembic table).
+    postgres_url: str = Field("postgresql+psycopg://postgres@127.0.0.1:5432",
+                              description="PostgreSQL server (no database) for the team profile's databases.")
+    team_db_prefix: str = Field("salesml", description="Team databases are <prefix>_feast, _mlflow, _optuna.")
+    mlflow_server_host: str = "127.0.0.1"
+    mlflow_server_port: int = 5001
+    mlflow_backend_store_uri: str | None = Field(
+        None, description="Backend store of `salesml team up`'s MLflow server; default POSTGRES_URL/<prefix>_mlflow.")
+    mlflow_artifacts_destination: str | None = Field(
+        None, description="Artifact root the MLflow server proxies (local folder or s3://...); "
+                          "default HOME/mlflow-server-artifacts.")
+    optuna_storage: str | None = Field(
+        None, description="Optuna study storage URL; local default sqlite HOME/optuna.db, "
+                          "team default POSTGRES_URL/<prefix>_optuna.")
+    train_engine: Literal["local", "dask"] = Field(
+        "local", description="local: xgboost in this process; dask: xgboost.dask on a Dask cluster.")
+    dask_scheduler: str | None = Field(
+        None, description="Dask scheduler address (tcp://host:8786); none: a LocalCluster per training run.")
+    dask_workers: int = Field(2, description="Workers of the LocalCluster when no scheduler is given.")
     chs_levels: dict[str, float] = Field(
         default_factory=lambda: {"green": 65.0, "yellow": 50.0, "orange": 35.0},
         description='CHS warning thresholds (score >= value), e.g. {"green":65,"yellow":50,"orange":35}.',
@@ -58,6 +87,41 @@ class Settings(BaseSettings):
     drift_max_rows: int | None = Field(100_000, description="Rows sampled from larger windows (DKW-bounded error).")
     drift_max_auc_drop: float = Field(0.05, description="Performance drift when ROC-AUC falls by more than this.")
     drift_webhook_url: str | None = Field(None, description="POST drift alerts here (JSON) as well as to the log.")
+
+    @model_validator(mode="after")
+    def _profile_defaults(self) -> "Settings":
+        """Fill what the profile decides, leaving every field that was set explicitly alone."""
+        if self.profile != "team":
+            return self
+        explicit = self.model_fields_set
+        if "feast_yaml" not in explicit:
+            self.feast_yaml = FEATURE_REPO / "feature_store.team.yaml"
+        if "train_engine" not in explicit:
+            self.train_engine = "dask"
+        if self.mlflow_tracking_uri is None:
+            self.mlflow_tracking_uri = f"http://{self.mlflow_server_host}:{self.mlflow_server_port}"
+        if self.optuna_storage is None:
+            self.optuna_storage = self.team_database_url("optuna")
+        return self
+
+    def team_database_url(self, component: str) -> str:
+        return f"{self.postgres_url.rstrip('/')}/{self.team_db_prefix}_{component}"
+
+    @property
+    def feast_registry(self) -> str:
+        return self.feast_registry_url or self.team_database_url("feast")
+
+    @property
+    def mlflow_backend(self) -> str:
+        return self.mlflow_backend_store_uri or self.team_database_url("mlflow")
+
+    @property
+    def mlflow_artifacts(self) -> str:
+        return self.mlflow_artifacts_destination or str(self.root / "mlflow-server-artifacts")
+
+    @property
+    def optuna_storage_url(self) -> str:
+        return self.optuna_storage or f"sqlite:///{self.root / 'optuna.db'}"
 
     @cached_property
     def root(self) -> Path:
@@ -110,7 +174,7 @@ class Settings(BaseSettings):
             "SALESML_FEAST_DIR": str(self.feast_dir),
             "SALESML_FEATURE_DATA": str(self.feature_data_dir),
             "SALESML_REDIS_URL": self.redis_url,
-            "SALESML_FEAST_REGISTRY_URL": self.feast_registry_url,
+            "SALESML_FEAST_REGISTRY_URL": self.feast_registry,
         }
 
     def export_feast_env(self) -> None:

@@ -43,9 +43,7 @@ def pruning_callback(trial, every: int = 10):
 
 
 def storage_url(settings) -> str:
-    import os
-
-    return os.environ.get("SALESML_OPTUNA_STORAGE") or f"sqlite:///{settings.root / 'optuna.db'}"
+    return settings.optuna_storage_url
 
 
 def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None = None,
