@@ -11,7 +11,7 @@ export SALESML_HOME ?= var
 DEMO_ARGS ?= --accounts 600 --leads 2500 --reps 40 --weeks 104 --seed 7
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo test test-fast lint check bench clean mlflow-ui serve serve-stop bento
+.PHONY: help install browser demo test test-fast lint check bench clean mlflow-ui serve serve-stop bento team-up team-down
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -32,6 +32,7 @@ browser: ## Install Debian's chromium (headless screenshots of the MLflow UI) if
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 demo: install ## Simulate data, build the feature store, train + register 3 models, start the scoring service and call it
+	$(BIN)/salesml team up
 	$(BIN)/salesml data generate $(DEMO_ARGS)
 	$(BIN)/salesml data validate $(SALESML_HOME)/data/raw
 	$(BIN)/salesml features build
@@ -45,7 +46,7 @@ demo: install ## Simulate data, build the feature store, train + register 3 mode
 	$(BIN)/salesml train chs
 	@echo "Everything is under $(SALESML_HOME)/: data/raw (export), data/features (Feast sources), feast/ (registry, online store),"
 	@echo "data/training (training sets), mlflow.db + mlartifacts/ (runs, registered models), reports/ (plots)."
-	@echo "Compare runs in the MLflow UI: make mlflow-ui  (= $(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db), then open http://127.0.0.1:5000"
+	@echo "Compare runs in the MLflow UI: make mlflow-ui  (= $(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db), then open http://127.0.0.1:5000; under SALESML_PROFILE=team open the MLflow server that salesml team up printed"
 	$(BIN)/salesml serve-demo
 
 serve: install ## Run the scoring service in the foreground (http://127.0.0.1:3000)
@@ -56,6 +57,12 @@ serve-stop: ## Stop the background service that `make demo` left running
 
 bento: install ## Build the Bento (BentoML package) of the scoring service
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/bentoml build
+
+team-up: install ## Team profile (SALESML_PROFILE=team): create the PostgreSQL databases, start the MLflow server
+	$(BIN)/salesml team up
+
+team-down: ## Stop the MLflow server that team-up started
+	$(BIN)/salesml team down
 
 mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db --host 127.0.0.1 --port 5000

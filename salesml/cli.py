@@ -28,6 +28,9 @@ drift_app = typer.Typer(help="Drift monitoring with Evidently on the served traf
 app.add_typer(drift_app, name="drift")
 keys_app = typer.Typer(help="API keys for the scoring service (stored hashed).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+team_app = typer.Typer(help="Team profile services: PostgreSQL databases, the MLflow server, Redis.",
+                       no_args_is_help=True)
+app.add_typer(team_app, name="team")
 
 console = Console(stderr=True)
 out = Console()
@@ -418,6 +421,26 @@ def serve_stop() -> None:
     from serving.runner import stop
 
     out.print("stopped" if stop(_settings()) else "no background service was running")
+
+
+@team_app.command("up")
+def team_up() -> None:
+    """Check PostgreSQL/Redis, create the profile's databases, start the MLflow server (idempotent)."""
+    from salesml.team import ServiceError, up
+
+    try:
+        up(_settings(), show=out.print)
+    except ServiceError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=3) from None
+
+
+@team_app.command("down")
+def team_down() -> None:
+    """Stop the MLflow server that `salesml team up` started (databases and Redis keys are kept)."""
+    from salesml.team import down
+
+    down(_settings(), show=out.print)
 
 
 @keys_app.command("add")

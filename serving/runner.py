@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from salesml.settings import Settings
+from salesml.team import kill_process_group
 
 
 def pid_file(settings: Settings) -> Path:
@@ -53,18 +53,7 @@ def stop(settings: Settings) -> bool:
         return False
     pid = int(path.read_text())
     path.unlink()
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    for _ in range(100):
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
-    return True
+    return kill_process_group(pid)
 
 
 def post(port: int, path: str, body: dict, key: str, timeout: float = 30) -> tuple[int, dict]:

@@ -92,3 +92,47 @@ def redis_prefix():
     keys = [k for k in client.scan_iter(count=1000) if project.encode() in k]
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def team_env(tmp_path_factory):
+    """The team profile on the real services, once per session: PostgreSQL databases with a unique
+    prefix, an MLflow server on them (``salesml team up``), a unique Feast project (Redis keys).
+
+    Yields the environment (``SALESML_*``) a command needs to run under this profile (pass it to the
+    subprocess, or to ``Settings(**...)``-style code; the test process's own environment is left
+    alone so other tests keep the local profile); afterwards the server is stopped, the databases
+    are dropped and the project's Redis keys deleted.
+    """
+    import socket
+    import uuid
+
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_service("Redis", "127.0.0.1", 6379)
+    import psycopg
+    import redis
+
+    from salesml.team import down, postgres_urls, up
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tag = uuid.uuid4().hex[:8]
+    env = {"SALESML_PROFILE": "team", "SALESML_HOME": str(tmp_path_factory.mktemp("team-home")),
+           "SALESML_TEAM_DB_PREFIX": f"salesml_t{tag}", "SALESML_FEAST_PROJECT": f"t{tag}",
+           "SALESML_MLFLOW_SERVER_PORT": str(port)}
+    settings = Settings(profile="team", home=env["SALESML_HOME"], team_db_prefix=env["SALESML_TEAM_DB_PREFIX"],
+                        feast_project=env["SALESML_FEAST_PROJECT"], mlflow_server_port=port)
+    databases = [url.rsplit("/", 1)[1] for url in postgres_urls(settings).values()]
+    try:
+        up(settings, show=lambda _: None)
+        yield env
+    finally:
+        down(settings, show=lambda _: None)
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as con:
+            for name in databases:
+                con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        client = redis.Redis(host="127.0.0.1", port=6379)
+        keys = [k for k in client.scan_iter(count=1000) if f"t{tag}".encode() in k]
+        if keys:
+            client.delete(*keys)

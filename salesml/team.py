@@ -1,0 +1,197 @@
+"""The team profile's services: the databases on PostgreSQL, the MLflow tracking server, Redis.
+
+``salesml team up`` (``make team-up``) checks that PostgreSQL and Redis answer, creates the
+databases the profile points at (Feast SQL registry, MLflow backend store, Optuna studies; one
+database each, as MLflow and Optuna both keep an ``alembic_version`` table) and starts
+``mlflow server`` on them in the background; ``salesml team down`` stops it. Under the local
+profile there is nothing to start and both commands say so. Dask needs nothing here: training
+starts a ``LocalCluster`` per run unless ``SALESML_DASK_SCHEDULER`` names a running scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from salesml.settings import Settings
+
+
+class ServiceError(RuntimeError):
+    """A service of the team profile is unreachable or would not start."""
+
+
+def kill_process_group(pid: int, grace: float = 10.0) -> bool:
+    """SIGTERM the process group ``pid`` leads, SIGKILL after ``grace`` seconds; False if it was gone."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def _sync_url(url: str) -> str:
+    """A libpq URL (``postgresql://``) from a SQLAlchemy one (``postgresql+psycopg://``)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def postgres_urls(settings: Settings) -> dict[str, str]:
+    """The PostgreSQL databases this configuration uses, by component."""
+    urls = {"feast registry": settings.feast_registry if _feast_uses_sql(settings) else None,
+            "mlflow backend": settings.mlflow_backend if uses_mlflow_server(settings) else None,
+            "optuna storage": settings.optuna_storage_url}
+    return {k: v for k, v in urls.items() if v and v.startswith("postgresql")}
+
+
+def _feast_uses_sql(settings: Settings) -> bool:
+    return "registry_type: sql" in Path(settings.feast_yaml).read_text()
+
+
+def uses_mlflow_server(settings: Settings) -> bool:
+    """True when the tracking URI is the server that ``salesml team up`` manages."""
+    return settings.tracking_uri.rstrip("/") == f"http://{settings.mlflow_server_host}:{settings.mlflow_server_port}"
+
+
+def ensure_databases(settings: Settings) -> list[str]:
+    """Create each database of ``postgres_urls`` that does not exist yet; the names created."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    created = []
+    for component, url in postgres_urls(settings).items():
+        target = make_url(url)
+        admin = _sync_url(str(target.set(database="postgres")))
+        try:
+            with psycopg.connect(admin, autocommit=True, connect_timeout=5) as con:
+                exists = con.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)).fetchone()
+                if not exists:
+                    con.execute(f'CREATE DATABASE "{target.database}"')
+                    created.append(target.database)
+        except psycopg.OperationalError as exc:
+            raise ServiceError(f"PostgreSQL for the {component} ({target.render_as_string()}) "
+                               f"is not reachable: {str(exc).strip()}") from None
+    return created
+
+
+def check_redis(settings: Settings) -> None:
+    """Fail with a clear message when the team Feast store's Redis does not answer."""
+    if "type: redis" not in Path(settings.feast_yaml).read_text():
+        return
+    host, _, port = settings.redis_url.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=3):
+            return
+    except OSError as exc:
+        raise ServiceError(f"Redis (the Feast online store) is not reachable at {settings.redis_url}: {exc}") from None
+
+
+def _dirs(settings: Settings) -> Path:
+    d = settings.root / "team"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+@dataclass
+class ServerState:
+    url: str
+    pid: int | None
+    log: Path
+    started: bool
+
+
+def start_mlflow_server(settings: Settings, timeout: float = 180.0) -> ServerState:
+    """Start ``mlflow server`` (PostgreSQL backend, proxied artifact root) detached; wait for /health."""
+    import subprocess
+
+    from experiments.ui import _mlflow_bin
+
+    url = f"http://{settings.mlflow_server_host}:{settings.mlflow_server_port}"
+    folder = _dirs(settings)
+    pid_path, log_path = folder / "mlflow-server.pid", folder / "mlflow-server.log"
+    if _healthy(url):
+        pid = int(pid_path.read_text()) if pid_path.exists() else None
+        return ServerState(url, pid, log_path, started=False)
+    artifacts = settings.mlflow_artifacts
+    if "://" not in artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+    cmd = [_mlflow_bin(), "server", "--backend-store-uri", settings.mlflow_backend,
+           "--artifacts-destination", artifacts, "--serve-artifacts",
+           "--host", settings.mlflow_server_host, "--port", str(settings.mlflow_server_port), "--workers", "2"]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    pid_path.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pid_path.unlink(missing_ok=True)
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            raise ServiceError(f"mlflow server exited with {proc.returncode}; log {log_path}:\n{tail}")
+        if _healthy(url):
+            return ServerState(url, proc.pid, log_path, started=True)
+        time.sleep(0.5)
+    stop_mlflow_server(settings)
+    raise ServiceError(f"mlflow server did not answer {url}/health within {timeout:.0f} s; log {log_path}")
+
+
+def stop_mlflow_server(settings: Settings) -> bool:
+    pid_path = settings.root / "team" / "mlflow-server.pid"
+    if not pid_path.exists():
+        return False
+    pid = int(pid_path.read_text())
+    pid_path.unlink()
+    return kill_process_group(pid)
+
+
+def up(settings: Settings, show=print) -> None:
+    """Everything the configured profile needs, started or checked; idempotent."""
+    if settings.profile == "local" and not postgres_urls(settings) and not uses_mlflow_server(settings):
+        show("profile local: SQLite/file stores under SALESML_HOME, nothing to start")
+        return
+    check_redis(settings)
+    created = ensure_databases(settings)
+    for name in created:
+        show(f"created PostgreSQL database {name}")
+    for component, url in postgres_urls(settings).items():
+        show(f"{component}: {url}")
+    if uses_mlflow_server(settings):
+        state = start_mlflow_server(settings)
+        verb = "started" if state.started else "already running"
+        show(f"mlflow server {verb} at {state.url} (backend {settings.mlflow_backend}, "
+             f"artifacts {settings.mlflow_artifacts}; log {state.log})")
+    elif settings.tracking_uri.startswith("http"):
+        show(f"MLflow tracking server (not managed here): {settings.tracking_uri}")
+    engine = (f"xgboost.dask on {settings.dask_scheduler}" if settings.dask_scheduler
+              else f"xgboost.dask on a LocalCluster of {settings.dask_workers} workers per run"
+              ) if settings.train_engine == "dask" else "xgboost in-process"
+    show(f"training engine: {engine}; Feast config {Path(settings.feast_yaml).name}")
+
+
+def down(settings: Settings, show=print) -> None:
+    show("mlflow server stopped" if stop_mlflow_server(settings) else "no mlflow server was running")
