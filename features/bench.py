@@ -57,6 +57,60 @@ def plain_asof_join(labels: pd.DataFrame, feature_file: Path, columns: list[str]
         ).df().drop(columns="_row")
 
 
+def online_read_latency(store, account_ids) -> dict[int, tuple[float, float]]:
+    """p50/p99 ms of reading the `chs` service for 1 entity (300 calls) and 100 entities (100 calls)."""
+    chs = store.get_feature_service("chs")
+    one = [{"account_id": account_ids[0]}]
+    hundred = [{"account_id": a} for a in account_ids[:100]]
+    return {1: _latency_ms(lambda: store.get_online_features(features=chs, entity_rows=one).to_dict(), 300),
+            100: _latency_ms(lambda: store.get_online_features(features=chs, entity_rows=hundred).to_dict(), 100)}
+
+
+def redis_read_latency(settings: Settings, account_ids) -> tuple[dict[int, tuple[float, float]], str]:
+    """The same reads from the team profile's Redis online store, on the same feature files.
+
+    Uses a throwaway Feast project (its Redis keys are deleted afterwards) and a throwaway
+    PostgreSQL database for the SQL registry; skipped, with the reason in the note, when
+    Redis or PostgreSQL is not reachable.
+    """
+    import uuid
+
+    import psycopg
+    import redis
+    from sqlalchemy.engine import make_url
+
+    from features.store import apply, materialize, open_store
+    from salesml.settings import FEATURE_REPO
+    from salesml.team import ServiceError, _sync_url, check_redis, ensure_databases
+
+    tag = uuid.uuid4().hex[:8]
+    db = f"salesml_bench_{tag}"
+    team = settings.model_copy(update={"feast_yaml": FEATURE_REPO / "feature_store.team.yaml",
+                                       "feast_project": f"bench{tag}",
+                                       "feast_registry_url": f"{settings.postgres_url.rstrip('/')}/{db}"})
+    try:
+        check_redis(team)
+        ensure_databases(team)
+    except ServiceError as exc:
+        return {}, f"Redis column not measured: {exc}"
+    try:
+        apply(team, progress=lambda _: None)
+        secs, counts = _timed(lambda: materialize(team))
+        reads = online_read_latency(open_store(team), account_ids)
+        note = (f"Redis: `{team.redis_url}`, Feast project `{team.feast_project}` (throwaway), "
+                f"materialized {sum(counts.values()):,} entity-view pairs in {secs:.1f} s.")
+    finally:
+        host, _, port = team.redis_url.rpartition(":")
+        client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379))
+        keys = [k for k in client.scan_iter(count=1000) if team.feast_project.encode() in k]
+        for i in range(0, len(keys), 10_000):
+            client.delete(*keys[i:i + 10_000])
+        admin = _sync_url(str(make_url(team.feast_registry).set(database="postgres")))
+        with psycopg.connect(admin, autocommit=True) as con:
+            con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    return reads, note
+
+
 def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows: int = 200_000,
         seed: int = 3, log: Callable[[str], None] = print) -> Path:
     from features.store import apply, build_feature_files, materialize, open_store
@@ -127,17 +181,20 @@ def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows
               "", f"Rows out: ours {len(ours):,}, plain {len(plain):,}, Feast's {len(stock):,}; "
               f"ours equals the plain join on every row: {same}. Best of 3 for ours and plain, 1 run for Feast's.", ""]
 
-    log("online reads")
+    log("online reads (SQLite)")
     accounts_online = behaviour["account_id"].drop_duplicates().to_numpy()
-    one = [{"account_id": accounts_online[0]}]
-    hundred = [{"account_id": a} for a in accounts_online[:100]]
+    sqlite_reads = online_read_latency(store, accounts_online)
     chs = store.get_feature_service("chs")
-    p50_1, p99_1 = _latency_ms(lambda: store.get_online_features(features=chs, entity_rows=one).to_dict(), 300)
-    p50_100, p99_100 = _latency_ms(lambda: store.get_online_features(features=chs, entity_rows=hundred).to_dict(), 100)
     n_feat = sum(len(p.features) for p in chs.feature_view_projections)
-    lines += [f"## Online reads (SQLite, in-process, service `chs` = {n_feat} features)", "",
-              "| entities | p50 ms | p99 ms |", "|---:|---:|---:|",
-              f"| 1 | {p50_1:.2f} | {p99_1:.2f} |", f"| 100 | {p50_100:.2f} | {p99_100:.2f} |", ""]
+    log("online reads (Redis, team profile)")
+    redis_reads, redis_note = redis_read_latency(settings, accounts_online)
+    lines += [f"## Online reads (in-process `get_online_features`, service `chs` = {n_feat} features)", "",
+              "| entities | SQLite p50 ms | SQLite p99 ms | Redis p50 ms | Redis p99 ms |",
+              "|---:|---:|---:|---:|---:|"]
+    for n in (1, 100):
+        r = redis_reads.get(n, (float("nan"), float("nan")))
+        lines.append(f"| {n} | {sqlite_reads[n][0]:.2f} | {sqlite_reads[n][1]:.2f} | {r[0]:.2f} | {r[1]:.2f} |")
+    lines += ["", redis_note, ""]
 
     t_help, _ = _timed(lambda: subprocess.run([sys.executable, "-m", "salesml.cli", "--help"],
                                               capture_output=True, check=True), repeat=3)
