@@ -122,7 +122,7 @@ def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows
 
     log(f"simulating {accounts:,} accounts x {weeks} weeks")
     secs, counts = _timed(lambda: simulator.generate(raw, accounts=accounts, leads=accounts // 2,
-                                                     reps=60, weeks=weeks, seed=seed))
+                                                     reps=60, weeks=weeks, seed=seed, truth_samples=0))
     rows = sum(counts.values())
     lines += ["## Simulator", "",
               f"`salesml data generate --accounts {accounts} --leads {accounts // 2} --reps 60 --weeks {weeks}`: "

@@ -67,6 +67,8 @@ def data_generate(
     drift_after: Annotated[Optional[str], typer.Option(help="Shift chosen distributions after this date.")] = None,
     importance_shift_after: Annotated[Optional[str], typer.Option(
         help="From this date relationships drive churn more and usage less.")] = None,
+    truth_samples: Annotated[int, typer.Option(
+        help="Monte Carlo paths per observation for the knowable churn truth (0 skips it).")] = 64,
 ) -> None:
     """Write a simulated CRM + product-analytics export that satisfies the contract."""
     import time
@@ -86,7 +88,8 @@ def data_generate(
 
         counts = simulator.generate(Path(target), accounts=accounts, leads=leads, reps=reps,
                                     weeks=weeks, seed=seed, end=end, drift_after=drift_after,
-                                    progress=progress, importance_shift_after=importance_shift_after)
+                                    progress=progress, importance_shift_after=importance_shift_after,
+                                    truth_samples=truth_samples)
     secs = time.perf_counter() - t0
     total = sum(counts.values())
     for name, n in counts.items():

@@ -54,7 +54,11 @@ Truth tables (``out_dir/truth/``, never features):
   sla_shortfall_pp, renewal_within_8w, event (churn / downgrade / null), at_risk; one row per
   account and week.  After the churn week (at_risk false) the row holds the hazard the account
   would have had had it stayed: a horizon's churn probability needs the whole path, and a path
-  cut at the churn would make early churners look safe.
+  cut at the churn would make early churners look safe.  p_event_horizon: P(churn or downgrade within the CHS
+  label horizon | the account's state at the start of that week), a Monte Carlo average over the
+  futures still open then (``salesml.simulator_truth``, ``truth_samples`` paths; 0 skips it),
+  filled on the weeks a CHS training set observes: the best a model could know, where the
+  realised hazard path also knows declines that had not started yet.
 * truth_accounts: account_id, tier_initial, declining, decline_start (null unless it starts in
   the window), decay_rate, sla_quality, relationship_quality, churned_at.
 * truth_assignments: assignment_id, lead_id, rep_id, p_convert (the p used),
@@ -149,7 +153,7 @@ class _Sink:
 def generate(out_dir: Path, accounts: int, leads: int, reps: int, weeks: int, seed: int,
              end: str = "2026-09-28", drift_after: str | None = None, chunk_accounts: int = 20_000,
              progress: Callable[[str, int, int], None] | None = None,
-             importance_shift_after: str | None = None) -> dict[str, int]:
+             importance_shift_after: str | None = None, truth_samples: int = 64) -> dict[str, int]:
     """Write the export (and ``truth/``) into ``out_dir``; return rows written per table."""
     if min(accounts, leads, reps, chunk_accounts) < 1 or weeks < 4:
         raise ValueError("accounts, leads, reps, chunk_accounts must be >= 1 and weeks >= 4")
@@ -179,7 +183,7 @@ def generate(out_dir: Path, accounts: int, leads: int, reps: int, weeks: int, se
             first = 1 + c * chunk_accounts
             n = min(chunk_accounts, accounts - c * chunk_accounts)
             tables = simulate_chunk(np.random.default_rng(chunk_seeds[c]), first, n, week_starts,
-                                    drift_us, n_csm, width, shift_us)
+                                    drift_us, n_csm, width, shift_us, truth_samples)
             inter = tables["interactions"]
             tables["interactions"] = inter.set_column(
                 0, "interaction_id", ids("I", interactions + 1, inter.num_rows, 10))

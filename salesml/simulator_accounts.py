@@ -107,7 +107,7 @@ def _usage_drop(counts: dict[str, np.ndarray]) -> np.ndarray:
 
 def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarray,
                    drift_us: int | None, n_csm: int, width: int,
-                   shift_us: int | None = None) -> dict[str, pa.Table]:
+                   shift_us: int | None = None, truth_samples: int = 64) -> dict[str, pa.Table]:
     W = len(weeks)
     wk = np.arange(W)
     start = weeks[0]
@@ -228,6 +228,20 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
     ev_cell = ev_row[t_a, t_w]
     in_window = declining & (onset < W)
     u_a, u_w = np.nonzero(alive)
+    # Drawn last from its own stream, so the export is the same with or without it.
+    p_horizon = np.full((n, W), np.nan)
+    if truth_samples > 0:
+        from salesml.simulator_truth import horizon_probability, observed_weeks
+
+        idx = [MEASURES.index(m) for m in BASELINE_MEASURES]
+        p_horizon = horizon_probability(
+            np.random.default_rng(rng.integers(2**63)), observed_weeks(churn_week, W),
+            counts={m: true[m] for m in BASELINE_MEASURES},
+            base={m: base[:, i] for m, i in zip(BASELINE_MEASURES, idx)}, season=week_of_year_season(weeks),
+            share={m: DECAY_SHARE[i] for m, i in zip(BASELINE_MEASURES, idx)},
+            declining=declining, onset=onset, decay=decay, floor=floor, p_decline=P_DECLINE,
+            onset_range=(8, W + 26), gap=gap, gap_mu=0.004 * np.maximum(0, -sla_q) - 0.001,
+            snap_week=snap_week, coef=coef, rel_q=rel_q, renew8=renew8, samples=truth_samples)
     return {
         "accounts": pa.table({
             "account_id": acc_ids,
@@ -280,6 +294,7 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
             "renewal_within_8w": pa.array(renew8[t_a, t_w]),
             "event": labels(("downgrade", "churn"), np.maximum(ev_cell, 0), ev_cell < 0),
             "at_risk": pa.array(at_risk[t_a, t_w]),
+            "p_event_horizon": pa.array(p_horizon[t_a, t_w], mask=np.isnan(p_horizon[t_a, t_w])),
         }),
         "truth_accounts": pa.table({
             "account_id": acc_ids,

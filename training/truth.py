@@ -16,7 +16,9 @@ from features.training_sets import CHURN_HORIZON_DAYS
 def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path) -> np.ndarray | None:
     truth = Path(raw_dir) / "truth"
     if model == "chs" and (truth / "truth_churn_weekly.parquet").exists():
-        return _churn_oracle(frame, pd.read_parquet(truth / "truth_churn_weekly.parquet"))
+        weekly = pd.read_parquet(truth / "truth_churn_weekly.parquet")
+        known = _churn_known(frame, weekly)
+        return known if known is not None else _churn_oracle(frame, weekly)
     if model == "intent" and (truth / "truth_intent.parquet").exists():
         # Intent sees no rep, so its best possible is the lead's conversion averaged over reps.
         t = pd.read_parquet(truth / "truth_intent.parquet")[["lead_id", "p_convert_avg_rep"]]
@@ -32,16 +34,34 @@ def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path) -> np.n
     return None
 
 
+def _churn_known(frame: pd.DataFrame, weekly: pd.DataFrame) -> np.ndarray | None:
+    """P(event within the horizon | the account's state at the observation): the simulator's
+    Monte Carlo over the futures still open then (``salesml.simulator_truth``). None when the
+    export has no such column or misses a row (then the realised-path oracle is used)."""
+    if "p_event_horizon" not in weekly:
+        return None
+    t = weekly[["account_id", "week_start", "p_event_horizon"]].dropna()
+    t = t.assign(account_id=t["account_id"].astype(str), event_timestamp=pd.to_datetime(t["week_start"], utc=True))
+    rows = frame[["account_id", "event_timestamp"]].assign(
+        account_id=frame["account_id"].astype(str), event_timestamp=pd.to_datetime(frame["event_timestamp"], utc=True))
+    p = rows.merge(t[["account_id", "event_timestamp", "p_event_horizon"]], how="left",
+                   on=["account_id", "event_timestamp"])["p_event_horizon"].to_numpy(float)
+    return None if np.isnan(p).any() else p
+
+
 def _churn_oracle(frame: pd.DataFrame, hazard: pd.DataFrame) -> np.ndarray:
-    """P(event within the horizon | the simulated hazard path after the observation)."""
+    """P(event within the horizon | the simulated hazard path after the observation): more than
+    any model can know (it contains declines that had not started at the observation)."""
     us = pd.DatetimeTZDtype("us", "UTC")  # merge_asof wants identical key dtypes
     h = hazard[["account_id", "week_start", "churn_hazard"]].copy()
+    h["account_id"] = h["account_id"].astype(str)
     h["week_start"] = pd.to_datetime(h["week_start"], utc=True).astype(us)
     h["log_survive"] = np.log1p(-h["churn_hazard"].clip(upper=1 - 1e-12))
     h = h.sort_values(["account_id", "week_start"])
     h["cum"] = h.groupby("account_id")["log_survive"].cumsum()
     h = h.sort_values("week_start")  # merge_asof needs the right side sorted on its key
     obs = frame[["account_id", "event_timestamp"]].reset_index()
+    obs["account_id"] = obs["account_id"].astype(str)
     horizon = pd.Timedelta(days=CHURN_HORIZON_DAYS)
 
     def cum_before(times: pd.Series) -> np.ndarray:
