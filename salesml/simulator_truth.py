@@ -11,7 +11,7 @@ start of week ``t`` (Monte Carlo, ``samples`` paths per observation):
   ahead (onset uniform over the weeks left of the prior's range), at a uniform week, with a
   fresh decay rate and floor;
 * weekly usage of the five baseline measures is redrawn (season x account-week noise x decline x
-  gamma noise x Poisson, the Poisson by its normal approximation: every rate is in the hundreds);
+  gamma noise x Poisson; the noise by normal approximations, as every weekly rate is >= 100);
 * weekly SLA gaps are redrawn around the account's SLA quality, so future snapshots vary;
 * early warning and usage drop are recomputed exactly as the hazard uses them; relationship
   quality and renewal dates are known.
@@ -49,7 +49,7 @@ def horizon_probability(rng: np.random.Generator, mask: np.ndarray, *, counts: d
     ``counts``/``base``: the undrifted weekly counts (n, W) and expected base rates (n,) of the
     baseline measures; ``gap``: realised weekly SLA gaps (n, W+4), column j = week j-4.
     """
-    from salesml.simulator_accounts import _usage_drop, early_warning
+    from salesml.simulator_accounts import GAMMA_K, _usage_drop, early_warning
 
     n, W = mask.shape
     H = HORIZON_WEEKS
@@ -75,12 +75,14 @@ def horizon_probability(rng: np.random.Generator, mask: np.ndarray, *, counts: d
         since = fut[None, None, :] - on[:, :, None]
         level = np.where(declines[:, :, None] & (since > 0),
                          np.maximum(flo[:, :, None], (1 - dec[:, :, None]) ** np.maximum(since, 0)), 1.0)
+        # season x account-week factor (shared by the measures) x decline; then gamma x Poisson
+        # noise per measure, both as one normal with their summed variance (rates are >= 100)
+        common = season[fut][None, None, :] * (1 + 0.03 * rng.standard_normal((A, K, len(fut))))
         paths = {}
         for name, c in counts.items():
-            lam = (base[name][a][:, None, None] * season[fut][None, None, :]
-                   * np.exp(0.03 * rng.standard_normal((A, K, len(fut))))
-                   * level ** share[name] * (1 + rng.standard_normal((A, K, len(fut))) / 20))
-            drawn = np.maximum(np.round(lam + np.sqrt(np.maximum(lam, 0)) * rng.standard_normal(lam.shape)), 0)
+            lam = base[name][a][:, None, None] * common * (level if share[name] == 1 else level ** share[name])
+            sd = np.sqrt(np.maximum(lam, 0) * (1 + lam / GAMMA_K))
+            drawn = np.maximum(np.round(lam + sd * rng.standard_normal(lam.shape)), 0)
             hist = np.broadcast_to(c[a, h0:t][:, None, :], (A, K, t - h0))
             paths[name] = np.concatenate([hist, drawn], axis=2).reshape(A * K, -1)
         _, ew = early_warning(paths)
@@ -89,12 +91,14 @@ def horizon_probability(rng: np.random.Generator, mask: np.ndarray, *, counts: d
         ew_known = ew[:, weeks_h - 1 - h0].reshape(A, K, H)
         dropped = drop[:, weeks_h - h0].reshape(A, K, H)
         # SLA: gaps of weeks >= t redrawn, snapshots report the mean of the 4 weeks before them
-        g = np.broadcast_to(gap[a][:, None, :t + H + 4], (A, K, t + H + 4)).copy()
-        tail = g[:, :, t + 4:]
+        last = np.array([snaps[snaps <= s].max() if (snaps <= s).any() else -1 for s in weeks_h])
+        g0 = max(0, last.min())  # gap columns before the first snapshot the horizon reads are not needed
+        g = np.broadcast_to(gap[a][:, None, g0:t + H + 4], (A, K, t + H + 4 - g0)).copy()
+        tail = g[:, :, t + 4 - g0:]
         tail[...] = (gap_mu[a][:, None, None] + rng.normal(0, 0.001, tail.shape)
                      + (rng.random(tail.shape) < 0.03) * rng.exponential(0.008, tail.shape))
-        last = np.array([snaps[snaps <= s].max() if (snaps <= s).any() else -1 for s in weeks_h])
-        gap4 = np.stack([g[:, :, s:s + 4].mean(axis=2) if s >= 0 else np.zeros((A, K)) for s in last], axis=2)
+        gap4 = np.stack([g[:, :, s - g0:s - g0 + 4].mean(axis=2) if s >= 0 else np.zeros((A, K))
+                         for s in last], axis=2)
         shortfall = np.where(last[None, None, :] >= 0, 100 * np.maximum(gap4, 0), 0.0)
         z = (coef["intercept"][weeks_h] + coef["early_warning"][weeks_h] * ew_known
              + coef["usage_drop"][weeks_h] * dropped
