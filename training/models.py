@@ -86,13 +86,19 @@ def fit_xgboost(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, see
     params = {**DEFAULT_XGB, **(params or {})}
     monotone = {k: v for k, v in (monotone or {}).items() if k in spec.numeric}
     constraint = tuple(monotone.get(c, 0) for c in spec.columns) if monotone else None
-    model = xgb.XGBClassifier(
-        **params, objective="binary:logistic", eval_metric="logloss", tree_method="hist",
-        enable_categorical=True, max_cat_to_onehot=8, early_stopping_rounds=40,
-        random_state=seed, n_jobs=train_threads(), monotone_constraints=constraint, callbacks=callbacks,
-    )
-    model.fit(prepare_features(train, spec), train[LABEL].to_numpy(),
-              eval_set=[(prepare_features(valid, spec), valid[LABEL].to_numpy())], verbose=False)
+    from training import engine
+
+    params = dict(**params, objective="binary:logistic", eval_metric="logloss", tree_method="hist",
+                  enable_categorical=True, max_cat_to_onehot=8, early_stopping_rounds=40,
+                  random_state=seed, n_jobs=train_threads(), monotone_constraints=constraint, callbacks=callbacks)
+    x_train, y_train = prepare_features(train, spec), train[LABEL].to_numpy()
+    x_valid, y_valid = prepare_features(valid, spec), valid[LABEL].to_numpy()
+    eng = engine.current()
+    if eng.name == "dask":  # xgboost.dask on the session's cluster (training/engine.py)
+        model = engine.fit_dask(eng, {**params, "n_jobs": 1}, x_train, y_train, x_valid, y_valid)
+    else:
+        model = xgb.XGBClassifier(**params)
+        model.fit(x_train, y_train, eval_set=[(x_valid, y_valid)], verbose=False)
     return ScoringModel(name=name, spec=spec, booster=model, monotone=monotone)
 
 

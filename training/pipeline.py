@@ -126,7 +126,7 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
         force_alias: str | None = None) -> dict:
     """Build the training set through Feast, fit, log the run to MLflow, register the model."""
     from features.training_sets import build_training_set
-    from training import plots, tracking
+    from training import engine, plots, tracking
     from training.truth import oracle_probabilities
 
     mlflow = tracking.configure(settings)
@@ -135,9 +135,11 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
     ts = training_set or build_training_set(settings, name, raw_dir=raw_dir)
     tracking.use_experiment(settings, f"salesml-{name}")
     reports = settings.reports_dir / "training" / name
-    with mlflow.start_run(run_name=f"{name}-train") as active:
+    with mlflow.start_run(run_name=f"{name}-train") as active, engine.session(settings) as eng:
         mlflow.set_tags({"model": name, "seed": str(seed), "git_commit": tracking.git_commit(),
-                         "engine": "xgboost-hist"})
+                         "tree_method": "hist", **eng.describe()})
+        mlflow.log_param("dask_cluster", eng.cluster)
+        log(f"{name}: training engine {eng.name} ({eng.cluster})")
         window = f"{ts.start:%Y-%m-%d}..{ts.end:%Y-%m-%d}"
         digest = tracking.log_training_set(ts.frame, f"{name}-training-set", ts.feature_service, window)
         log(f"{name}: fitting XGBoost and baselines on {len(ts.frame):,} rows")
