@@ -221,15 +221,20 @@ def train(
 @app.command("tune")
 def tune(
     model: Annotated[str, typer.Argument(help="intent | lead_match | chs")],
-    trials: Annotated[int, typer.Option(help="Trials to run in this worker.")] = 20,
+    trials: Annotated[int, typer.Option(help="Finished trials the study must hold (all workers together).")] = 20,
     seed: Annotated[int, typer.Option()] = 42,
     study: Annotated[Optional[str], typer.Option(help="Study name (workers sharing one study use the same).")] = None,
     raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
+    register: Annotated[bool, typer.Option(help="Retrain the best parameters and register them as challenger "
+                                                "(parallel workers: --no-register, then one final run).")] = True,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between a running trial's heartbeats.")] = 10.0,
+    grace: Annotated[float, typer.Option(help="Seconds without heartbeat before a trial counts as dead.")] = 60.0,
 ) -> None:
-    """Optuna study (TPE, pruning); best parameters retrained and registered as challenger."""
+    """Optuna study (TPE, pruning) shared by any number of workers; best parameters registered as challenger."""
     from training.tuning import run
 
-    summary = run(_settings(), model, trials, seed=seed, raw_dir=raw, study_name=study, log=out.print)
+    summary = run(_settings(), model, trials, seed=seed, raw_dir=raw, study_name=study, log=out.print,
+                  register=register, heartbeat=heartbeat, grace=grace)
     out.print(f"study {summary['study']}: best valid ROC-AUC {summary['best_value']:.4f} with {summary['best_params']}")
 
 

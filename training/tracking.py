@@ -25,17 +25,27 @@ def configure(settings: Settings):
 
 
 def use_experiment(settings: Settings, name: str) -> str:
-    """Select (creating if needed) an experiment whose artifacts live under SALESML_HOME.
+    """Select (creating if needed) an experiment.
 
-    Without an explicit artifact location a SQLite-backed MLflow writes ./mlruns in the
-    current directory, wherever the command happens to run.
+    Against a local store its artifacts live under SALESML_HOME (without an explicit location a
+    SQLite-backed MLflow writes ./mlruns wherever the command happens to run); against a
+    tracking server the server's artifact root holds them (``mlflow-artifacts:/``, proxied), so
+    every client of a shared server sees them. Two workers creating it at once is fine.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
-        location = (settings.root / "mlartifacts" / name).as_uri()
-        exp_id = mlflow.create_experiment(name, artifact_location=location)
+        remote = settings.tracking_uri.startswith(("http://", "https://", "databricks"))
+        location = None if remote else (settings.root / "mlartifacts" / name).as_uri()
+        try:
+            exp_id = mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created by another process in the meantime
+            exp = mlflow.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)

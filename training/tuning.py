@@ -3,11 +3,18 @@
 The objective calls the same ``fit_and_evaluate`` as ``salesml train``; each trial is a nested
 MLflow run under one parent; the best parameters are retrained and registered as challenger.
 The study lives in persistent storage (SQLite under SALESML_HOME by default,
-``SALESML_OPTUNA_STORAGE`` for a database URL) so several workers can share it.
+``SALESML_OPTUNA_STORAGE`` for a database URL; PostgreSQL under the team profile) so several
+workers share it: ``--trials`` is the study's total, each worker takes trials under a study lock
+until that many have finished, and a worker that dies mid-trial stops sending heartbeats, so
+another worker fails its trial after the grace period and runs the slot again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -46,10 +53,162 @@ def storage_url(settings) -> str:
     return settings.optuna_storage_url
 
 
-def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None = None,
-        study_name: str | None = None, log: Callable[[str], None] = print, register: bool = True) -> dict:
-    import mlflow
+FINISHED = ("COMPLETE", "PRUNED")
+ACTIVE = ("RUNNING", "WAITING")
+
+
+@contextlib.contextmanager
+def study_lock(settings, url: str, study_name: str):
+    """One worker at a time decides whether the study needs another trial and asks for it.
+
+    PostgreSQL: a session advisory lock keyed by the study name (workers on any machine); other
+    storages: an exclusive ``flock`` on a file under SALESML_HOME (workers on this machine).
+    """
+    key = zlib.crc32(f"salesml-optuna:{study_name}".encode()) - 2**31
+    if url.startswith("postgresql"):
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as con:
+                con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    con.commit()
+        finally:
+            engine.dispose()
+        return
+    import fcntl
+
+    path = settings.root / f".optuna-{key & 0xFFFFFFFF:08x}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Heartbeat:
+    """Records a trial's heartbeat every ``interval`` seconds from a thread while it runs, so
+    that another worker fails the trial (``fail_stale_trials``) once this process is gone."""
+
+    def __init__(self, storage, trial_id: int, interval: float):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def __enter__(self):
+        self.storage.record_heartbeat(self.trial_id)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def open_study(settings, name: str, study_name: str | None, seed: int, heartbeat: float, grace: float):
+    """Create or load the study; under the study lock, as workers starting together would race
+    to create the tables and the study."""
+    import warnings
+
     import optuna
+
+    warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study_name = study_name or f"salesml-{name}"
+    with study_lock(settings, storage_url(settings), study_name):
+        storage = optuna.storages.RDBStorage(storage_url(settings), heartbeat_interval=max(1, int(heartbeat)),
+                                             grace_period=max(2, int(grace)))
+        return optuna.create_study(
+            study_name=study_name, storage=storage, load_if_exists=True,
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20),
+        )
+
+
+def next_trial(study, target: int, seed: int | None = None):
+    """Under the study lock: the next trial to run, "done" when ``target`` trials finished, or
+    None when every remaining slot is taken by another worker's running trial (wait, then ask
+    again: a dead worker's trial turns FAIL after the grace period and frees its slot).
+
+    The sampler is seeded by ``seed`` + the number of trials so far: workers that all started
+    with the same seed would otherwise propose the same parameters, and one worker alone still
+    proposes the same sequence every time.
+    """
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(t.state.name in FINISHED for t in trials)
+    active = sum(t.state.name in ACTIVE for t in trials)
+    if finished >= target:
+        return "done"
+    if finished + active >= target:
+        return None
+    if seed is not None:  # TPE reads the history from the storage; only its random state is here
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(trials))
+    return study.ask()
+
+
+def run_worker(study, target: int, objective: Callable, log: Callable[[str], None], lock, heartbeat: float,
+               poll: float = 1.0, seed: int | None = None) -> int:
+    """Take trials from the shared study until it holds ``target`` finished ones; trials run here."""
+    import optuna
+    from optuna.trial import TrialState
+
+    ran = 0
+    while True:
+        with lock():
+            trial = next_trial(study, target, seed)
+            if trial is not None and trial != "done":
+                study._storage.record_heartbeat(trial._trial_id)
+        if trial == "done":
+            return ran
+        if trial is None:
+            time.sleep(poll)
+            continue
+        with Heartbeat(study._storage, trial._trial_id, heartbeat):
+            try:
+                value = objective(trial)
+            except optuna.TrialPruned as exc:
+                frozen = study.tell(trial, state=TrialState.PRUNED)
+                log(f"trial {trial.number}: pruned ({exc})")
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            else:
+                frozen = study.tell(trial, value)
+        ran += 1
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED]
+        if frozen.state == TrialState.COMPLETE:
+            log(f"trial {trial.number}: complete, valid ROC-AUC {frozen.value:.4f} (best {study.best_value:.4f}; "
+                f"{len(done)}/{target} finished)")
+
+
+def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None = None,
+        study_name: str | None = None, log: Callable[[str], None] = print, register: bool = True,
+        heartbeat: float = 10.0, grace: float = 60.0) -> dict:
+    """Work on the study until it holds ``trials`` finished trials (all workers together).
+
+    Any number of workers may run this on one study (same ``study_name`` and storage): each takes
+    trials while the study needs more. All trials are nested MLflow runs under one parent run,
+    created by the first worker and shared through the study's user attributes. With
+    ``register``, the best parameters are then retrained and registered as challenger.
+    """
+    import os
+    import socket
+
+    import mlflow
 
     from features.training_sets import build_training_set
     from training import pipeline, tracking
@@ -57,39 +216,44 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
     tracking.configure(settings)
     raw_dir = raw_dir or settings.raw_dir
     ts = build_training_set(settings, name, raw_dir=raw_dir)
-    study = optuna.create_study(
-        study_name=study_name or f"salesml-{name}", storage=storage_url(settings), load_if_exists=True,
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20),
-    )
-    tracking.use_experiment(settings, f"salesml-{name}")
-    with mlflow.start_run(run_name=f"{name}-tune") as parent:
-        mlflow.set_tags({"model": name, "study": study.study_name, "git_commit": tracking.git_commit()})
+    study = open_study(settings, name, study_name, seed, heartbeat, grace)
+    url = storage_url(settings)
+    experiment = tracking.use_experiment(settings, f"salesml-{name}")
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
-        def objective(trial) -> float:
-            params = suggest(trial)
-            with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-                mlflow.log_params(params)
-                result = pipeline.fit_and_evaluate(name, ts.frame, ts.feature_columns, seed, params,
-                                                   callbacks=[pruning_callback(trial)])
-                metrics = {k: v for k, v in result.metrics.items() if k.startswith("valid_") and np.isfinite(v)}
-                mlflow.log_metrics(metrics)
-                return result.metrics["valid_roc_auc"]
+    with study_lock(settings, url, study.study_name):
+        parent_id = study.user_attrs.get("mlflow_parent_run_id")
+        if parent_id is None:
+            parent = mlflow.MlflowClient().create_run(
+                experiment, run_name=f"{name}-tune",
+                tags={"model": name, "study": study.study_name, "git_commit": tracking.git_commit(),
+                      "optuna_storage": url.split("@")[-1]})
+            parent_id = parent.info.run_id
+            study.set_user_attr("mlflow_parent_run_id", parent_id)
 
-        def progress(study, trial):
-            complete = trial.state == optuna.trial.TrialState.COMPLETE
-            value = f", valid ROC-AUC {trial.value:.4f}" if complete else ""
-            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-            best = f" (best {study.best_value:.4f})" if done else ""
-            log(f"trial {trial.number}: {trial.state.name.lower()}{value}{best}")
+    def objective(trial) -> float:
+        params = suggest(trial)
+        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True,
+                              tags={"worker": worker, "trial_number": str(trial.number)}):
+            mlflow.log_params(params)
+            result = pipeline.fit_and_evaluate(name, ts.frame, ts.feature_columns, seed, params,
+                                               callbacks=[pruning_callback(trial)])
+            metrics = {k: v for k, v in result.metrics.items() if k.startswith("valid_") and np.isfinite(v)}
+            mlflow.log_metrics(metrics)
+            return result.metrics["valid_roc_auc"]
 
-        study.optimize(objective, n_trials=trials, callbacks=[progress], catch=())
-        mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
-        mlflow.log_metric("best_valid_roc_auc", study.best_value)
-        parent_id = parent.info.run_id
-    summary = {"study": study.study_name, "best_params": study.best_params, "best_value": study.best_value,
-               "parent_run_id": parent_id}
-    if register:
+    with mlflow.start_run(run_id=parent_id):
+        ran = run_worker(study, trials, objective, log, lambda: study_lock(settings, url, study.study_name),
+                         heartbeat, seed=seed)
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if done:
+            mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
+            mlflow.log_metric("best_valid_roc_auc", study.best_value)
+    log(f"worker {worker}: ran {ran} trial(s); study {study.study_name} holds {trials} finished")
+    summary = {"study": study.study_name, "best_params": study.best_params if done else {},
+               "best_value": study.best_value if done else float("nan"), "parent_run_id": parent_id,
+               "ran": ran}
+    if register and done:
         summary["retrained"] = pipeline.run(settings, name, seed=seed, params=study.best_params,
                                             raw_dir=raw_dir, log=log, training_set=ts)
     return summary

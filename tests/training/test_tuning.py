@@ -1,0 +1,93 @@
+"""Shared-study tuning workers on SQLite: exactly N finished trials, dead workers' trials re-run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from salesml.settings import Settings
+from training import tuning
+
+# A worker process with a trivial objective: the study logic is what is under test here.
+WORKER = """
+import sys, time
+from salesml.settings import Settings
+from training import tuning
+home, target, sleep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+settings = Settings(home=home)
+study = tuning.open_study(settings, "toy", "toy-study", seed=0, heartbeat=1, grace=3)
+def objective(trial):
+    x = trial.suggest_float("x", -10, 10)
+    time.sleep(sleep)
+    return -(x - 2) ** 2
+lock = lambda: tuning.study_lock(settings, tuning.storage_url(settings), "toy-study")
+ran = tuning.run_worker(study, target, objective, lambda _: None, lock, heartbeat=1, poll=0.2, seed=0)
+print("ran", ran)
+"""
+
+
+def _worker(home: Path, target: int, sleep: float = 0.05) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(home), str(target), str(sleep)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _trials(home: Path) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="toy-study", storage=tuning.storage_url(Settings(home=home)))
+    return study.get_trials(deepcopy=False)
+
+
+def test_two_workers_run_exactly_the_requested_trials_between_them(tmp_path):
+    workers = [_worker(tmp_path, 12), _worker(tmp_path, 12)]
+    outs = [w.communicate(timeout=120) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outs
+    ran = [int(o[0].split()[-1]) for o in outs]
+    trials = _trials(tmp_path)
+    assert sum(ran) == 12 and len(trials) == 12
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert sorted(t.number for t in trials) == list(range(12))
+    assert len({t.params["x"] for t in trials}) == 12  # no trial run twice
+    assert min(ran) >= 1, f"one worker did all the work: {ran}"
+
+
+def test_a_dead_workers_trial_is_failed_and_its_slot_run_again(tmp_path):
+    settings = Settings(home=tmp_path)
+    study = tuning.open_study(settings, "toy", "toy-study", seed=0, heartbeat=1, grace=3)
+    # A worker that asked for a trial, beat once and died: its trial stays RUNNING.
+    dead = study.ask()
+    study._storage.record_heartbeat(dead._trial_id)
+    started = time.monotonic()
+    w = _worker(tmp_path, 5)
+    out = w.communicate(timeout=120)
+    assert w.returncode == 0, out
+    trials = _trials(tmp_path)
+    states = {t.number: t.state.name for t in trials}
+    assert states[dead.number] == "FAIL"
+    assert sum(s == "COMPLETE" for s in states.values()) == 5
+    assert "RUNNING" not in states.values()
+    assert time.monotonic() - started >= 3  # it waited out the grace period, it did not skip the slot
+
+
+def test_a_finished_study_runs_no_more_trials(tmp_path):
+    w = _worker(tmp_path, 3)
+    assert w.wait(timeout=120) == 0
+    again = _worker(tmp_path, 3)
+    out = again.communicate(timeout=120)
+    assert again.returncode == 0 and out[0].split()[-1] == "0"
+    assert len(_trials(tmp_path)) == 3
+
+
+def test_a_worker_waits_while_other_workers_hold_the_last_slots(tmp_path):
+    study = tuning.open_study(Settings(home=tmp_path), "toy", "s", seed=0, heartbeat=1, grace=30)
+    first = tuning.next_trial(study, 2)
+    second = tuning.next_trial(study, 2)
+    study._storage.record_heartbeat(first._trial_id)
+    study._storage.record_heartbeat(second._trial_id)
+    assert tuning.next_trial(study, 2) is None  # both slots are running elsewhere: wait
+    study.tell(first, 1.0)
+    assert tuning.next_trial(study, 2) is None  # one finished, one still running
+    study.tell(second, 2.0)
+    assert tuning.next_trial(study, 2) == "done"
