@@ -6,10 +6,34 @@ the prediction column, and ``evidently.metrics.DriftedColumnsCount`` for the dat
 score, per-column drifted flag, the drifted share and the dataset verdict are read back from the
 snapshot (``Snapshot.dict()``: metric values and test statuses); nothing is recomputed here.
 
-Scores are what the Evidently stattest returns: a distance for ``wasserstein`` (normed by the
-reference standard deviation), ``jensenshannon``, ``psi``, ``hellinger``, ... (drifted when the
-distance is >= the threshold) or a p-value for ``ks``, ``chisquare``, ``z``, ... (drifted when the
-p-value is < the threshold).
+Calibrated per-column tests. Every column gets a two-sample test that returns a p-value, so a
+configured false-alarm level means what it says:
+
+* numeric with more than ``discrete_max_values`` (5) distinct values: Evidently's ``ks`` (two-sample
+  Kolmogorov-Smirnov, ``scipy.stats.ks_2samp``); exact under no drift for continuous values and
+  conservative (fewer false alarms than the level) where values tie;
+* numeric with at most 5 distinct values (0/1 flags, tiers, counts that are mostly 0) and categorical
+  (including bool): ``chisquare_2sample``, the chi-square test of homogeneity of the 2 x k table of
+  reference and current counts (``scipy.stats.chi2_contingency`` without continuity correction), registered
+  here as an Evidently stattest so it runs inside ``ValueDrift`` and shows in the reports. For two values
+  its p-value equals Evidently's ``z`` test's (pooled two-proportion z-test; chi-square = z squared).
+  Evidently's own ``chisquare`` is not used: it is a goodness-of-fit test that treats the reference
+  frequencies as exact, ignores the reference's own sampling noise and, on two equal-sized samples from one
+  distribution, flags 20-25% of columns at a nominal 5% (``tests/drift``).
+
+A column drifts when its p-value is below ``alpha / m`` (Bonferroni), m = the number of tested columns
+(features, plus the prediction when both windows have it). Under no drift the chance that *any* column
+(feature or prediction) is flagged is then at most ``alpha`` (the family-wise error rate), so the
+dataset-level alarm (share of drifted features >= ``drift_share``, or the prediction drifted) fires on
+at most ``alpha`` of drift-free windows whatever ``drift_share`` is. (Holm's step-down procedure raises
+its first alarm exactly when Bonferroni does, so the dataset-level rate would be the same.) These are
+p-values: on large windows even a small, real shift reaches significance (at 100,000 rows a two-sample KS
+test at alpha / m = 0.05 / 40 flags a CDF difference of about 0.009); ``per_column`` can give a feature a
+distance test (``wasserstein``, ``psi``, ... with its distance threshold, drifted when the distance is >= it)
+where only a large shift should count. A distance test or an explicit threshold is outside the calibrated
+family (the column still counts in m, so the others stay conservative). The level holds for windows whose
+rows are independent draws, one per entity: several rows of one account in a window (weekly rows, a
+console re-scoring it) are not, and make an unchanged distribution look significantly different.
 
 Quality (ROC-AUC, precision and recall at a probability threshold) is computed with Evidently's
 classification metrics (``evidently.metrics.RocAuc``, ``Precision``, ``Recall`` over a
@@ -18,24 +42,21 @@ sklearn. It runs in a second report (``DriftResult.quality_snapshot``) because i
 whose label is known, while drift uses every row; current values come from that snapshot's dict and
 reference values from ``snapshot.context.get_reference_metric_result``.
 
-Sampling (``DriftConfig.max_rows``): a frame with more rows than ``max_rows`` is replaced by a seeded
-uniform random sample of ``max_rows`` rows drawn without replacement (reference and current drawn
-independently from one ``numpy.random.default_rng(seed)``). Error bound: if a window's rows are
-i.i.d. draws from a distribution F, a random subset chosen independently of the values is again an
-i.i.d. sample, so the Dvoretzky-Kiefer-Wolfowitz inequality (Massart's constant) applies to the
-sample's empirical CDF F_n:
-
-    P( sup_x |F_n(x) - F(x)| > eps ) <= 2 exp(-2 n eps^2),  i.e.  sup_x |F_n - F| <= sqrt(ln(2/delta) / (2n))
-
-with probability at least 1 - delta. At n = 100,000 and delta = 0.001 this is sqrt(ln(2000) / 200,000)
-= 0.0062 (the one-sided bound, sqrt(ln(1/delta) / (2n)), is 0.0059). With both windows sampled, the
-Kolmogorov-Smirnov statistic sup|F_ref - F_cur| of the samples is within 2 x 0.0062 = 0.0123 of the
-population value with probability >= 1 - 2 delta (triangle inequality, union bound); category
-frequencies (jensenshannon, psi on categories) are each within 2 eps as well. DKW bounds the sup-norm
-of the CDF error only: Wasserstein-1 is the integral of |F_ref - F_cur| over x, so for a feature with
-range R its sampling error is at most (eps_ref + eps_cur) * R / sd_ref in normed units (plus the error
-of the reference sd); for unbounded features DKW gives no bound on it. Where a bound applies, a verdict
-can flip only for a score within that margin of its threshold.
+Large windows (``DriftConfig.max_rows``): a window with more than k = ``max_rows`` rows is summarised,
+column by column, by a deterministic k-point quantile sketch before the tests. For a numeric column with
+N values (missing ones left out, their share kept), the sketch holds the order statistics at positions
+floor((i + 1/2) N / k), i = 0 .. k-1, of the sorted values; a categorical or bool column gets each value
+repeated in proportion to its count (largest remainders). The sketch's empirical CDF G_k is then within
+1/k of the window's empirical CDF F_N at every x (sup |G_k - F_N| <= 1/k: no probability involved,
+unlike a random sample), so the Kolmogorov-Smirnov statistic of two sketched windows is within 2/k
+(0.00002 at k = 100,000) of the statistic of the full windows, and category shares within 1/k. The
+p-value is computed at the sketch's size, which is smaller than the window's, so on a sketch a test is
+(up to that 2/k) never more sensitive than on every row: a flag on the sketch is a flag on the full
+window, and the false-alarm level still holds. A random sample would instead add its own sampling noise
+to every statistic (DKW: sup |F_n - F_N| <= 0.0062 at n = 100,000 only with probability 0.999), and with
+p-value tests at alpha / m that noise alone flips a verdict now and then. Sketching breaks the pairing of
+values across columns, which the per-column tests do not use; the quality metrics, which pair each
+label with its prediction, use a seeded random sample of ``max_rows`` whole rows (``seed``).
 """
 
 from __future__ import annotations
@@ -49,28 +70,63 @@ import numpy as np
 import pandas as pd
 from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently import __version__ as evidently_version
-from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+from evidently.legacy.calculations.stattests.registry import (
+    StatTest,
+    get_registered_stattest,
+    register_stattest,
+)
 from evidently.legacy.core import ColumnType
 from evidently.metrics import DriftedColumnsCount, Precision, Recall, RocAuc, ValueDrift
+from scipy.stats import chi2_contingency
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 _EVIDENTLY_TYPE = {NUMERIC: ColumnType.Numerical, CATEGORICAL: ColumnType.Categorical}
+CHI2_TWO_SAMPLE = "chisquare_2sample"
+# Evidently stattests whose score is a p-value (drifted when below the threshold); the rest are distances.
+P_VALUE_METHODS = frozenset({
+    "ks", "chisquare", "z", "g_test", "fisher_exact", "TVD", "anderson", "cramer_von_mises", "epps_singleton",
+    "mannw", "t_test", "empirical_mmd", CHI2_TWO_SAMPLE,
+})
+
+
+def _chi2_two_sample(reference: pd.Series, current: pd.Series, feature_type, threshold: float):
+    """Chi-square test of homogeneity of the 2 x k table of reference and current value counts."""
+    table = pd.concat([reference.value_counts(), current.value_counts()], axis=1).fillna(0).to_numpy().T
+    if table.shape[1] < 2:  # one value in both windows: nothing can have moved
+        return 1.0, False
+    p_value = float(chi2_contingency(table, correction=False).pvalue)
+    return p_value, p_value < threshold
+
+
+register_stattest(
+    StatTest(
+        name=CHI2_TWO_SAMPLE,
+        display_name="two-sample chi-square p_value",
+        allowed_feature_types=[ColumnType.Categorical, ColumnType.Numerical],
+        default_threshold=0.05,
+    ),
+    _chi2_two_sample,
+)
 
 
 @dataclass
 class DriftConfig:
-    """Drift tests. Numeric defaults match Evidently's own choice for > 1,000 reference rows."""
+    """Drift tests: calibrated two-sample p-value tests with a Bonferroni correction (module docstring)."""
 
+    alpha: float = 0.05  # false-alarm level of the whole check (features + prediction), Bonferroni-corrected
     drift_share: float = 0.3  # dataset drift when >= this share of features drift
-    numeric_method: str = "wasserstein"  # Wasserstein distance normed by the reference sd; drifted when >= 0.1
-    numeric_threshold: float = 0.1
-    categorical_method: str = "jensenshannon"  # Jensen-Shannon distance; drifted when >= 0.1
-    categorical_threshold: float = 0.1
+    numeric_method: str = "ks"  # two-sample Kolmogorov-Smirnov p-value
+    discrete_method: str = CHI2_TWO_SAMPLE  # numeric columns with at most discrete_max_values distinct values
+    discrete_max_values: int = 5  # Evidently's own cut-off between "discrete" and "continuous" numerics
+    categorical_method: str = CHI2_TWO_SAMPLE  # two-sample chi-square (homogeneity) p-value
+    # None: alpha / m for p-value methods, Evidently's default threshold for distance methods.
+    numeric_threshold: float | None = None
+    categorical_threshold: float | None = None
     per_column: dict[str, dict] = field(default_factory=dict)  # {"api_calls": {"method": "psi", "threshold": 0.2}}
     prediction_column: str | None = "prediction"
-    max_rows: int | None = None  # sample each frame above this many rows (seeded, without replacement)
-    seed: int = 0
+    max_rows: int | None = None  # quantile-sketch each window above this many rows (quality: a random row sample)
+    seed: int = 0  # of the quality metrics' row sample
 
 
 @dataclass
@@ -83,6 +139,7 @@ class DriftResult:
     snapshot: object  # the Evidently drift snapshot (HTML / JSON / workspace)
     rows: dict  # {"reference": n, "current": n, "sampled": bool}
     quality_snapshot: object | None = None  # the Evidently classification snapshot when quality was computed
+    tests: dict = field(default_factory=dict)  # the tests' configuration: level, correction, method per column type
 
 
 def column_type(reference: pd.Series, current: pd.Series) -> str:
@@ -112,18 +169,52 @@ def _kind(series: pd.Series) -> str | None:
     return None
 
 
-def _test_for(column: str, kind: str, config: DriftConfig) -> tuple[str, float]:
-    method, threshold = (
-        (config.numeric_method, config.numeric_threshold)
-        if kind == NUMERIC
-        else (config.categorical_method, config.categorical_threshold)
-    )
+def _test_for(column: str, kind: str, distinct: int, config: DriftConfig, family: int) -> tuple[str, float]:
+    """(method, threshold) for one column; ``family`` = number of tested columns (Bonferroni's m)."""
+    if kind == NUMERIC:
+        discrete = distinct <= config.discrete_max_values
+        method = config.discrete_method if discrete else config.numeric_method
+        threshold = config.numeric_threshold
+    else:
+        method, threshold = config.categorical_method, config.categorical_threshold
     override = config.per_column.get(column, {})
     method = override.get("method", method)
-    threshold = float(override.get("threshold", threshold))
+    threshold = override.get("threshold", threshold)
     # Fails early, with Evidently's list of available tests, on an unknown name or one that does not fit the type.
-    get_registered_stattest(method, _EVIDENTLY_TYPE[kind])
-    return method, threshold
+    stattest = get_registered_stattest(method, _EVIDENTLY_TYPE[kind])
+    if threshold is None:
+        threshold = config.alpha / family if method in P_VALUE_METHODS else stattest.default_threshold
+    return method, float(threshold)
+
+
+def is_p_value(method: str) -> bool:
+    """Whether the method's score is a p-value (drifted below the threshold) rather than a distance."""
+    return method in P_VALUE_METHODS
+
+
+def _sketch(frame: pd.DataFrame, k: int | None) -> pd.DataFrame:
+    """Each column of a frame above ``k`` rows as a k-point quantile sketch (module docstring)."""
+    n = len(frame)
+    if k is None or n <= k:
+        return frame
+    out = {}
+    for name in frame.columns:
+        column = frame[name]
+        values = column.dropna()
+        m = min(k, max(int(round(k * len(values) / n)), 1 if len(values) else 0))
+        if _kind(column) == NUMERIC:
+            ordered = np.sort(values.to_numpy(dtype="float64"))
+            sketch = np.full(k, np.nan)
+            sketch[:m] = ordered[((np.arange(m) + 0.5) * len(ordered) / max(m, 1)).astype(np.int64)]
+        else:
+            counts = values.value_counts(sort=False)
+            quota = counts.to_numpy(dtype="float64") * m / max(len(values), 1)
+            repeats = np.floor(quota).astype(np.int64)
+            repeats[np.argsort(repeats - quota, kind="stable")[: m - int(repeats.sum())]] += 1
+            sketch = np.full(k, None, dtype=object)
+            sketch[:m] = np.repeat(counts.index.to_numpy(dtype=object), repeats)
+        out[name] = sketch
+    return pd.DataFrame(out)
 
 
 def _sample(frame: pd.DataFrame, max_rows: int | None, rng: np.random.Generator) -> pd.DataFrame:
@@ -138,6 +229,8 @@ def _validate(reference, current, features, config, label):
         raise ValueError("current window is empty")
     if len(reference) == 0:
         raise ValueError("reference window is empty")
+    if not 0 < config.alpha < 1:
+        raise ValueError(f"alpha must be a false-alarm level between 0 and 1, got {config.alpha}")
     if config.max_rows is not None and config.max_rows < 1:
         raise ValueError(f"max_rows must be a positive number of rows or None, got {config.max_rows}")
     duplicated = sorted({f for f in features if features.count(f) > 1})
@@ -185,34 +278,33 @@ def check(
     features = list(features)
     _validate(reference, current, features, config, label)
 
-    rng = np.random.default_rng(config.seed)
-    rows = {"reference": int(len(reference)), "current": int(len(current)), "sampled": False}
-    ref = _sample(reference, config.max_rows, rng)
-    cur = _sample(current, config.max_rows, rng)
-    rows["sampled"] = len(ref) < len(reference) or len(cur) < len(current)
-
     pred = config.prediction_column
-    has_pred = pred is not None and pred in ref.columns and pred in cur.columns
+    has_pred = pred is not None and pred in reference.columns and pred in current.columns
     tested = features + ([pred] if has_pred else [])
 
-    kinds, tests = {}, {}
+    kinds = {}
     for column in tested:
-        kinds[column] = column_type(ref[column], cur[column])
-        for name, frame in (("reference", ref), ("current", cur)):
+        kinds[column] = column_type(reference[column], current[column])
+        for name, frame in (("reference", reference), ("current", current)):
             if frame[column].notna().sum() == 0:
                 raise ValueError(f"column {column!r} has no non-missing values in the {name} window")
-        tests[column] = _test_for(column, kinds[column], config)
+
+    rows = {"reference": int(len(reference)), "current": int(len(current)), "sampled": False}
+    ref = _sketch(reference[tested], config.max_rows)
+    cur = _sketch(current[tested], config.max_rows)
+    rows["sampled"] = len(ref) < len(reference) or len(cur) < len(current)
+
+    tests = {}
+    for column in tested:
+        distinct = pd.concat([ref[column], cur[column]], ignore_index=True).nunique() if kinds[column] == NUMERIC else 0
+        tests[column] = _test_for(column, kinds[column], distinct, config, family=len(tested))
 
     value_drifts = {c: ValueDrift(column=c, method=m, threshold=t) for c, (m, t) in tests.items()}
     count = DriftedColumnsCount(
         columns=features,
         drift_share=config.drift_share,
-        num_method=config.numeric_method,
-        num_threshold=config.numeric_threshold,
-        cat_method=config.categorical_method,
-        cat_threshold=config.categorical_threshold,
-        per_column_method={c: tests[c][0] for c in features} or None,
-        per_column_threshold={c: tests[c][1] for c in features} or None,
+        per_column_method={c: tests[c][0] for c in features},
+        per_column_threshold={c: tests[c][1] for c in features},
     )
     definition = DataDefinition(
         numerical_columns=[c for c in tested if kinds[c] == NUMERIC],
@@ -267,9 +359,24 @@ def check(
         )
 
     quality, quality_snapshot = None, None
-    if label is not None and has_pred and label in ref.columns and label in cur.columns:
-        quality, quality_snapshot = _quality(ref, cur, label, pred, threshold)
+    if label is not None and has_pred and label in reference.columns and label in current.columns:
+        rng = np.random.default_rng(config.seed)
+        quality, quality_snapshot = _quality(_sample(reference, config.max_rows, rng),
+                                             _sample(current, config.max_rows, rng), label, pred, threshold)
 
+    tests_used = {
+        "alpha": float(config.alpha),
+        "correction": "bonferroni",
+        "family_size": len(tested),
+        "per_column_level": float(config.alpha / len(tested)),
+        "drift_share": float(config.drift_share),
+        "by_type": {
+            f"numeric, more than {config.discrete_max_values} distinct values": config.numeric_method,
+            f"numeric, at most {config.discrete_max_values} distinct values": config.discrete_method,
+            "categorical or bool": config.categorical_method,
+        },
+        "overrides": {c: dict(o) for c, o in config.per_column.items()},
+    }
     return DriftResult(
         columns=feature_table,
         drifted_share=drifted_share,
@@ -279,6 +386,7 @@ def check(
         snapshot=snapshot,
         rows=rows,
         quality_snapshot=quality_snapshot,
+        tests=tests_used,
     )
 
 
@@ -358,10 +466,12 @@ def summary(result: DriftResult) -> dict:
                 "method": str(r.method),
                 "threshold": float(r.threshold),
                 "score": _finite(r.score),
+                "score_is_p_value": is_p_value(str(r.method)),
                 "drifted": bool(r.drifted),
             }
             for r in result.columns.itertuples(index=False)
         ],
+        "tests": result.tests,
         "prediction_drift": result.prediction_drift,
         "quality": result.quality,
     }
@@ -403,4 +513,7 @@ def add_to_workspace(result: DriftResult, workspace_dir: Path, project_name: str
     return str(project.id)
 
 
-__all__ = ["DriftConfig", "DriftResult", "add_to_workspace", "check", "column_type", "save", "summary"]
+__all__ = [
+    "CHI2_TWO_SAMPLE", "DriftConfig", "DriftResult", "add_to_workspace", "check", "column_type", "is_p_value", "save",
+    "summary",
+]

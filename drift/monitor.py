@@ -47,15 +47,25 @@ class Window:
         return cls(now - days.to_pytimedelta(), now)
 
 
+NO_ID = {"", "nan", "None", "<NA>"}  # entity_id logged for rows scored without an id
+
+
 def served_window(log, model: str, window: Window) -> tuple[pd.DataFrame, str]:
-    """The window's served rows (features, prediction) and the version that served most of them."""
+    """The window's served rows (features, prediction) and the version that served most of them.
+
+    An entity scored several times in the window (a console refreshing one account) counts once, with its
+    latest prediction: the drift tests assume independent rows, and copies of one row would make an
+    unchanged distribution look significantly different. Rows scored without an id all count.
+    """
     frame = log.feature_frame(model, window.start, window.end)
     if frame.empty:
         raise DriftInputError(f"no {model} predictions between {window.start:%Y-%m-%d %H:%M} and "
                               f"{window.end:%Y-%m-%d %H:%M} UTC: the window is empty", EXIT_EMPTY)
     version = frame["version"].astype(str).value_counts().idxmax()
     frame = frame[frame["version"].astype(str) == version].rename(columns={PREDICTION[model]: "prediction"})
-    return frame, version
+    ids = frame["entity_id"].astype(str)
+    repeated = ~ids.isin(NO_ID) & frame.assign(_id=ids).sort_values("ts").duplicated("_id", keep="last")
+    return frame[~repeated].copy(), version
 
 
 def attach_outcomes(log, model: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -109,22 +119,37 @@ def run_check(settings, model: str, window: Window, retrain: bool = False, log_f
     plog = PredictionLog(settings.prediction_log_path)
     current, version = served_window(plog, model, window)
     tracking.configure(settings)
+    from mlflow.exceptions import MlflowException
+
     try:
         reference = tracking.load_reference(model, version)
     except ValueError as exc:
         raise DriftInputError(str(exc), EXIT_NO_REFERENCE) from None
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise DriftInputError(f"version {version} of model {model} served the window but is not in the model "
+                              "registry: there is no reference set to compare with", EXIT_NO_REFERENCE) from None
     features = [c for c in reference.columns if c not in ("event_timestamp", "label", "prediction")]
     missing = [c for c in features if c not in current.columns]
     if missing:
         raise DriftInputError(f"the window lacks feature column(s) {', '.join(missing)} that version {version} "
                               f"was trained on", EXIT_COLUMNS)
+    for column in features:  # a feature that is null in every served row comes back from the log as objects
+        if current[column].dtype == object and current[column].isna().all():
+            current[column] = current[column].astype("float64" if pd.api.types.is_numeric_dtype(reference[column])
+                                                      else object)
     current = attach_outcomes(plog, model, current)
-    config = DriftConfig(drift_share=settings.drift_share, per_column=settings.drift_per_column,
-                         max_rows=settings.drift_max_rows)
+    config = DriftConfig(alpha=settings.drift_alpha, drift_share=settings.drift_share,
+                         per_column=settings.drift_per_column, max_rows=settings.drift_max_rows)
     label = "label" if "label" in current and current["label"].notna().sum() >= 50 else None
     cur = current[current["label"].notna()] if label else current
-    log_fn(f"drift: {model} v{version}, {len(current):,} served rows against {len(reference):,} reference rows")
-    result = check(reference, cur.astype({"label": int}) if label else cur, features, config, label=label)
+    log_fn(f"drift: {model} v{version}, {len(current):,} served rows (one per scored entity) against "
+           f"{len(reference):,} reference rows; tests at a {settings.drift_alpha:g} false-alarm level")
+    try:
+        result = check(reference, cur.astype({"label": int}) if label else cur, features, config, label=label)
+    except ValueError as exc:  # e.g. a feature with no values in the window, or numeric in one and text in the other
+        raise DriftInputError(f"cannot compare the window with the reference set: {exc}", EXIT_BAD) from None
     stamp = f"{window.start:%Y%m%dT%H%M}-{window.end:%Y%m%dT%H%M}"
     out = settings.reports_dir / "drift" / model
     out.mkdir(parents=True, exist_ok=True)

@@ -79,12 +79,16 @@ class Settings(BaseSettings):
     max_batch: int = Field(1000, description="Most ids or rows per scoring request.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted.")
     # Drift monitoring (``salesml drift check``).
+    drift_alpha: float = Field(0.05, gt=0, lt=1, description="False-alarm level of a drift check: on drift-free "
+                               "traffic at most this share of checks flag a feature or the prediction "
+                               "(p-value tests, Bonferroni over the columns).")
     drift_share: float = Field(0.05, description="Dataset drift when at least this share of features drift.")
     drift_per_column: dict[str, dict] = Field(
         default_factory=dict,
         description='Per-feature test overrides, e.g. {"api_calls":{"method":"psi","threshold":0.2}}.',
     )
-    drift_max_rows: int | None = Field(100_000, description="Rows sampled from larger windows (DKW-bounded error).")
+    drift_max_rows: int | None = Field(100_000, description="Larger windows are summarised per column by this many "
+                                       "quantiles (empirical CDF within 1/n of the window's).")
     drift_max_auc_drop: float = Field(0.05, description="Performance drift when ROC-AUC falls by more than this.")
     drift_webhook_url: str | None = Field(None, description="POST drift alerts here (JSON) as well as to the log.")
 

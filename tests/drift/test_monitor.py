@@ -52,11 +52,43 @@ def _reference(settings):
     return tracking.load_reference("chs", "1")
 
 
-def _cli(settings, *args):
+def _cli(settings, *args, log=None):
     from salesml.cli import app
 
-    return CliRunner().invoke(app, ["drift", "check", "--model", "chs", *args],
-                              env={"SALESML_HOME": str(settings.root)})
+    env = {"SALESML_HOME": str(settings.root), **({"SALESML_PREDICTION_LOG": str(log)} if log else {})}
+    return CliRunner().invoke(app, ["drift", "check", *(() if "--model" in args else ("--model", "chs")), *args],
+                              env=env)
+
+
+def _log_served(path, rows: pd.DataFrame, version: str, start) -> None:
+    """Append reference-like ``rows`` (features and ``prediction``) to a prediction log as chs predictions
+    of ``version``, one account each, a second apart from ``start``."""
+    from datetime import timedelta
+
+    from serving.predlog import PredictionLog
+
+    features = rows.drop(columns="prediction")
+    records = features.astype(object).where(features.notna(), None).to_dict("records")
+    log = PredictionLog(path)
+    try:
+        log.append_predictions([
+            {"request_id": f"{path.stem}-{version}-{i}", "ts": start + timedelta(seconds=i), "role": "csm",
+             "api_key_id": "t", "endpoint": "health", "entity_type": "account", "entity_id": f"C{i:06d}",
+             "model": "chs", "version": version, "variant": "champion", "features": row,
+             "outputs": {"churn_probability": float(p), "score": 100 * (1 - float(p))}}
+            for i, (row, p) in enumerate(zip(records, rows["prediction"]))])
+    finally:
+        log.close()
+
+
+def _clean_exit(result, code: int, *phrases: str) -> None:
+    """Exit ``code`` through the CLI's own error path: the phrases in the output, no traceback."""
+    text = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and "Error" not in result.output
+    for phrase in phrases:
+        assert phrase in text, result.output
 
 
 def test_every_version_carries_its_reference_set(env):
@@ -65,11 +97,74 @@ def test_every_version_carries_its_reference_set(env):
     assert ref["prediction"].between(0, 1).all() and len(ref) > 100
 
 
-def test_bad_inputs_have_distinct_exit_codes(env):
-    r = _cli(env, "--window", "7d")
-    assert r.exit_code == 4 and "no prediction log" in r.output or "empty" in r.output
-    r = _cli(env, "--window", "seven days")
-    assert r.exit_code in (2, 4)
+def test_bad_inputs_have_distinct_exit_codes(env, tmp_path):
+    """Each bad input through `salesml drift check`: its own exit code, a clear message, no traceback."""
+    from datetime import datetime, timedelta, timezone
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training import tracking
+
+    feats = _reference(env).drop(columns=["event_timestamp", "label"]).sample(300, random_state=4)
+    start = datetime.now(timezone.utc) - timedelta(hours=2)
+    window = ("--from", (start - timedelta(minutes=5)).isoformat(), "--to", datetime.now(timezone.utc).isoformat())
+
+    # 4: no prediction log at all, and a log with nothing in the window
+    _clean_exit(_cli(env, *window, log=tmp_path / "none.db"), 4, "no prediction log at")
+    _log_served(tmp_path / "served.db", feats, "1", start)
+    _clean_exit(_cli(env, "--from", "2001-01-01", "--to", "2001-01-08", log=tmp_path / "served.db"), 4,
+                "no chs predictions between 2001-01-01 00:00 and 2001-01-08 00:00 UTC: the window is empty")
+
+    # 5: the served rows lack features the serving version was trained on
+    _log_served(tmp_path / "narrow.db", feats.drop(columns=["api_calls", "logins"]), "1", start)
+    _clean_exit(_cli(env, *window, log=tmp_path / "narrow.db"), 5,
+                "the window lacks feature column(s)", "api_calls", "logins", "that version 1 was trained on")
+
+    # 6: the serving version has no reference set: a registered version whose run never logged one ...
+    tracking.configure(env)
+    with mlflow.start_run(run_name="no-reference") as run:
+        mlflow.log_param("note", "registered without a reference set")
+    bare = MlflowClient().create_model_version("chs", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    _log_served(tmp_path / "bare.db", feats, str(bare.version), start)
+    _clean_exit(_cli(env, *window, log=tmp_path / "bare.db"), 6,
+                f"model chs version {bare.version} has no reference set", "retrain it to record one")
+    # ... and a version the registry does not know
+    _log_served(tmp_path / "unknown.db", feats, "999", start)
+    _clean_exit(_cli(env, *window, log=tmp_path / "unknown.db"), 6,
+                "version 999 of model chs served the window but is not in the model registry")
+
+    # 2: anything else that is wrong with the request
+    _clean_exit(_cli(env, "--window", "seven days", log=tmp_path / "served.db"), 2,
+                "--window must look like 7d or 36h, got 'seven days'")
+    _clean_exit(_cli(env, "--model", "nope", *window, log=tmp_path / "served.db"), 2,
+                "unknown model 'nope': expected one of chs, intent, lead_match")
+    # the good window of the same log goes through: rows drawn from the reference itself, so no drift
+    ok = _cli(env, *window, log=tmp_path / "served.db")
+    assert ok.exit_code == 0 and "no drift" in ok.output, ok.output
+
+
+def test_served_window_counts_each_scored_entity_once(tmp_path):
+    """A console re-scoring one account must not weigh it several times: the tests assume independent rows."""
+    from datetime import datetime, timedelta, timezone
+
+    from drift.monitor import Window, served_window
+    from serving.predlog import PredictionLog
+
+    t0 = datetime.now(timezone.utc) - timedelta(hours=1)
+    scored = [("A1", 1.0), ("A2", 5.0), ("A1", 2.0), ("nan", 7.0), ("A1", 3.0), ("nan", 7.0)]
+    log = PredictionLog(tmp_path / "p.db")
+    log.append_predictions([
+        {"request_id": f"r{i}", "ts": t0 + timedelta(minutes=i), "role": "csm", "api_key_id": "t",
+         "endpoint": "health", "entity_type": "account", "entity_id": entity, "model": "chs", "version": "1",
+         "variant": "champion", "features": {"api_calls": value}, "outputs": {"churn_probability": 0.1}}
+        for i, (entity, value) in enumerate(scored)])
+    frame, version = served_window(log, "chs", Window(t0 - timedelta(minutes=1), t0 + timedelta(minutes=30)))
+    log.close()
+    assert version == "1"
+    # A1 once, with its latest features; rows scored without an id all count
+    assert sorted(zip(frame["entity_id"], frame["api_calls"])) == [("A1", 3.0), ("A2", 5.0), ("nan", 7.0), ("nan", 7.0)]
+    assert set(frame.columns) >= {"prediction", "api_calls"}
 
 
 def test_same_distribution_no_drift_then_shifted_columns_flagged(env):
