@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,8 +42,14 @@ REFERENCE_ROWS = 50_000  # the drift reference keeps at most this many training 
 
 
 def reference_frame(model, train: pd.DataFrame, seed: int, max_rows: int = REFERENCE_ROWS) -> pd.DataFrame:
-    """The training window as drift will see it: model inputs, the model's prediction, label, time."""
-    rows = train.sample(max_rows, random_state=seed) if len(train) > max_rows else train
+    """The training window as drift will see it: model inputs, the model's prediction, label, time.
+
+    One row per entity (a seeded random one of its observations): drift's p-value tests assume
+    independent rows, and a served window holds each entity once.
+    """
+    key = next((k for k in ("account_id", "lead_id") if k in train.columns), None)
+    rows = train.groupby(key, sort=False, observed=True).sample(1, random_state=seed) if key else train
+    rows = rows.sample(max_rows, random_state=seed) if len(rows) > max_rows else rows
     cols = [c for c in model.spec.columns if c in rows.columns]
     out = rows[["event_timestamp", *cols, LABEL]].copy()
     out["prediction"] = model.predict_proba(rows)
@@ -135,7 +142,11 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
     ts = training_set or build_training_set(settings, name, raw_dir=raw_dir)
     tracking.use_experiment(settings, f"salesml-{name}")
     reports = settings.reports_dir / "training" / name
-    with mlflow.start_run(run_name=f"{name}-train") as active, engine.session(settings) as eng:
+    # A dask session the caller already opened (a benchmark, a test) is reused, not started again.
+    opened = engine.current()
+    session = (contextlib.nullcontext(opened) if opened.name == settings.train_engine == "dask"
+               else engine.session(settings))
+    with mlflow.start_run(run_name=f"{name}-train") as active, session as eng:
         mlflow.set_tags({"model": name, "seed": str(seed), "git_commit": tracking.git_commit(),
                          "tree_method": "hist", **eng.describe()})
         mlflow.log_param("dask_cluster", eng.cluster)

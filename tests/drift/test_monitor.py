@@ -106,7 +106,8 @@ def test_bad_inputs_have_distinct_exit_codes(env, tmp_path):
 
     from training import tracking
 
-    feats = _reference(env).drop(columns=["event_timestamp", "label"]).sample(300, random_state=4)
+    ref = _reference(env)
+    feats = ref.drop(columns=["event_timestamp", "label"]).sample(min(300, len(ref)), random_state=4)
     start = datetime.now(timezone.utc) - timedelta(hours=2)
     window = ("--from", (start - timedelta(minutes=5)).isoformat(), "--to", datetime.now(timezone.utc).isoformat())
 
