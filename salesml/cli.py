@@ -399,7 +399,10 @@ def drift_ui(port: Annotated[int, typer.Option()] = 8000) -> None:
     workspace.mkdir(parents=True, exist_ok=True)
     evidently = str(Path(sys.executable).with_name("evidently"))
     console.print(f"Evidently UI on http://127.0.0.1:{port} (workspace {workspace})")
-    os.execv(evidently, [evidently, "ui", "--workspace", str(workspace), "--host", "127.0.0.1", "--port", str(port)])
+    # Evidently's UI sends usage telemetry unless told not to; the drift data stays on this machine.
+    env = {**os.environ, "DO_NOT_TRACK": os.environ.get("DO_NOT_TRACK", "1")}
+    os.execve(evidently, [evidently, "ui", "--workspace", str(workspace), "--host", "127.0.0.1",
+                          "--port", str(port)], env)
 
 
 @app.command("serve-demo")
@@ -491,6 +494,18 @@ def bench_training(
     from training.bench import run
 
     report = run(_settings(), accounts=accounts, leads=leads, log=console.print)
+    out.print(report.read_text())
+
+
+@bench_app.command("scale")
+def bench_scale(
+    accounts: Annotated[int, typer.Option(help="Accounts simulated for the training-time comparison.")] = 10_000,
+    trials: Annotated[int, typer.Option(help="No-op trials per storage for the Optuna overhead.")] = 100,
+) -> None:
+    """Optuna trial overhead SQLite vs PostgreSQL; CHS training in-process vs xgboost.dask."""
+    from training.scale_bench import run
+
+    report = run(_settings(), accounts=accounts, trials=trials, log=console.print)
     out.print(report.read_text())
 
 
