@@ -128,12 +128,22 @@ def open_study(settings, name: str, study_name: str | None, seed: int, heartbeat
     study_name = study_name or f"salesml-{name}"
     with study_lock(settings, storage_url(settings), study_name):
         storage = optuna.storages.RDBStorage(storage_url(settings), heartbeat_interval=max(1, int(heartbeat)),
-                                             grace_period=max(2, int(grace)))
+                                             grace_period=max(2, int(grace)),
+                                             heartbeat_stale_trial_callback=mark_run_killed)
         return optuna.create_study(
             study_name=study_name, storage=storage, load_if_exists=True,
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20),
         )
+
+
+def mark_run_killed(study, trial) -> None:
+    """A trial failed for a dead worker: its MLflow run (left RUNNING) is ended as KILLED."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        import mlflow
+
+        mlflow.MlflowClient().set_terminated(run_id, status="KILLED")
 
 
 def next_trial(study, target: int, seed: int | None = None):
@@ -161,7 +171,7 @@ def next_trial(study, target: int, seed: int | None = None):
 
 
 def run_worker(study, target: int, objective: Callable, log: Callable[[str], None], lock, heartbeat: float,
-               poll: float = 1.0, seed: int | None = None) -> int:
+               poll: float = 1.0, seed: int | None = None, worker: str | None = None) -> int:
     """Take trials from the shared study until it holds ``target`` finished ones; trials run here."""
     import optuna
     from optuna.trial import TrialState
@@ -172,6 +182,7 @@ def run_worker(study, target: int, objective: Callable, log: Callable[[str], Non
             trial = next_trial(study, target, seed)
             if trial is not None and trial != "done":
                 study._storage.record_heartbeat(trial._trial_id)
+                trial.set_user_attr("worker", worker or _worker_id())
         if trial == "done":
             return ran
         if trial is None:
@@ -195,6 +206,13 @@ def run_worker(study, target: int, objective: Callable, log: Callable[[str], Non
                 f"{len(done)}/{target} finished)")
 
 
+def _worker_id() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None = None,
         study_name: str | None = None, log: Callable[[str], None] = print, register: bool = True,
         heartbeat: float = 10.0, grace: float = 60.0) -> dict:
@@ -205,9 +223,6 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
     created by the first worker and shared through the study's user attributes. With
     ``register``, the best parameters are then retrained and registered as challenger.
     """
-    import os
-    import socket
-
     import mlflow
 
     from features.training_sets import build_training_set
@@ -219,7 +234,7 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
     study = open_study(settings, name, study_name, seed, heartbeat, grace)
     url = storage_url(settings)
     experiment = tracking.use_experiment(settings, f"salesml-{name}")
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    worker = _worker_id()
 
     with study_lock(settings, url, study.study_name):
         parent_id = study.user_attrs.get("mlflow_parent_run_id")
@@ -234,7 +249,8 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
     def objective(trial) -> float:
         params = suggest(trial)
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True,
-                              tags={"worker": worker, "trial_number": str(trial.number)}):
+                              tags={"worker": worker, "trial_number": str(trial.number)}) as child:
+            trial.set_user_attr("mlflow_run_id", child.info.run_id)
             mlflow.log_params(params)
             result = pipeline.fit_and_evaluate(name, ts.frame, ts.feature_columns, seed, params,
                                                callbacks=[pruning_callback(trial)])
