@@ -7,7 +7,7 @@ import pytest
 
 from features.training_sets import build_training_set
 from salesml.settings import Settings
-from training import engine
+from training import engine, pipeline
 from training.pipeline import fit_and_evaluate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -29,19 +29,47 @@ def chs_set(tmp_path_factory):
     generate(raw, accounts=800, leads=100, reps=10, weeks=80, seed=11, truth_samples=0)
     build_feature_files(settings, raw, progress=lambda _: None)
     apply(settings, progress=lambda _: None)
-    return settings, build_training_set(settings, "chs", raw_dir=raw, store=open_store(settings))
+    return settings, raw, build_training_set(settings, "chs", raw_dir=raw, store=open_store(settings))
+
+
+def _spawned() -> set[int]:
+    """Multiprocessing spawn children (as Dask's worker processes are) alive under this process."""
+    import psutil
+
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                out.add(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def test_dask_engine_matches_the_single_process_model(chs_set):
-    home, ts = chs_set[0].home, chs_set[1]
+    from mlflow import MlflowClient
+
+    base, raw, ts = chs_set
     local = fit_and_evaluate("chs", ts.frame, ts.feature_columns, seed=3, params=NO_SUBSAMPLING)
-    settings = Settings(home=home, train_engine="dask", dask_workers=2)
+    before = _spawned()  # e.g. the workers of an MLflow server another fixture started
+    settings = Settings(home=base.home, train_engine="dask", dask_scheduler=None, dask_workers=2)
     with engine.session(settings) as eng:
         assert eng.name == "dask" and eng.cluster == "LocalCluster(2 workers)"
         assert len(eng.client.scheduler_info()["workers"]) == 2
         dist = fit_and_evaluate("chs", ts.frame, ts.feature_columns, seed=3, params=NO_SUBSAMPLING)
+        # What `salesml train chs` does under SALESML_TRAIN_ENGINE=dask (on the session's cluster).
+        summary = pipeline.run(settings, "chs", seed=3, params=NO_SUBSAMPLING, raw_dir=raw, register=False,
+                               log=lambda _: None, training_set=ts)
     assert engine.current().name == "local"  # the session is closed again
+    assert _spawned() <= before  # and no worker process outlives it
     assert abs(dist.metrics["test_roc_auc"] - local.metrics["test_roc_auc"]) <= 0.005
+    assert abs(summary["test_roc_auc"] - local.metrics["test_roc_auc"]) <= 0.005
+
+    run = MlflowClient().get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["engine"] == "dask" and run.data.tags["dask_cluster"] == "LocalCluster(2 workers)"
+    assert run.data.params["dask_cluster"] == "LocalCluster(2 workers)"
+
     # The same kind of model comes back: serving and SHAP work on it unchanged.
     assert type(dist.model.booster) is type(local.model.booster)
     test = dist.split.test
@@ -50,3 +78,15 @@ def test_dask_engine_matches_the_single_process_model(chs_set):
     contrib = dist.model.contributions(test.head(20))
     np.testing.assert_allclose(1 / (1 + np.exp(-contrib.sum(axis=1))), p[:20], rtol=1e-4)
     assert dist.model.booster.best_iteration > 0
+
+
+def test_engine_comes_from_configuration_alone(monkeypatch):
+    monkeypatch.delenv("SALESML_TRAIN_ENGINE", raising=False)
+    eng = engine.current()
+    assert eng.name == "local" and eng.describe() == {"engine": "local", "dask_cluster": "in-process"}
+    assert Settings(profile="team").train_engine == "dask"
+    assert Settings(profile="team", train_engine="local").train_engine == "local"
+    monkeypatch.setenv("SALESML_TRAIN_ENGINE", "dask")
+    monkeypatch.setenv("SALESML_DASK_SCHEDULER", "tcp://scheduler:8786")
+    s = Settings()
+    assert (s.train_engine, s.dask_scheduler) == ("dask", "tcp://scheduler:8786")
