@@ -84,7 +84,7 @@ bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/report
 	$(BIN)/salesml bench serving
 	$(BIN)/salesml bench experiments
 	$(BIN)/salesml bench drift
-	$(BIN)/salesml bench scale
+	$(BIN)/salesml bench tuning
 
 clean: ## Remove the working folder (data, stores, runs, reports)
 	-$(BIN)/salesml serve-stop 2>/dev/null

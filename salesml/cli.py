@@ -497,18 +497,6 @@ def bench_training(
     out.print(report.read_text())
 
 
-@bench_app.command("scale")
-def bench_scale(
-    accounts: Annotated[int, typer.Option(help="Accounts simulated for the training-time comparison.")] = 10_000,
-    trials: Annotated[int, typer.Option(help="No-op trials per storage for the Optuna overhead.")] = 100,
-) -> None:
-    """Optuna trial overhead SQLite vs PostgreSQL; CHS training in-process vs xgboost.dask."""
-    from training.scale_bench import run
-
-    report = run(_settings(), accounts=accounts, trials=trials, log=console.print)
-    out.print(report.read_text())
-
-
 @bench_app.command("serving")
 def bench_serving(
     seconds: Annotated[float, typer.Option(help="Seconds per measured cell.")] = 8.0,
@@ -537,6 +525,17 @@ def bench_experiments() -> None:
     from experiments.bench import run
 
     report = run(_settings(), log=console.print)
+    out.print(report.read_text())
+
+
+@bench_app.command("tuning")
+def bench_tuning(
+    trials: Annotated[int, typer.Option(help="No-op trials per storage and measurement.")] = 200,
+) -> None:
+    """Optuna overhead per trial of the shared-study worker loop, SQLite vs PostgreSQL (throwaway database)."""
+    from training.tuning_bench import run
+
+    report = run(_settings(), trials=trials, log=console.print)
     out.print(report.read_text())
 
 

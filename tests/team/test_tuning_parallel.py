@@ -63,6 +63,21 @@ def test_two_workers_share_one_study_exactly(team_demo):
     assert sorted(int(r.data.tags["trial_number"]) for r in children) == list(range(8))
     assert {r.data.tags["worker"] for r in children} == {t.user_attrs["worker"] for t in trials}
 
+    # The final run without --no-register finds the study complete: no trial, retrain the best, challenger.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    before = max(int(v.version) for v in client.search_model_versions("name='chs'"))
+    final = subprocess.run([str(REPO / ".venv/bin/salesml"), "tune", "chs", "--trials", "8", "--study", name],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert "ran 0 trial(s)" in " ".join(final.stdout.split())
+    study = _study(settings, name)
+    assert len(study.get_trials(deepcopy=False)) == 8
+    challenger = client.get_model_version_by_alias("chs", "challenger")
+    assert int(challenger.version) > before
+    assert client.get_run(challenger.run_id).data.params["xgb_max_depth"] == str(study.best_params["max_depth"])
+
 
 def test_killing_a_worker_mid_trial_leaves_a_consistent_study(team_demo):
     env = team_demo["env"]

@@ -1,4 +1,5 @@
-"""Shared-study tuning workers on SQLite: exactly N finished trials, dead workers' trials re-run."""
+"""Shared-study tuning workers with a trivial objective: exactly N finished trials between them (SQLite;
+PostgreSQL too where it is reachable), dead workers' trials failed and their slots run again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from salesml.settings import Settings
 from training import tuning
@@ -17,8 +19,8 @@ WORKER = """
 import sys, time
 from salesml.settings import Settings
 from training import tuning
-home, target, sleep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-settings = Settings(home=home)
+home, target, sleep, url = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+settings = Settings(home=home, optuna_storage=url or None)
 study = tuning.open_study(settings, "toy", "toy-study", seed=0, heartbeat=1, grace=3)
 def objective(trial):
     x = trial.suggest_float("x", -10, 10)
@@ -30,22 +32,28 @@ print("ran", ran)
 """
 
 
-def _worker(home: Path, target: int, sleep: float = 0.05) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WORKER, str(home), str(target), str(sleep)],
+def _worker(home: Path, target: int, sleep: float = 0.05, url: str = "") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(home), str(target), str(sleep), url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _trials(home: Path) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="toy-study", storage=tuning.storage_url(Settings(home=home)))
+def _trials(home: Path, url: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="toy-study", storage=url or tuning.storage_url(Settings(home=home)))
     return study.get_trials(deepcopy=False)
 
 
-def test_two_workers_run_exactly_the_requested_trials_between_them(tmp_path):
-    workers = [_worker(tmp_path, 12), _worker(tmp_path, 12)]
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def storage(request, tmp_path) -> str:
+    """"" for the SQLite default under tmp_path; a throwaway PostgreSQL database otherwise."""
+    return "" if request.param == "sqlite" else request.getfixturevalue("postgres_database")
+
+
+def test_two_workers_run_exactly_the_requested_trials_between_them(tmp_path, storage):
+    workers = [_worker(tmp_path, 12, url=storage), _worker(tmp_path, 12, url=storage)]
     outs = [w.communicate(timeout=120) for w in workers]
     assert all(w.returncode == 0 for w in workers), outs
     ran = [int(o[0].split()[-1]) for o in outs]
-    trials = _trials(tmp_path)
+    trials = _trials(tmp_path, storage)
     assert sum(ran) == 12 and len(trials) == 12
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert sorted(t.number for t in trials) == list(range(12))
@@ -91,3 +99,15 @@ def test_a_worker_waits_while_other_workers_hold_the_last_slots(tmp_path):
     assert tuning.next_trial(study, 2) is None  # one finished, one still running
     study.tell(second, 2.0)
     assert tuning.next_trial(study, 2) == "done"
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_after_the_grace(tmp_path):
+    study = tuning.open_study(Settings(home=tmp_path), "toy", "s", seed=0, heartbeat=1, grace=2)
+    orphan = study.ask()  # asked, then the worker was killed: no heartbeat, no worker attribute
+    assert tuning.next_trial(study, 1) is None  # within the grace period it may still be claimed
+    time.sleep(2.5)
+    replacement = tuning.next_trial(study, 1)
+    assert replacement not in (None, "done")
+    assert study._storage.get_trial(orphan._trial_id).state.name == "FAIL"
+    study.tell(replacement, 1.0)
+    assert tuning.next_trial(study, 1) == "done"
