@@ -80,7 +80,7 @@ def test_two_workers_share_one_study_exactly(team_demo):
     registered = re.search(r"registered version (\d+) as challenger", said)
     assert registered, said[-2000:]
     challenger = client.get_model_version_by_alias("chs", "challenger")
-    assert challenger.version == registered.group(1)
+    assert str(challenger.version) == registered.group(1)
     run = client.get_run(challenger.run_id)
     assert run.info.start_time >= started_ms - 5_000  # trained by this command, not an earlier one
     assert run.data.params["xgb_max_depth"] == str(study.best_params["max_depth"])
