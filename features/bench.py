@@ -75,13 +75,9 @@ def redis_read_latency(settings: Settings, account_ids) -> tuple[dict[int, tuple
     """
     import uuid
 
-    import psycopg
-    import redis
-    from sqlalchemy.engine import make_url
-
     from features.store import apply, materialize, open_store
     from salesml.settings import FEATURE_REPO
-    from salesml.team import ServiceError, _sync_url, check_redis, ensure_databases
+    from salesml.team import ServiceError, check_redis, delete_feast_keys, drop_database, ensure_databases
 
     tag = uuid.uuid4().hex[:8]
     db = f"salesml_bench_{tag}"
@@ -100,14 +96,8 @@ def redis_read_latency(settings: Settings, account_ids) -> tuple[dict[int, tuple
         note = (f"Redis: `{team.redis_url}`, Feast project `{team.feast_project}` (throwaway), "
                 f"materialized {sum(counts.values()):,} entity-view pairs in {secs:.1f} s.")
     finally:
-        host, _, port = team.redis_url.rpartition(":")
-        client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379))
-        keys = [k for k in client.scan_iter(count=1000) if team.feast_project.encode() in k]
-        for i in range(0, len(keys), 10_000):
-            client.delete(*keys[i:i + 10_000])
-        admin = _sync_url(str(make_url(team.feast_registry).set(database="postgres")))
-        with psycopg.connect(admin, autocommit=True) as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        delete_feast_keys(team.redis_url, team.feast_project)
+        drop_database(team.feast_registry)
     return reads, note
 
 

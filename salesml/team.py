@@ -70,6 +70,35 @@ def uses_mlflow_server(settings: Settings) -> bool:
     return settings.tracking_uri.rstrip("/") == f"http://{settings.mlflow_server_host}:{settings.mlflow_server_port}"
 
 
+def _admin_url(url: str) -> str:
+    """The libpq URL of the ``postgres`` maintenance database on the server of ``url``."""
+    from sqlalchemy.engine import make_url
+
+    return _sync_url(str(make_url(url).set(database="postgres")))
+
+
+def create_database(url: str) -> bool:
+    """Create the database a SQLAlchemy URL names unless it exists; True if it was created."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    with psycopg.connect(_admin_url(url), autocommit=True, connect_timeout=5) as con:
+        if con.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        con.execute(f'CREATE DATABASE "{name}"')
+        return True
+
+
+def drop_database(url: str) -> None:
+    """Drop the database a SQLAlchemy URL names, closing its open sessions (throwaway databases)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    with psycopg.connect(_admin_url(url), autocommit=True, connect_timeout=5) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
 def ensure_databases(settings: Settings) -> list[str]:
     """Create each database of ``postgres_urls`` that does not exist yet; the names created."""
     import psycopg
@@ -77,30 +106,42 @@ def ensure_databases(settings: Settings) -> list[str]:
 
     created = []
     for component, url in postgres_urls(settings).items():
-        target = make_url(url)
-        admin = _sync_url(str(target.set(database="postgres")))
         try:
-            with psycopg.connect(admin, autocommit=True, connect_timeout=5) as con:
-                exists = con.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)).fetchone()
-                if not exists:
-                    con.execute(f'CREATE DATABASE "{target.database}"')
-                    created.append(target.database)
+            if create_database(url):
+                created.append(make_url(url).database)
         except psycopg.OperationalError as exc:
-            raise ServiceError(f"PostgreSQL for the {component} ({target.render_as_string()}) "
+            raise ServiceError(f"PostgreSQL for the {component} ({make_url(url).render_as_string()}) "
                                f"is not reachable: {str(exc).strip()}") from None
     return created
+
+
+def _redis_address(redis_url: str) -> tuple[str, int]:
+    """(host, port) of a Feast Redis connection string (``host:port[,option=value...]``)."""
+    host, _, port = redis_url.split(",")[0].rpartition(":")
+    return host or "127.0.0.1", int(port or 6379)
 
 
 def check_redis(settings: Settings) -> None:
     """Fail with a clear message when the team Feast store's Redis does not answer."""
     if "type: redis" not in Path(settings.feast_yaml).read_text():
         return
-    host, _, port = settings.redis_url.split(",")[0].rpartition(":")
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=3):
+        with socket.create_connection(_redis_address(settings.redis_url), timeout=3):
             return
     except OSError as exc:
         raise ServiceError(f"Redis (the Feast online store) is not reachable at {settings.redis_url}: {exc}") from None
+
+
+def delete_feast_keys(redis_url: str, project: str) -> int:
+    """Delete the Redis keys of one Feast project (its name is part of every key); how many."""
+    import redis
+
+    host, port = _redis_address(redis_url)
+    client = redis.Redis(host=host, port=port)
+    keys = [k for k in client.scan_iter(count=1000) if project.encode() in k]
+    for i in range(0, len(keys), 10_000):
+        client.delete(*keys[i:i + 10_000])
+    return len(keys)
 
 
 def _dirs(settings: Settings) -> Path:

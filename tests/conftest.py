@@ -66,16 +66,14 @@ def postgres_database():
     import uuid
 
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    import psycopg
+    from salesml.team import create_database, drop_database
 
-    name = f"salesml_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/salesml_test_{uuid.uuid4().hex[:10]}"
+    create_database(url)
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield url
     finally:
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(url)
 
 
 @pytest.fixture
@@ -84,14 +82,11 @@ def redis_prefix():
     import uuid
 
     require_service("Redis", "127.0.0.1", 6379)
-    import redis
+    from salesml.team import delete_feast_keys
 
     project = f"t{uuid.uuid4().hex[:10]}"
     yield project
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    keys = [k for k in client.scan_iter(count=1000) if project.encode() in k]
-    if keys:
-        client.delete(*keys)
+    delete_feast_keys("127.0.0.1:6379", project)
 
 
 @pytest.fixture(scope="session")
@@ -104,35 +99,25 @@ def team_env(tmp_path_factory):
     alone so other tests keep the local profile); afterwards the server is stopped, the databases
     are dropped and the project's Redis keys deleted.
     """
-    import socket
     import uuid
 
     require_service("PostgreSQL", "127.0.0.1", 5432)
     require_service("Redis", "127.0.0.1", 6379)
-    import psycopg
-    import redis
+    from experiments.ui import _free_port
+    from salesml.team import delete_feast_keys, down, drop_database, postgres_urls, up
 
-    from salesml.team import down, postgres_urls, up
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     tag = uuid.uuid4().hex[:8]
     env = {"SALESML_PROFILE": "team", "SALESML_HOME": str(tmp_path_factory.mktemp("team-home")),
            "SALESML_TEAM_DB_PREFIX": f"salesml_t{tag}", "SALESML_FEAST_PROJECT": f"t{tag}",
            "SALESML_MLFLOW_SERVER_PORT": str(port)}
     settings = Settings(profile="team", home=env["SALESML_HOME"], team_db_prefix=env["SALESML_TEAM_DB_PREFIX"],
                         feast_project=env["SALESML_FEAST_PROJECT"], mlflow_server_port=port)
-    databases = [url.rsplit("/", 1)[1] for url in postgres_urls(settings).values()]
     try:
         up(settings, show=lambda _: None)
         yield env
     finally:
         down(settings, show=lambda _: None)
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as con:
-            for name in databases:
-                con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client = redis.Redis(host="127.0.0.1", port=6379)
-        keys = [k for k in client.scan_iter(count=1000) if f"t{tag}".encode() in k]
-        if keys:
-            client.delete(*keys)
+        for url in postgres_urls(settings).values():
+            drop_database(url)
+        delete_feast_keys(settings.redis_url, settings.feast_project)

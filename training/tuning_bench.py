@@ -138,16 +138,10 @@ def two_workers(settings: Settings, url: str, trials: int) -> dict:
 
 def _pg_database(settings: Settings) -> tuple[str, Callable[[], None]]:
     """A fresh database on the configured PostgreSQL server; its URL and a function that drops it."""
-    import psycopg
-    from sqlalchemy.engine import make_url
+    from salesml.team import create_database, drop_database
 
-    from salesml.team import _sync_url
-
-    db = f"salesml_bench_tuning_{uuid.uuid4().hex[:8]}"
-    url = f"{settings.postgres_url.rstrip('/')}/{db}"
-    admin = _sync_url(str(make_url(url).set(database="postgres")))
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as con:
-        con.execute(f'CREATE DATABASE "{db}"')
+    url = f"{settings.postgres_url.rstrip('/')}/salesml_bench_tuning_{uuid.uuid4().hex[:8]}"
+    create_database(url)
 
     def drop() -> None:
         from training import tuning
@@ -155,8 +149,7 @@ def _pg_database(settings: Settings) -> tuple[str, Callable[[], None]]:
         engine = tuning._LOCK_ENGINES.pop(url, None)
         if engine is not None:
             engine.dispose()
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        drop_database(url)
 
     return url, drop
 

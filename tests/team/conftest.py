@@ -14,20 +14,22 @@ TEAM_DEMO_ARGS = "--accounts 200 --leads 900 --reps 12 --weeks 70 --seed 5"
 
 @pytest.fixture(scope="session")
 def team_demo(team_env):
-    """Run ``make demo`` (small) on Redis + PostgreSQL + the MLflow server + Dask; yield its result.
+    """Run ``make demo`` (small) on Redis + PostgreSQL + the MLflow server + Dask; yield its result
+    (the environment, the service's port, the team ``Settings`` and the demo's output).
 
     The demo leaves the scoring service running in the background; it is stopped afterwards.
     """
-    import socket
+    from experiments.ui import _free_port
+    from salesml.settings import Settings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     env = {**os.environ, **team_env, "DEMO_ARGS": TEAM_DEMO_ARGS, "SALESML_SERVE_PORT": str(port)}
     proc = subprocess.run(["make", "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     try:
         assert proc.returncode == 0, (f"make demo failed ({proc.returncode}):\n"
                                       f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-        yield {"env": env, "port": port, "stdout": proc.stdout, "stderr": proc.stderr}
+        keys = ("home", "profile", "team_db_prefix", "feast_project", "mlflow_server_port")
+        settings = Settings(**{k: team_env[f"SALESML_{k.upper()}"] for k in keys})  # what the commands see
+        yield {"env": env, "port": port, "settings": settings, "stdout": proc.stdout, "stderr": proc.stderr}
     finally:
         subprocess.run([str(REPO / ".venv/bin/salesml"), "serve-stop"], cwd=REPO, env=env, capture_output=True)

@@ -9,23 +9,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from salesml.settings import Settings
 from serving.runner import post
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _settings(env: dict) -> Settings:
-    keys = ("home", "profile", "team_db_prefix", "feast_project", "mlflow_server_port")
-    return Settings(**{k: env[f"SALESML_{k.upper()}"] for k in keys})
-
 
 def test_demo_runs_on_the_team_services(team_demo):
     import sqlalchemy
     from mlflow import MlflowClient
 
-    settings = _settings(team_demo["env"])
+    settings = team_demo["settings"]
     assert settings.tracking_uri.startswith("http://127.0.0.1:")
     out = team_demo["stdout"]
     assert "mlflow server started" in out or "mlflow server already running" in out
@@ -57,7 +52,7 @@ def test_health_answers_from_redis(team_demo):
     from features.store import open_store
 
     env = team_demo["env"]
-    settings = _settings(env)
+    settings = team_demo["settings"]
     store = open_store(settings)
     assert type(store._get_provider().online_store).__name__ == "RedisOnlineStore"
 

@@ -18,10 +18,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _settings(env: dict) -> Settings:
-    keys = ("home", "profile", "team_db_prefix", "feast_project", "mlflow_server_port")
-    return Settings(**{k: env[f"SALESML_{k.upper()}"] for k in keys})
-
 
 def _worker(env: dict, study: str, trials: int) -> subprocess.Popen:
     cmd = [str(REPO / ".venv/bin/salesml"), "tune", "chs", "--trials", str(trials), "--study", study,
@@ -46,7 +42,7 @@ def _child_runs(settings: Settings, parent_id: str):
 
 def test_two_workers_share_one_study_exactly(team_demo):
     env = team_demo["env"]
-    settings = _settings(env)
+    settings = team_demo["settings"]
     name = f"par-{uuid.uuid4().hex[:6]}"
     workers = [_worker(env, name, 8), _worker(env, name, 8)]
     outs = [w.communicate(timeout=600)[0] for w in workers]
@@ -66,7 +62,7 @@ def test_two_workers_share_one_study_exactly(team_demo):
 
 def test_killing_a_worker_mid_trial_leaves_a_consistent_study(team_demo):
     env = team_demo["env"]
-    settings = _settings(env)
+    settings = team_demo["settings"]
     name = f"kill-{uuid.uuid4().hex[:6]}"
     victim, survivor = _worker(env, name, 10), _worker(env, name, 10)
     victim_tag = f":{victim.pid}"
