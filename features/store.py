@@ -25,9 +25,10 @@ def open_store(settings: Settings):
     from feast import FeatureStore
 
     settings.ensure_dirs()
-    settings.export_feast_env()
-    # Relative source paths in features/definitions.py resolve against repo_path.
-    return FeatureStore(repo_path=str(settings.feature_data_dir), fs_yaml_file=Path(settings.feast_yaml))
+    # Relative source paths in features/definitions.py resolve against repo_path.  Feast expands
+    # the yaml's ${VARS} once, here.
+    with settings.feast_environment():
+        return FeatureStore(repo_path=str(settings.feature_data_dir), fs_yaml_file=Path(settings.feast_yaml))
 
 
 def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = print) -> dict[str, int]:

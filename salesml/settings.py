@@ -7,6 +7,8 @@ called by the commands that write.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -181,8 +183,24 @@ class Settings(BaseSettings):
             "SALESML_FEAST_REGISTRY_URL": self.feast_registry,
         }
 
-    def export_feast_env(self) -> None:
+    @contextmanager
+    def feast_environment(self) -> Iterator[None]:
+        """Set ``feast_env`` while Feast reads feature_store.yaml, then restore the environment.
+
+        Not left behind on purpose: the names double as SALESML_* settings, so a leftover value
+        (another store's registry URL, say) would silently override the next ``Settings()`` made
+        in this process or in a subprocess started from it.
+        """
+        saved = {k: os.environ.get(k) for k in self.feast_env()}
         os.environ.update(self.feast_env())
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def get_settings() -> Settings:

@@ -24,6 +24,17 @@ def configure(settings: Settings):
     return mlflow
 
 
+def client(settings: Settings):
+    """An MlflowClient bound to this settings' tracking server *and* registry.
+
+    ``MlflowClient(tracking_uri=...)`` alone takes the registry from the process-wide
+    ``mlflow.set_registry_uri`` (or MLFLOW_REGISTRY_URI), which may name another store.
+    """
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
 def use_experiment(settings: Settings, name: str) -> str:
     """Select (creating if needed) an experiment.
 

@@ -88,3 +88,18 @@ def test_pushed_usage_week_updates_behaviour_online(store_settings, store, expor
     online = online_features(store_settings, "chs", [{"account_id": account}], store)
     assert online["api_calls"].iloc[0] == 0
     assert online["api_calls_wow"].iloc[0] == -1.0
+
+
+def test_opening_a_store_leaves_the_environment_as_it_was(store_settings, monkeypatch):
+    # The yaml's ${VARS} double as SALESML_* settings: left behind, one store's registry URL would
+    # override the next Settings() in this process and in every subprocess started from it.
+    import os
+
+    from features.store import open_store
+
+    monkeypatch.setenv("SALESML_FEAST_PROJECT", "kept")
+    monkeypatch.delenv("SALESML_FEAST_REGISTRY_URL", raising=False)
+    before = dict(os.environ)
+    opened = open_store(store_settings)
+    assert opened.project == store_settings.feast_project  # the yaml did see the store's own values
+    assert dict(os.environ) == before
