@@ -23,7 +23,10 @@ def team_demo(team_env):
     from salesml.settings import Settings
 
     port = _free_port()
-    env = {**os.environ, **team_env, "DEMO_ARGS": TEAM_DEMO_ARGS, "SALESML_SERVE_PORT": str(port)}
+    # Nothing of this process's SALESML_* / MLFLOW_* settings (other tests' stores, the tracking and
+    # registry URIs mlflow.set_*_uri exported) reaches the team commands: they see the profile only.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SALESML_", "MLFLOW_"))}
+    env = {**inherited, **team_env, "DEMO_ARGS": TEAM_DEMO_ARGS, "SALESML_SERVE_PORT": str(port)}
     proc = subprocess.run(["make", "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     try:
         assert proc.returncode == 0, (f"make demo failed ({proc.returncode}):\n"

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from serving.runner import post
+from training import tracking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -18,7 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_on_the_team_services(team_demo):
     import sqlalchemy
-    from mlflow import MlflowClient
 
     settings = team_demo["settings"]
     assert settings.tracking_uri.startswith("http://127.0.0.1:")
@@ -26,7 +26,7 @@ def test_demo_runs_on_the_team_services(team_demo):
     assert "mlflow server started" in out or "mlflow server already running" in out
     assert "HTTP 200" in out  # serve-demo called every endpoint
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = tracking.client(settings)
     for name in ("intent", "lead_match", "chs"):
         champion = client.get_model_version_by_alias(name, "champion")
         run = client.get_run(champion.run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,10 +14,10 @@ import optuna
 import pytest
 
 from salesml.settings import Settings
+from training import tracking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-
 
 
 def _worker(env: dict, study: str, trials: int) -> subprocess.Popen:
@@ -32,9 +33,7 @@ def _study(settings: Settings, name: str) -> optuna.Study:
 
 
 def _child_runs(settings: Settings, parent_id: str):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = tracking.client(settings)
     parent = client.get_run(parent_id)
     return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
                               max_results=1000)
@@ -58,6 +57,24 @@ def test_two_workers_share_one_study_exactly(team_demo):
     children = _child_runs(settings, parent_id)
     assert sorted(int(r.data.tags["trial_number"]) for r in children) == list(range(8))
     assert {r.data.tags["worker"] for r in children} == {t.user_attrs["worker"] for t in trials}
+
+    # The final run without --no-register finds the study complete: no trial, retrain the best, challenger.
+    started_ms = time.time() * 1000
+    final = subprocess.run([str(REPO / ".venv/bin/salesml"), "tune", "chs", "--trials", "8", "--study", name],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    said = " ".join(final.stdout.split())
+    assert "ran 0 trial(s)" in said
+    study = _study(settings, name)
+    assert len(study.get_trials(deepcopy=False)) == 8
+    registered = re.search(r"registered version (\d+) as challenger", said)
+    assert registered, said[-2000:]
+    client = tracking.client(settings)
+    challenger = client.get_model_version_by_alias("chs", "challenger")
+    assert str(challenger.version) == registered.group(1)
+    run = client.get_run(challenger.run_id)
+    assert run.info.start_time >= started_ms - 5_000  # trained by this command, not an earlier one
+    assert run.data.params["xgb_max_depth"] == str(study.best_params["max_depth"])
 
 
 def test_killing_a_worker_mid_trial_leaves_a_consistent_study(team_demo):
@@ -92,8 +109,6 @@ def test_killing_a_worker_mid_trial_leaves_a_consistent_study(team_demo):
     assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 10
     assert "RUNNING" not in states and "WAITING" not in states
     # Its MLflow run was ended too, not left RUNNING on the shared server.
-    from mlflow import MlflowClient
-
     run_id = trials[killed].user_attrs.get("mlflow_run_id")
     if run_id:  # the kill may land between asking the trial and starting its run
-        assert MlflowClient(tracking_uri=settings.tracking_uri).get_run(run_id).info.status == "KILLED"
+        assert tracking.client(settings).get_run(run_id).info.status == "KILLED"
