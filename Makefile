@@ -20,8 +20,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# --compile-bytecode: write every package's .pyc once, here. Where PYTHONDONTWRITEBYTECODE is set
+# (some CI images), Python otherwise recompiles Feast, MLflow & co. on every import:
+# `import feast, mlflow` took 13.3-14.5 s instead of 7.1-8.0 s on 2 cores, in every `salesml` command.
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --extra dev --quiet
+	$(UV) sync --locked --extra dev --quiet --compile-bytecode
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv from the lock file (uv)

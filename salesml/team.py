@@ -170,7 +170,7 @@ def start_mlflow_server(settings: Settings, timeout: float = 180.0) -> ServerSta
     """Start ``mlflow server`` (PostgreSQL backend, proxied artifact root) detached; wait for /health."""
     import subprocess
 
-    from experiments.ui import _mlflow_bin
+    from experiments.ui import _mlflow_bin, mlflow_server_env
 
     url = f"http://{settings.mlflow_server_host}:{settings.mlflow_server_port}"
     folder = _dirs(settings)
@@ -186,7 +186,7 @@ def start_mlflow_server(settings: Settings, timeout: float = 180.0) -> ServerSta
            "--host", settings.mlflow_server_host, "--port", str(settings.mlflow_server_port), "--workers", "2"]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env=mlflow_server_env())
     pid_path.write_text(str(proc.pid))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
