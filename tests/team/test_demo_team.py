@@ -16,7 +16,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-
 def test_demo_runs_on_the_team_services(team_demo):
     import sqlalchemy
 
