@@ -1,13 +1,16 @@
 """Read an export folder and check it against the raw-data contract.
 
 Every violation names the table, the column, the data rows (1-based, header excluded) and
-what was expected.  Nothing is written anywhere: callers that write (the feature store)
-only go on when the list of violations is empty.
+what was expected.  One run reports every violation of every table: a value that does not
+convert becomes NA in the typed frame (reported once, as a type error) and every other check,
+foreign keys included, still runs.  Nothing is written anywhere: callers that write (the
+feature store) only go on when the list of violations is empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +18,7 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.parquet as pq
 
-from salesml.contract import FUTURE_TOLERANCE, TABLES, TS, UTC_TEXT, Table
+from salesml.contract import FUTURE_TOLERANCE, TABLES, TS, UTC_TEXT, Col, Table
 
 PANDAS_DTYPES = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean", "ts": TS}
 BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
@@ -82,28 +85,28 @@ def _rows(index) -> list[int]:
     return sorted({int(i) + 1 for i in index if pd.notna(i)})
 
 
-def _from_pandera(table: Table, err: pa.errors.SchemaErrors) -> list[Violation]:
+def _examples(values: pd.Series) -> str:
+    return ", ".join(map(str, values.dropna().astype(str).unique()[:3]))
+
+
+def _failure_cases(err: pa.errors.SchemaErrors) -> pd.DataFrame:
     cases = err.failure_cases.copy()
     cases["check"] = cases["check"].astype(str)
     missing = cases["check"].str.startswith("column_in_dataframe")
     cases.loc[missing, "column"] = cases.loc[missing, "failure_case"]
-    # A value that cannot be coerced also fails the dtype check and any value check on it;
-    # report it once, as a type error.
-    uncoercible = set(cases.loc[cases["check"].str.startswith("coerce_dtype"), "column"])
-    follow_on = cases["column"].isin(uncoercible) & ~cases["check"].str.startswith("coerce_dtype")
-    cases = cases[~follow_on]
+    return cases
+
+
+def _from_pandera(table: Table, cases: pd.DataFrame) -> list[Violation]:
     out = []
     unique = cases["check"].str.contains("uniqueness")
     if unique.any():
         dup = cases[unique]
         out.append(Violation(table.name, ", ".join(table.key), _rows(dup["index"]),
-                             "unique key values (duplicate key)",
-                             ", ".join(map(str, dup["failure_case"].astype(str).unique()[:3]))))
+                             "unique key values (duplicate key)", _examples(dup["failure_case"])))
     for (column, check), grp in cases[~unique].groupby(["column", "check"], dropna=False, sort=False):
         column = None if pd.isna(column) or column == table.name else str(column)
-        examples = ", ".join(map(str, grp["failure_case"].dropna().astype(str).unique()[:3]))
-        if check.startswith("column_in_dataframe"):
-            examples = ""
+        examples = "" if check.startswith("column_in_dataframe") else _examples(grp["failure_case"])
         out.append(Violation(table.name, column, _rows(grp["index"]), _explain(check), examples))
     return out
 
@@ -136,118 +139,214 @@ def _utc_check() -> pa.Check:
     return pa.Check(is_utc, name="utc_timestamp")
 
 
-def _raw_schema(table: Table) -> pa.DataFrameSchema:
-    """Stage 1: presence of required columns and UTC-ness of timestamps, before any parsing."""
-    cols = {}
-    for c in table.columns:
-        checks = [_utc_check()] if c.dtype == "ts" else []
-        cols[c.name] = pa.Column(None, checks=checks, nullable=True, required=c.required)
-    return pa.DataFrameSchema(cols, strict=False)
+def _columns(table: Table, extra: Iterable[Col], optional: Iterable[str]) -> tuple[Col, ...]:
+    """The contract columns (``optional`` ones not required) followed by the declared extras."""
+    names = {c.name for c in table.columns}
+    extra, optional = tuple(extra), set(optional)
+    if optional - names:
+        raise ValueError(f"{table.name}: optional names no contract column: {', '.join(sorted(optional - names))}")
+    for c in extra:
+        if c.name in names or sum(e.name == c.name for e in extra) > 1:
+            raise ValueError(f"{table.name}.{c.name}: extra column declared twice or already in the contract")
+        if c.dtype not in PANDAS_DTYPES:
+            raise ValueError(f"{table.name}.{c.name}: dtype '{c.dtype}' is not one of {', '.join(PANDAS_DTYPES)}")
+    return tuple(replace(c, required=False) if c.name in optional else c for c in table.columns) + extra
 
 
-def _typed_schema(table: Table, now: pd.Timestamp) -> pa.DataFrameSchema:
-    cols = {}
-    for c in table.columns:
+def _raw_schema(cols: tuple[Col, ...]) -> pa.DataFrameSchema:
+    """Stage 1: UTC-ness of timestamps, before parsing erases the zone (stage 2 reports missing columns)."""
+    return pa.DataFrameSchema({c.name: pa.Column(None, checks=[_utc_check()], nullable=True, required=False)
+                               for c in cols if c.dtype == "ts"}, strict=False)
+
+
+def _typed_schema(table: Table, cols: tuple[Col, ...], present, now: pd.Timestamp) -> pa.DataFrameSchema:
+    schema = {}
+    for c in cols:
         checks = list(c.checks)
         if c.dtype == "ts" and not c.future_ok:
             checks.append(pa.Check(lambda s, lim=now + FUTURE_TOLERANCE: s.isna() | (s <= lim),
                                    name="not_in_future"))
-        cols[c.name] = pa.Column(
-            PANDAS_DTYPES[c.dtype], checks=checks, nullable=c.nullable,
-            required=c.required, coerce=True,
-        )
-    return pa.DataFrameSchema(cols, unique=list(table.key), strict=False,
-                              report_duplicates="all")
+        schema[c.name] = pa.Column(PANDAS_DTYPES[c.dtype], checks=checks, nullable=c.nullable,
+                                   required=c.required, coerce=True)
+    # pandera checks a partial key when a key column is absent; that column is reported missing instead
+    unique = list(table.key) if set(table.key) <= set(present) else None
+    return pa.DataFrameSchema(schema, unique=unique, strict=False, report_duplicates="all")
 
 
-def _prepare(df: pd.DataFrame, table: Table) -> pd.DataFrame:
-    df = df.copy()
-    for c in table.columns:
-        if c.name not in df.columns:
-            continue
-        s = df[c.name]
-        if c.dtype == "int" and not pd.api.types.is_integer_dtype(s.dtype):
-            # CSV writers turn nullable ints into "9.0": accept integral values, flag the rest
-            num = pd.to_numeric(s, errors="coerce")
-            integral = num.notna() & (num == num.round())
-            df[c.name] = s.where(~integral, num.where(integral).astype("Float64").astype("Int64").astype(object))
-        elif c.dtype == "bool" and s.dtype == object:
-            mapped = s.astype("string").str.strip().str.lower().map(BOOL_TEXT)
-            df[c.name] = mapped.where(s.isna() | mapped.notna(), s)
-        elif c.dtype == "ts" and not pd.api.types.is_datetime64_any_dtype(s.dtype):
-            parsed = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
-            df[c.name] = parsed.where(parsed.notna(), s)  # unparseable text stays for pandera
-        elif c.dtype == "ts" and isinstance(s.dtype, pd.DatetimeTZDtype):
-            df[c.name] = s.dt.tz_convert("UTC")
-    return df
+def _coerce(s: pd.Series, dtype: str) -> tuple[pd.Series, pd.Series]:
+    """The column in its contract dtype with NA where a value does not convert, and where that was."""
+    numeric = pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+    if dtype == "str":
+        out = s.astype("string")
+    elif dtype == "ts":
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            out = s.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(s.dtype):
+            out = pd.Series(pd.NaT, index=s.index, dtype=TS)  # zone unknown; the UTC check names it
+        else:
+            out = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+        out = out.astype(TS)
+    elif dtype == "bool":
+        if pd.api.types.is_bool_dtype(s.dtype):
+            out = s.astype("boolean")
+        elif numeric:
+            out = s.where(s.isin([0, 1])).astype("boolean")
+        else:  # text: "false" must not become True, as any non-empty string would
+            out = s.astype("string").str.strip().str.lower().map(BOOL_TEXT).astype("boolean")
+    else:
+        num = s if numeric else pd.to_numeric(s, errors="coerce")
+        if dtype == "float":
+            out = num.astype("Float64")
+        elif pd.api.types.is_integer_dtype(num.dtype):
+            out = num.astype("Int64")
+        else:  # CSV writers turn nullable ints into "9.0": accept integral values, flag the rest
+            f = num.astype("Float64")
+            integral = ((f == f.round()) & (f.abs() < 2**63)).fillna(False)
+            out = f.where(integral).astype("Int64")
+    return out, s.notna() & out.isna()
 
 
-def validate_table(df: pd.DataFrame, table: Table,
-                   now: pd.Timestamp | None = None) -> tuple[pd.DataFrame, list[Violation]]:
-    """Return the typed frame (contract dtypes, UTC microsecond timestamps) and the violations."""
+def validate_table(df: pd.DataFrame, table: Table, now: pd.Timestamp | None = None,
+                   extra: Iterable[Col] = (), optional: Iterable[str] = frozenset(),
+                   ) -> tuple[pd.DataFrame, list[Violation]]:
+    """Return the typed frame and every violation.
+
+    The frame holds the contract columns and the declared ``extra`` ones in their dtypes (UTC
+    microsecond timestamps); other columns are dropped.  A value that does not convert is NA
+    there, so the frame is only fit for use when the list is empty.  ``optional`` names contract
+    columns that may be absent in this call.
+    """
     now = now or pd.Timestamp.now(tz="UTC")
+    cols = _columns(table, extra, optional)
     df = df.reset_index(drop=True)
     violations: list[Violation] = []
+    # Cells already reported, per column: a later check on them would repeat the same problem.
+    reported: dict[str, pd.Index] = {}
     try:
-        _raw_schema(table).validate(df, lazy=True)
+        _raw_schema(cols).validate(df, lazy=True)
     except pa.errors.SchemaErrors as err:
-        violations = _from_pandera(table, err)
+        cases = _failure_cases(err)
+        violations += _from_pandera(table, cases)
+        reported = {str(col): pd.Index(grp["index"]) for col, grp in cases.groupby("column")}
+    typed = df[[c for c in df.columns if c in {col.name for col in cols}]].copy()
+    for c in cols:
+        if c.name not in typed.columns:
+            continue
+        typed[c.name], bad = _coerce(df[c.name], c.dtype)
+        seen = reported.get(c.name, pd.Index([]))
+        new = bad & ~typed.index.isin(seen)
+        if new.any():
+            violations.append(Violation(table.name, c.name, _rows(typed.index[new]),
+                                        f"type {PANDAS_DTYPES[c.dtype]}", _examples(df.loc[new, c.name])))
+        reported[c.name] = seen.union(typed.index[bad])
+    schema = _typed_schema(table, cols, typed.columns, now)
     try:
-        typed = _typed_schema(table, now).validate(_prepare(df, table), lazy=True)
+        typed = schema.validate(typed, lazy=True)
     except pa.errors.SchemaErrors as err:
-        seen = {v.column for v in violations}
-        violations += [v for v in _from_pandera(table, err) if v.column not in seen]
-    if violations:
-        return df, violations
-    extra = [c for c in typed.columns if c not in {col.name for col in table.columns}]
-    return typed.drop(columns=extra), []
+        cases = _failure_cases(err)
+        repeat = pd.Series(False, index=cases.index)
+        for col, rows in reported.items():
+            repeat |= (cases["column"] == col) & cases["index"].isin(rows)
+        # Uncoercible key cells are NA, and NA keys compare equal: no duplicate to report there.
+        bad_keys = [i for k in table.key for i in reported.get(k, [])]
+        repeat |= cases["check"].str.contains("uniqueness") & cases["index"].isin(bad_keys)
+        violations += _from_pandera(table, cases[~repeat])
+    return typed, violations
+
+
+def ignored_columns(df_columns: Iterable[str], table: Table | str, extra: Iterable[Col] = ()) -> list[str]:
+    """Columns of a file that are neither contract columns nor declared extras, in file order."""
+    table = TABLES[table] if isinstance(table, str) else table
+    known = {c.name for c in table.columns} | {c.name for c in extra}
+    return [c for c in df_columns if c not in known]
 
 
 def check_foreign_keys(frames: dict[str, pd.DataFrame]) -> list[Violation]:
+    """Foreign keys among the frames given; one whose parent (or its key column) is absent is skipped."""
     out = []
     for name, df in frames.items():
         for col, parent in TABLES[name].foreign_keys.items():
-            if parent not in frames or col not in df.columns:
+            parent_key = TABLES[parent].key[0]
+            if parent not in frames or parent_key not in frames[parent].columns or col not in df.columns:
                 continue
-            parent_keys = frames[parent][TABLES[parent].key[0]]
-            bad = ~df[col].isin(parent_keys) & df[col].notna()
+            bad = ~df[col].isin(frames[parent][parent_key].dropna()) & df[col].notna()
             if bad.any():
-                examples = ", ".join(df.loc[bad, col].astype(str).unique()[:3])
                 out.append(Violation(name, col, _rows(df.index[bad]),
-                                     f"a key present in {parent}.{TABLES[parent].key[0]}", examples))
+                                     f"a key present in {parent}.{parent_key}", _examples(df.loc[bad, col])))
     return out
 
 
-def load_export(directory: Path, tables: list[str] | None = None,
-                now: pd.Timestamp | None = None) -> tuple[dict[str, pd.DataFrame], list[Violation]]:
-    """Read and validate every contract table found in ``directory``."""
+@dataclass
+class ExportReport:
+    """What reading an export found; ``frames`` holds only the tables without any violation."""
+
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    ignored: dict[str, list[str]] = field(default_factory=dict)  # table -> columns dropped, file order
+    files: dict[str, Path] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # asked for, no file
+
+
+def read_export(directory: Path, tables: Iterable[str] | None = None, now: pd.Timestamp | None = None,
+                extra: dict[str, tuple[Col, ...]] | None = None, optional: dict[str, set[str]] | None = None,
+                required_tables: Iterable[str] | None = None) -> ExportReport:
+    """Read and validate ``tables`` (default: all) in ``directory``; an absent table is a violation
+    only when it is in ``required_tables`` (default: all of ``tables``)."""
     directory = Path(directory)
-    frames: dict[str, pd.DataFrame] = {}
-    violations: list[Violation] = []
+    names = list(TABLES) if tables is None else list(tables)
+    required = set(names if required_tables is None else required_tables)
+    extra, optional = extra or {}, optional or {}
+    unknown = (set(names) | required | set(extra) | set(optional)) - set(TABLES)
+    if unknown:
+        raise ValueError(f"unknown table(s) {', '.join(sorted(unknown))}: expected one of {', '.join(TABLES)}")
+    if required - set(names):
+        raise ValueError(f"required_tables not among the tables read: {', '.join(sorted(required - set(names)))}")
+    report = ExportReport()
     if not directory.is_dir():
-        return frames, [Violation("(export)", None, [], f"a folder of table files at {directory}", "no such folder")]
-    for name in tables or list(TABLES):
-        table = TABLES[name]
-        path = find_table_file(directory, name)
+        report.missing = names
+        report.violations.append(
+            Violation("(export)", None, [], f"a folder of table files at {directory}", "no such folder"))
+        return report
+    now = now or pd.Timestamp.now(tz="UTC")  # one clock for every table of the export
+    typed: dict[str, pd.DataFrame] = {}
+    for name in names:
+        table, path = TABLES[name], find_table_file(directory, name)
         if path is None:
-            violations.append(Violation(name, None, [], f"{name}.parquet or {name}.csv in the export", "missing"))
+            report.missing.append(name)
+            if name in required:
+                report.violations.append(
+                    Violation(name, None, [], f"{name}.parquet or {name}.csv in {directory}", "missing"))
             continue
+        report.files[name] = path
         try:
             raw = read_raw(path, table)
         except ContractError as exc:
-            violations.extend(exc.violations)
+            report.violations.extend(exc.violations)
             continue
-        typed, problems = validate_table(raw, table, now)
-        violations.extend(problems)
-        if not problems:
-            frames[name] = typed
-    violations.extend(check_foreign_keys(frames))
-    return frames, violations
+        declared = tuple(extra.get(name, ()))
+        report.ignored[name] = ignored_columns(raw.columns, table, declared)
+        typed[name], problems = validate_table(raw, table, now, extra=declared,
+                                               optional=set(optional.get(name, ())))
+        report.violations.extend(problems)
+    # Every table read takes part, violations or not: a type error must not hide an unknown key.
+    report.violations.extend(check_foreign_keys(typed))
+    flagged = {v.table for v in report.violations}
+    report.frames = {name: df for name, df in typed.items() if name not in flagged}
+    return report
 
 
-def load_valid_export(directory: Path, tables: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    frames, violations = load_export(directory, tables)
+def load_export(directory: Path, tables: list[str] | None = None, now: pd.Timestamp | None = None, *,
+                extra: dict[str, tuple[Col, ...]] | None = None, optional: dict[str, set[str]] | None = None,
+                ) -> tuple[dict[str, pd.DataFrame], list[Violation]]:
+    """Read and validate every contract table in ``directory`` (each one must be there)."""
+    report = read_export(directory, tables or None, now, extra=extra, optional=optional)
+    return report.frames, report.violations
+
+
+def load_valid_export(directory: Path, tables: list[str] | None = None, *,
+                      extra: dict[str, tuple[Col, ...]] | None = None,
+                      optional: dict[str, set[str]] | None = None) -> dict[str, pd.DataFrame]:
+    frames, violations = load_export(directory, tables, extra=extra, optional=optional)
     if violations:
         raise ContractError(violations)
     return frames
-

@@ -5,12 +5,19 @@ from __future__ import annotations
 import shutil
 
 import pandas as pd
+import pandera.pandas as pa
 import pytest
 from typer.testing import CliRunner
 
 from salesml.cli import app
-from salesml.contract import TABLES
-from salesml.validation import ContractError, load_export, validate_table
+from salesml.contract import TABLES, Col
+from salesml.validation import (
+    ContractError,
+    ignored_columns,
+    load_export,
+    read_export,
+    validate_table,
+)
 
 
 def ts(values):
@@ -139,3 +146,126 @@ def test_contract_error_lists_every_violation():
     err = ContractError(problems)
     assert "2 contract violation(s)" in str(err)
     assert "usage_weekly.logins" in str(err) and "usage_weekly.api_calls" in str(err)
+
+
+def write_csv(folder, **frames):
+    for name, df in frames.items():
+        df.to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def leads() -> pd.DataFrame:
+    return pd.DataFrame({
+        "lead_id": ["l1", "l2"], "industry": ["saas", "retail"], "region": ["emea", "na"],
+        "source": ["web", "event"], "product_interest": ["scan", "scan"],
+        "created_at": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"],
+    })
+
+
+def test_one_run_reports_every_violation_of_a_file(tmp_path):
+    events = pd.DataFrame({
+        "event_id": ["e1", "e2", "e3", "e4"],
+        "lead_id": ["l1", "l2", "l1", "no-such-lead"],
+        "occurred_at": ["2024-02-01T00:00:00Z", "2024-02-02T00:00:00Z", "2099-01-01T00:00:00Z",
+                        "2024-02-03T00:00:00Z"],
+        "event_type": ["page_view", "webinar", None, "webinar"],
+        "dwell_seconds": ["12.5", "a while", "3", "-1"],
+        "webinar_completion": [None, "-0.5", None, "0.8"],
+    })
+    frames, problems = load_export(write_csv(tmp_path, leads=leads(), lead_events=events),
+                                   ["leads", "lead_events"])
+    found = {(p.table, p.column, tuple(p.rows)): str(p) for p in problems}
+    expected = {
+        ("lead_events", "dwell_seconds", (2,)): "type Float64",
+        ("lead_events", "dwell_seconds", (4,)): "greater_than_or_equal_to(0)",  # same column, coercible row
+        ("lead_events", "occurred_at", (3,)): "not in the future",
+        ("lead_events", "webinar_completion", (2,)): "in_range(0, 1)",
+        ("lead_events", "event_type", (3,)): "not nullable",
+        ("lead_events", "lead_id", (4,)): "leads.lead_id",
+    }
+    assert set(found) == set(expected), list(found.values())
+    for where, text in expected.items():
+        assert text in found[where]
+    assert list(frames) == ["leads"]  # a table with violations stays out of the frames
+
+
+@pytest.mark.parametrize("dtype, text, value, type_name", [
+    ("float", "2.5", 2.5, "Float64"),
+    ("int", "9.0", 9, "Int64"),  # CSV writers turn nullable ints into "9.0"
+])
+def test_extra_numeric_column_is_checked_like_a_contract_column(dtype, text, value, type_name):
+    seats = Col("seats", dtype, nullable=True, checks=(pa.Check.ge(0),))
+    frame, problems = validate_table(usage(seats=[text, "-1", "lots"]), TABLES["usage_weekly"], extra=(seats,))
+    found = {(p.table, p.column, tuple(p.rows), p.expected) for p in problems}
+    assert found == {("usage_weekly", "seats", (2,), "greater_than_or_equal_to(0)"),
+                     ("usage_weekly", "seats", (3,), f"type {type_name}")}
+    assert str(frame["seats"].dtype) == type_name
+    assert frame["seats"].iloc[0] == value
+
+
+def test_extra_int_column_rejects_fractions():
+    seats = Col("seats", "int")
+    _, problems = validate_table(usage(seats=["9.0", "2.5", "3"]), TABLES["usage_weekly"], extra=(seats,))
+    assert [(p.column, p.rows, p.expected) for p in problems] == [("seats", [2], "type Int64")]
+
+
+def test_extra_bool_column_is_parsed_and_kept():
+    flag = Col("sso_enabled", "bool")
+    frame, problems = validate_table(usage(sso_enabled=["yes", "no", "YES"]), TABLES["usage_weekly"],
+                                     extra=(flag,))
+    assert problems == []
+    assert str(frame["sso_enabled"].dtype) == "boolean"
+    assert frame["sso_enabled"].tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("required, violations", [(True, 1), (False, 0)])
+def test_declared_extra_missing_from_the_file(required, violations):
+    seats = Col("seats", "float", required=required)
+    _, problems = validate_table(usage(), TABLES["usage_weekly"], extra=(seats,))
+    assert len(problems) == violations
+    if violations:
+        assert problems[0].column == "seats" and "required column" in str(problems[0])
+
+
+def test_undeclared_columns_are_dropped_and_listed(tmp_path):
+    seats = Col("seats", "float")
+    df = usage(internal_note=["x", "y", "z"], seats=["1", "2", "3"])
+    frame, problems = validate_table(df, TABLES["usage_weekly"], extra=(seats,))
+    assert problems == [] and "internal_note" not in frame.columns and "seats" in frame.columns
+    assert ignored_columns(df.columns, TABLES["usage_weekly"], (seats,)) == ["internal_note"]
+    assert ignored_columns(df.columns, "usage_weekly") == ["internal_note", "seats"]
+    report = read_export(write_csv(tmp_path, usage_weekly=df), ["usage_weekly"],
+                         extra={"usage_weekly": (seats,)})
+    assert report.violations == []
+    assert report.ignored == {"usage_weekly": ["internal_note"]}
+    assert report.files == {"usage_weekly": tmp_path / "usage_weekly.csv"}
+    assert list(report.frames["usage_weekly"].columns) == [c for c in df.columns if c != "internal_note"]
+
+
+def test_optional_contract_column_may_be_absent(tmp_path):
+    df = usage().drop(columns=["logins"])
+    _, problems = validate_table(df, TABLES["usage_weekly"])
+    assert [p.column for p in problems] == ["logins"]
+    frame, problems = validate_table(df, TABLES["usage_weekly"], optional={"logins"})
+    assert problems == [] and "logins" not in frame.columns
+    frames, problems = load_export(write_csv(tmp_path, usage_weekly=df), ["usage_weekly"],
+                                   optional={"usage_weekly": {"logins"}})
+    assert problems == [] and list(frames) == ["usage_weekly"]
+
+
+def test_missing_required_table_names_the_folder(tmp_path):
+    write_csv(tmp_path, usage_weekly=usage())
+    report = read_export(tmp_path, ["accounts", "usage_weekly", "leads"], required_tables=["leads"])
+    assert report.missing == ["accounts", "leads"]
+    assert [(p.table, p.column) for p in report.violations] == [("leads", None)]  # no FK check: no accounts
+    assert f"leads.parquet or leads.csv in {tmp_path}" in str(report.violations[0])
+    assert list(report.frames) == ["usage_weekly"]
+    _, problems = load_export(tmp_path, ["usage_weekly", "leads"])  # every table asked for is required
+    assert [p.table for p in problems] == ["leads"]
+
+
+def test_unparseable_key_timestamps_are_not_duplicates():
+    df = usage(account_id=["a1", "a1", "a2"], week_start=["2024-13-45", "2024-13-46", "2024-01-01"])
+    _, problems = validate_table(df, TABLES["usage_weekly"])
+    assert [(p.column, p.rows, p.expected) for p in problems] == [
+        ("week_start", [1, 2], "type datetime64[us, UTC]")]
