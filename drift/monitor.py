@@ -15,8 +15,6 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 EXIT_OK, EXIT_BAD, EXIT_DRIFT, EXIT_EMPTY, EXIT_COLUMNS, EXIT_NO_REFERENCE = 0, 2, 3, 4, 5, 6
-PREDICTION = {"chs": "out_churn_probability", "intent": "out_probability", "lead_match": "out_top_expected"}
-OUTCOME = {"chs": ("churned", 182), "intent": ("converted", 90), "lead_match": ("converted", 90)}  # kind, days
 
 
 class DriftInputError(ValueError):
@@ -50,7 +48,7 @@ class Window:
 NO_ID = {"", "nan", "None", "<NA>"}  # entity_id logged for rows scored without an id
 
 
-def served_window(log, model: str, window: Window) -> tuple[pd.DataFrame, str]:
+def served_window(log, model: str, window: Window, prediction: str) -> tuple[pd.DataFrame, str]:
     """The window's served rows (features, prediction) and the version that served most of them.
 
     An entity scored several times in the window (a console refreshing one account) counts once, with its
@@ -62,16 +60,15 @@ def served_window(log, model: str, window: Window) -> tuple[pd.DataFrame, str]:
         raise DriftInputError(f"no {model} predictions between {window.start:%Y-%m-%d %H:%M} and "
                               f"{window.end:%Y-%m-%d %H:%M} UTC: the window is empty", EXIT_EMPTY)
     version = frame["version"].astype(str).value_counts().idxmax()
-    frame = frame[frame["version"].astype(str) == version].rename(columns={PREDICTION[model]: "prediction"})
+    frame = frame[frame["version"].astype(str) == version].rename(columns={prediction: "prediction"})
     ids = frame["entity_id"].astype(str)
     repeated = ~ids.isin(NO_ID) & frame.assign(_id=ids).sort_values("ts").duplicated("_id", keep="last")
     return frame[~repeated].copy(), version
 
 
-def attach_outcomes(log, model: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """``label`` = the entity's outcome within the model's horizon after the prediction, where the
+def attach_outcomes(log, kind: str, days: int, frame: pd.DataFrame) -> pd.DataFrame:
+    """``label`` = the entity's outcome (``kind``) within ``days`` after the prediction, where the
     horizon has already passed or the outcome is in; rows still waiting get no label."""
-    kind, days = OUTCOME[model]
     out = log.outcomes()
     if out.empty:
         return frame
@@ -109,15 +106,18 @@ def alert(settings, model: str, summary: dict) -> dict:
 def run_check(settings, model: str, window: Window, retrain: bool = False, log_fn=print) -> tuple[int, dict]:
     """The whole check; returns (exit code, summary)."""
     from drift.evidently_check import DriftConfig, add_to_workspace, check, save
+    from salesml.modelspec import SpecError
     from serving.predlog import PredictionLog
     from training import tracking
 
-    if model not in PREDICTION:
-        raise DriftInputError(f"unknown model '{model}': expected one of {', '.join(PREDICTION)}", EXIT_BAD)
+    try:
+        spec = settings.spec(model)
+    except SpecError as exc:
+        raise DriftInputError(str(exc), EXIT_BAD) from None
     if not settings.prediction_log_path.exists():
         raise DriftInputError(f"no prediction log at {settings.prediction_log_path}", EXIT_EMPTY)
     plog = PredictionLog(settings.prediction_log_path)
-    current, version = served_window(plog, model, window)
+    current, version = served_window(plog, model, window, spec.serving.prediction)
     tracking.configure(settings)
     from mlflow.exceptions import MlflowException
 
@@ -139,7 +139,7 @@ def run_check(settings, model: str, window: Window, retrain: bool = False, log_f
         if current[column].dtype == object and current[column].isna().all():
             current[column] = current[column].astype("float64" if pd.api.types.is_numeric_dtype(reference[column])
                                                       else object)
-    current = attach_outcomes(plog, model, current)
+    current = attach_outcomes(plog, spec.serving.outcome, spec.horizon_days, current)
     config = DriftConfig(alpha=settings.drift_alpha, drift_share=settings.drift_share,
                          per_column=settings.drift_per_column, max_rows=settings.drift_max_rows)
     label = "label" if "label" in current and current["label"].notna().sum() >= 50 else None

@@ -16,9 +16,6 @@ import pandas as pd
 
 from experiments import stats
 
-OUTCOME = {"chs": ("account", "churned", False), "intent": ("lead", "converted", True),
-           "lead_match": ("lead", "converted", True)}  # entity type, outcome, higher is better
-
 
 @dataclass
 class OnlineResult:
@@ -44,11 +41,12 @@ class OnlineResult:
 
 
 def analyze(log, model: str, mde: float, alpha: float = 0.05, power: float = 0.8,
-            base_rate: float | None = None) -> OnlineResult:
+            base_rate: float | None = None, spec=None) -> OnlineResult:
     """Pure over a PredictionLog: exposures, outcomes, the test and the verdict."""
-    if model not in OUTCOME:
-        raise ValueError(f"unknown model '{model}': expected one of {', '.join(OUTCOME)}")
-    entity_type, outcome, higher_better = OUTCOME[model]
+    from salesml.modelspec import load_spec
+
+    serving = (spec or load_spec(model)).serving
+    entity_type, outcome, higher_better = serving.entity_type, serving.outcome, serving.higher_is_better
     preds = log.predictions(model=model)
     if preds.empty:
         raise ValueError(f"the prediction log has no predictions for model '{model}'")
@@ -99,7 +97,7 @@ def run(settings, model: str, mde: float, alpha: float = 0.05, power: float = 0.
 
     if not settings.prediction_log_path.exists():
         raise ValueError(f"no prediction log at {settings.prediction_log_path}: serve some traffic first")
-    result = analyze(PredictionLog(settings.prediction_log_path), model, mde, alpha, power)
+    result = analyze(PredictionLog(settings.prediction_log_path), model, mde, alpha, power, spec=settings.spec(model))
     path = settings.reports_dir / f"online_ab_{model}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.to_markdown())

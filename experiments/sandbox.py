@@ -100,18 +100,20 @@ def _round_robin_scores(keys: pd.DataFrame) -> np.ndarray:
     return np.array([int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) / 16**8 for t in text])
 
 
-def fit_variant(model: str, frame: pd.DataFrame, features: list[str], v: Variant, spec: ExperimentSpec):
-    """(test frame, (fits, rows) test scores) for one variant: one fit per seed."""
-    from training.data import time_split
+def fit_variant(model, frame: pd.DataFrame, features: list[str], v: Variant, spec: ExperimentSpec):
+    """(test frame, (fits, rows) test scores) for one variant: one fit per seed. ``model``: the
+    model's spec (``salesml.modelspec.ModelSpec``)."""
+    from training.data import split_frame
     from training.pipeline import fit_and_evaluate
 
     if v.model_class == "round_robin":
-        split = time_split(frame)  # the same windows fit_and_evaluate uses
+        split = split_frame(frame, list(model.keys))  # the same windows fit_and_evaluate uses
         keys = [c for c in ("lead_id", "rep_id", "account_id") if c in split.test]
         return split.test, _round_robin_scores(split.test[keys])[None, :]
     fits, test = [], None
     for j in range(spec.fits_per_variant):
-        result = fit_and_evaluate(model, frame, features, v.seed + 1000 * j, params=dict(v.params) or None)
+        result = fit_and_evaluate(model, frame, features, v.seed + 1000 * j, params=dict(v.params) or None,
+                                  candidates=[v.model_class] if v.model_class in ("xgboost", "logistic") else None)
         if v.model_class not in result.test_scores:
             raise ValueError(f"variant '{v.name}': model_class '{v.model_class}' is not available for model "
                              f"'{model}' (available: {', '.join(result.test_scores)})")
@@ -137,13 +139,13 @@ def run_experiment(settings, spec: ExperimentSpec, raw_dir: Path | None = None,
     import mlflow
 
     from features.store import open_store
-    from features.training_sets import LABEL_TABLES, build_training_set, label_rows
-    from salesml.validation import load_valid_export
+    from features.training_sets import build_training_set, label_rows, read_label_tables
     from training import tracking
 
-    raw_dir = raw_dir or settings.raw_dir
-    frames = load_valid_export(raw_dir, LABEL_TABLES[spec.model])
-    labels, keys = label_rows(spec.model, frames)
+    raw_dir = raw_dir or settings.export_dir
+    model_spec = settings.spec(spec.model, raw_dir)
+    frames = read_label_tables(settings, model_spec, raw_dir)
+    labels, keys, _ = label_rows(model_spec, frames, settings.project(raw_dir).export.as_of)
     store = open_store(settings)
     tests, scores, info = {}, {}, {}
     for v in spec.variants:
@@ -152,7 +154,7 @@ def run_experiment(settings, spec: ExperimentSpec, raw_dir: Path | None = None,
                                 store=store, labels=labels)
         frame = ts.frame.sort_values([*ts.entity_columns, "event_timestamp"], kind="stable").reset_index(drop=True)
         feats = variant_features(v, ts.feature_columns)
-        test, p = fit_variant(spec.model, frame, feats, v, spec)
+        test, p = fit_variant(model_spec, frame, feats, v, spec)
         tests[v.name], scores[v.name] = test, p
         info[v.name] = {"feature_service": ts.feature_service, "n_features": len(feats), "features": feats,
                         "training_rows": len(frame), "test_rows": len(test),

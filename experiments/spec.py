@@ -8,7 +8,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-MODEL_NAMES = ("intent", "lead_match", "chs")
+from salesml.modelspec import MODEL_NAMES
+
 METRICS = ("roc_auc", "pr_auc", "brier", "log_loss")
 
 

@@ -4,8 +4,16 @@ The parquet files behind the sources are written by ``salesml features build`` f
 export (see features/transforms.py).  Source paths are relative: Feast resolves them against
 the store's repo path, which ``features.store.open_store`` sets to the feature-data folder of
 the active settings, so the registry holds no machine paths.
+
+The views are built by ``repo(custom, present)``: each view's schema is its built-in features
+plus the company-specific ones the project declares (``features.custom``), and each model's
+service holds the views the export could fill (``present``), so an export without contracts or
+web events still has a ``chs`` or ``intent`` service.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pandas as pd
@@ -14,15 +22,65 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, String
 from feast.value_type import ValueType
 
+from features.custom import CustomFeature
 
-def _source(name: str) -> FileSource:
-    return FileSource(name=f"{name}_source", path=f"{name}.parquet",
-                      timestamp_field="event_timestamp")
-
-
-def _floats(*names: str) -> list[Field]:
-    return [Field(name=n, dtype=Float64) for n in names]
-
+# Built-in features per view: (name, Feast type). Everything numeric is Float64 (counts and flags
+# too): one dtype for the model input matrix.
+BUILTIN: dict[str, list[tuple[str, object]]] = {
+    "contract": [(n, Float64) for n in ("annual_value", "tier_rank", "days_to_renewal", "contract_age_days",
+                                        "sla_gap", "sla_breached")],
+    "behaviour": [(n, Float64) for n in (
+        "logins", "active_users", "key_feature_uses", "api_calls", "config_changes", "scans_run", "custom_rules",
+        "logins_4w_avg", "key_feature_uses_4w_avg", "api_calls_wow", "key_feature_uses_wow", "api_calls_mom",
+        "below_baseline_measures", "below_baseline_streak", "early_warning", "usage_trend_4v12",
+        "weeks_of_history", "weeks_since_active", "active_weeks_26w", "active_weeks_52w", "active_weeks_total")],
+    "relationship": [(n, Float64) for n in (
+        "touchpoints_90d", "communication_quality_90d", "communication_quality_365d", "nps_avg_365d",
+        "joint_project_touchpoints_180d", "nps_last", "days_since_last_touch")],
+    "account_profile": [],
+    "lead_activity": [(n, Float64) for n in (
+        "page_views_7d", "pricing_page_views_7d", "pricing_dwell_seconds_7d", "case_study_views_30d",
+        "doc_downloads_30d", "pricing_sheet_downloads_30d", "webinar_completion_max_30d", "competitor_social_30d",
+        "budget_signals_90d", "tender_signals_90d", "events_total", "events_per_week")],
+    "lead_profile": [(n, String) for n in ("lead_industry", "lead_region", "lead_product", "lead_source")]
+    + [("company_size", Float64)],
+    "rep_state": [(n, Float64) for n in ("open_leads", "capacity", "load_ratio", "win_rate_90d",
+                                         "avg_close_cycle_days", "seniority_rank")]
+    + [(n, String) for n in ("rep_region", "rep_industries", "rep_products")],
+}
+# Why each view exists, and how long a value stays valid after its event time.
+VIEWS = {
+    # Contract layer: value, tier, renewal distance and SLA attainment, from contract snapshots.
+    "contract": ("account", timedelta(days=400)),
+    # Behaviour layer: weekly usage, trends, recency/frequency and the below-own-baseline streak.
+    "behaviour": ("account", timedelta(days=28)),
+    # Relationship layer: CSM touchpoints, communication quality, NPS, joint projects.
+    "relationship": ("account", timedelta(days=28)),
+    # Company-specific account attributes (plan, seats, add-ons), part of the contract layer.
+    "account_profile": ("account", timedelta(0)),
+    # Lead intent signals: trailing counts of objective behaviour, fresh to the latest event.
+    "lead_activity": ("lead", timedelta(days=90)),
+    # Lead firmographics, used for segmenting and for the lead x rep fit.
+    "lead_profile": ("lead", timedelta(0)),
+    # Rep live state: load, win rate, close cycle, and the skill profile for fit features.
+    "rep_state": ("rep", timedelta(days=28)),
+}
+# Views fed live through a push source (no batch job between an event and the online store).
+PUSHED = {"behaviour": "behaviour_push", "lead_activity": "lead_activity_push"}
+# The CHS layers and the views each reads.
+CHS_LAYERS = {"contract": ("contract", "account_profile"), "behaviour": ("behaviour",),
+              "relationship": ("relationship",)}
+# Per-model services (and the sandbox's layer subsets): the views each reads, where present.
+SERVICES = {
+    "intent": ("lead_activity", "lead_profile"),
+    "lead_match": ("lead_activity", "lead_profile", "rep_state", "lead_rep_fit"),
+    "chs": ("contract", "account_profile", "behaviour", "relationship"),
+    # Does the relationship layer earn its keep? (A/B sandbox)
+    "chs_contract_behaviour": ("contract", "account_profile", "behaviour"),
+    "chs_behaviour_only": ("behaviour",),
+    "intent_profile_only": ("lead_profile",),
+}
+FIT_FEATURES = ("industry_match", "product_match", "region_match")
 
 # A customer account: the unit the health score and churn model are about.
 account = Entity(name="account", join_keys=["account_id"], value_type=ValueType.STRING)
@@ -30,98 +88,69 @@ account = Entity(name="account", join_keys=["account_id"], value_type=ValueType.
 lead = Entity(name="lead", join_keys=["lead_id"], value_type=ValueType.STRING)
 # A sales rep: a candidate owner for a lead, with live workload.
 rep = Entity(name="rep", join_keys=["rep_id"], value_type=ValueType.STRING)
-
-# Live usage events reach the online store through this push source without a batch job.
-behaviour_push = PushSource(name="behaviour_push", batch_source=_source("behaviour"))
-# Live lead behaviour (page views, downloads, signals) pushed minutes after it happens.
-lead_activity_push = PushSource(name="lead_activity_push", batch_source=_source("lead_activity"))
-
-# Contract layer: value, tier, renewal distance and SLA attainment, from contract snapshots.
-contract = FeatureView(
-    name="contract", entities=[account], ttl=timedelta(days=400),
-    schema=_floats("annual_value", "tier_rank", "days_to_renewal", "contract_age_days",
-                   "sla_gap", "sla_breached"),
-    source=_source("contract"),
-)
-
-# Behaviour layer: weekly usage, trends and the below-own-baseline streak (early warning).
-behaviour = FeatureView(
-    name="behaviour", entities=[account], ttl=timedelta(days=28),
-    schema=_floats("logins", "active_users", "key_feature_uses", "api_calls", "config_changes",
-                   "scans_run", "custom_rules", "logins_4w_avg", "key_feature_uses_4w_avg",
-                   "api_calls_wow", "key_feature_uses_wow", "api_calls_mom",
-                   "below_baseline_measures", "below_baseline_streak", "early_warning",
-                   "usage_trend_4v12", "weeks_of_history"),
-    source=behaviour_push,
-)
-
-# Relationship layer: CSM touchpoints, communication quality, NPS, joint projects.
-relationship = FeatureView(
-    name="relationship", entities=[account], ttl=timedelta(days=28),
-    schema=_floats("touchpoints_90d", "communication_quality_90d", "communication_quality_365d", "nps_avg_365d",
-                   "joint_project_touchpoints_180d", "nps_last", "days_since_last_touch"),
-    source=_source("relationship"),
-)
-
-# Lead intent signals: trailing counts of objective behaviour, fresh to the latest event.
-lead_activity = FeatureView(
-    name="lead_activity", entities=[lead], ttl=timedelta(days=90),
-    schema=_floats("page_views_7d", "pricing_page_views_7d", "pricing_dwell_seconds_7d",
-                   "case_study_views_30d", "doc_downloads_30d", "pricing_sheet_downloads_30d",
-                   "webinar_completion_max_30d", "competitor_social_30d", "budget_signals_90d",
-                   "tender_signals_90d", "events_total", "events_per_week"),
-    source=lead_activity_push,
-)
-
-# Lead firmographics, used for segmenting and for the lead x rep fit.
-lead_profile = FeatureView(
-    name="lead_profile", entities=[lead], ttl=timedelta(0),
-    schema=[Field(name=n, dtype=String) for n in
-            ("lead_industry", "lead_region", "lead_product", "lead_source")]
-    + _floats("company_size"),
-    source=_source("lead_profile"),
-)
-
-# Rep live state: load, win rate, close cycle, and the skill profile for fit features.
-rep_state = FeatureView(
-    name="rep_state", entities=[rep], ttl=timedelta(days=28),
-    schema=_floats("open_leads", "capacity", "load_ratio", "win_rate_90d",
-                   "avg_close_cycle_days", "seniority_rank")
-    + [Field(name=n, dtype=String) for n in ("rep_region", "rep_industries", "rep_products")],
-    source=_source("rep_state"),
-)
+ENTITIES = {"account": account, "lead": lead, "rep": rep}
 
 
-# Lead x rep fit depends on the pair, so it is computed at request time, not stored.
-@on_demand_feature_view(
-    sources=[lead_profile, rep_state],
-    schema=_floats("industry_match", "product_match", "region_match"),
-    mode="pandas",
-)
-def lead_rep_fit(inputs: pd.DataFrame) -> pd.DataFrame:
-    from features.transforms import lead_rep_fit as fit  # Feast runs the UDF without our globals
-
-    return fit(inputs)
+def _source(name: str) -> FileSource:
+    return FileSource(name=f"{name}_source", path=f"{name}.parquet", timestamp_field="event_timestamp")
 
 
-CHS_LAYERS = {"contract": contract, "behaviour": behaviour, "relationship": relationship}
+def view_features(view: str, custom: dict[str, list[CustomFeature]] | None = None) -> list[tuple[str, object]]:
+    """(name, Feast type) of a view's features: built-in, then the project's custom ones."""
+    extra = [(f.name, String if f.is_string else Float64)
+             for feats in (custom or {}).values() for f in feats if f.view == view]
+    clash = {n for n, _ in extra} & {n for n, _ in BUILTIN[view]}
+    if clash:
+        raise ValueError(f"custom column(s) {', '.join(sorted(clash))} would shadow built-in {view} features; "
+                         "rename them in salesml.yaml")
+    return BUILTIN[view] + extra
 
-# Per-model services: what each model reads, online and offline.
-intent_service = FeatureService(name="intent", features=[lead_activity, lead_profile])
-lead_match_service = FeatureService(
-    name="lead_match", features=[lead_activity, lead_profile, rep_state, lead_rep_fit]
-)
-chs_service = FeatureService(name="chs", features=[contract, behaviour, relationship])
-# Layer subsets for the A/B sandbox (does the relationship layer earn its keep?).
-chs_contract_behaviour_service = FeatureService(
-    name="chs_contract_behaviour", features=[contract, behaviour]
-)
-chs_behaviour_only_service = FeatureService(name="chs_behaviour_only", features=[behaviour])
-intent_profile_only_service = FeatureService(name="intent_profile_only", features=[lead_profile])
 
-ALL = [
-    account, lead, rep, behaviour_push, lead_activity_push,
-    contract, behaviour, relationship, lead_activity, lead_profile, rep_state, lead_rep_fit,
-    intent_service, lead_match_service, chs_service, chs_contract_behaviour_service,
-    chs_behaviour_only_service, intent_profile_only_service,
-]
+def layer_of(columns: list[str], custom: dict[str, list[CustomFeature]] | None = None) -> dict[str, list[str]]:
+    """CHS layer -> the given feature columns it reads."""
+    out = {}
+    for layer, views in CHS_LAYERS.items():
+        names = {n for v in views for n, _ in view_features(v, custom)}
+        out[layer] = [c for c in columns if c in names]
+    return out
+
+
+@dataclass
+class Repo:
+    views: dict[str, FeatureView]
+    services: dict[str, FeatureService]
+    objects: list = field(default_factory=list)
+
+
+def repo(custom: dict[str, list[CustomFeature]] | None = None, present: set[str] | None = None) -> Repo:
+    """Entities, sources, views and services for this project; ``present``: views with a feature file
+    (None: all of them)."""
+    present = set(VIEWS) if present is None else set(present)
+    pushes = {v: PushSource(name=p, batch_source=_source(v)) for v, p in PUSHED.items()}
+    views = {}
+    for name, (entity, ttl) in VIEWS.items():
+        schema = [Field(name=n, dtype=t) for n, t in view_features(name, custom)]
+        if name not in present or not schema:
+            continue
+        views[name] = FeatureView(name=name, entities=[ENTITIES[entity]], ttl=ttl, schema=schema,
+                                  source=pushes.get(name) or _source(name))
+    odfv = None
+    if {"lead_profile", "rep_state"} <= set(views):
+        # Lead x rep fit depends on the pair, so it is computed at request time, not stored.
+        @on_demand_feature_view(sources=[views["lead_profile"], views["rep_state"]],
+                                schema=[Field(name=n, dtype=Float64) for n in FIT_FEATURES], mode="pandas")
+        def lead_rep_fit(inputs: pd.DataFrame) -> pd.DataFrame:
+            from features.transforms import lead_rep_fit as fit  # Feast runs the UDF without our globals
+
+            return fit(inputs)
+
+        odfv = lead_rep_fit
+    parts = {**views, **({"lead_rep_fit": odfv} if odfv is not None else {})}
+    services = {}
+    for name, wanted in SERVICES.items():
+        feats = [parts[v] for v in wanted if v in parts]
+        if feats and (name != "lead_match" or "rep_state" in parts):
+            services[name] = FeatureService(name=name, features=feats)
+    used = {v: pushes[v] for v in pushes if v in views}
+    objects = [*ENTITIES.values(), *used.values(), *parts.values(), *services.values()]
+    return Repo(views, services, objects)

@@ -7,9 +7,12 @@ exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -31,18 +34,82 @@ def open_store(settings: Settings):
         return FeatureStore(repo_path=str(settings.feature_data_dir), fs_yaml_file=Path(settings.feast_yaml))
 
 
+@dataclass
+class FeatureContext:
+    """What the transforms need beyond the rows: the project's custom columns, where weekly behaviour
+    runs to (the export end) and which usage column makes a week active."""
+
+    custom: dict = field(default_factory=dict)
+    extra_columns: dict = field(default_factory=dict)
+    until: pd.Timestamp | None = None
+    activity: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, raw_dir: Path, frames: dict[str, pd.DataFrame] | None = None) -> FeatureContext:
+        from features.custom import custom_features
+        from features.training_sets import export_end
+
+        project = settings.project(raw_dir)
+        chs = settings.spec("chs", raw_dir)
+        until = None
+        if frames is not None:
+            until = export_end(frames, project.export.as_of).at
+        activity = chs.label.churn.activity if chs.label.churn is not None else None
+        return cls(custom_features(project), project.extra_columns(), until, activity)
+
+
+def _stops(frames: dict[str, pd.DataFrame], settings: Settings, raw_dir: Path) -> pd.Series | None:
+    """Terminal churn time per account (the chs spec's terminal kinds): gone, not silent."""
+    events = frames.get("churn_events")
+    chs = settings.spec("chs", raw_dir)
+    if events is None or chs.label.outcome is None or chs.label.reactivation:
+        return None
+    gone = events[events["kind"].isin(chs.label.outcome.terminal)]
+    return gone.groupby("account_id")["occurred_at"].min()
+
+
+def empty_features(tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Feature columns with no value in any row, per view (what an export cannot feed)."""
+    out = {}
+    for name, df in tables.items():
+        cols = [c for c in df.columns if c not in ("event_timestamp",) and not c.endswith("_id") and
+                df[c].isna().all()]
+        if cols:
+            out[name] = cols
+    return out
+
+
 def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = print) -> dict[str, int]:
     """Validate ``raw_dir`` against the contract and (re)write the offline feature files.
 
-    Raises ContractError, before anything is written, when the export is invalid.
+    Reads every contract table the folder has (a business without contracts or web events
+    builds the views its tables allow) plus the project's custom columns. Raises ContractError,
+    before anything is written, when the export is invalid. Views the export cannot fill any more
+    lose their files, so no stale view outlives a rebuild.
     """
     from features.transforms import build_all
-    from salesml.validation import load_valid_export
+    from salesml.validation import ContractError, read_export
 
+    raw_dir = Path(raw_dir)
     progress(f"validating export {raw_dir}")
-    frames = load_valid_export(raw_dir)
+    ctx = FeatureContext.of(settings, raw_dir)
+    report = read_export(raw_dir, required_tables=[], extra=ctx.extra_columns, optional=_optional_for_any(settings,
+                                                                                                      raw_dir))
+    if report.violations:
+        raise ContractError(report.violations)
+    if not report.frames:
+        raise ContractError(report.violations or [_no_tables(raw_dir)])
+    frames = _with_live_rows(settings, report.frames)
+    for table, cols in report.ignored.items():
+        if not cols:
+            continue
+        progress(f"  ignored: {table}.{', '.join(cols)} (not in the contract; declare them under "
+                 f"custom_columns.{table} in salesml.yaml to use them)")
+    if report.missing:
+        progress(f"  not in this export: {', '.join(report.missing)}")
+    ctx = FeatureContext.of(settings, raw_dir, frames)
     progress("computing feature tables")
-    tables = build_all(frames)
+    tables = build_all(frames, ctx.custom, ctx.until, _stops(frames, settings, raw_dir), ctx.activity)
     settings.ensure_dirs()
     staging = Path(tempfile.mkdtemp(dir=settings.feature_data_dir.parent, prefix=".staging-"))
     try:
@@ -52,18 +119,73 @@ def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = 
             os.replace(staging / f"{name}.parquet", settings.feature_data_dir / f"{name}.parquet")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for stale in settings.feature_data_dir.glob("*.parquet"):
+        if stale.stem not in tables:
+            stale.unlink()
+    settings.record_export_dir(raw_dir)
     for name, df in tables.items():
-        progress(f"  {name:<14} {len(df):>10,} rows")
+        progress(f"  {name:<15} {len(df):>10,} rows")
+    for name, cols in empty_features(tables).items():
+        progress(f"  empty for every row: {name}.{', '.join(cols)}")
     return {name: len(df) for name, df in tables.items()}
 
 
-def apply(settings: Settings, progress: Progress = print) -> list[str]:
-    from features import definitions
+def _optional_for_any(settings: Settings, raw_dir: Path) -> dict[str, set[str]]:
+    """Contract columns some model can do without: the build reads every table any model might use."""
+    from features.training_sets import optional_columns
+    from salesml.modelspec import MODEL_NAMES
 
+    out: dict[str, set[str]] = {}
+    for name in MODEL_NAMES:
+        for table, cols in optional_columns(settings.spec(name, raw_dir)).items():
+            out.setdefault(table, set()).update(cols)
+    return out
+
+
+def _no_tables(raw_dir: Path):
+    from salesml.validation import Violation
+
+    return Violation("(export)", None, [], f"at least one contract table file in {raw_dir}", "none found")
+
+
+def _with_live_rows(settings: Settings, frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The export plus the rows pushed live since (``live_dir``): a rebuild loses no pushed event."""
+    out = dict(frames)
+    for table, (_, _, _) in PUSHABLE.items():
+        parts = sorted(live_dir(settings, table).glob("part-*.parquet"))
+        if not parts or table not in frames:
+            continue
+        from salesml.contract import TABLES
+
+        live = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        both = pd.concat([frames[table], live.reindex(columns=frames[table].columns)], ignore_index=True)
+        out[table] = both.drop_duplicates(list(TABLES[table].key), keep="last").reset_index(drop=True)
+    return out
+
+
+def present_views(settings: Settings) -> set[str]:
+    return {p.stem for p in settings.feature_data_dir.glob("*.parquet")}
+
+
+def project_repo(settings: Settings, raw_dir: Path | None = None):
+    """This project's Feast objects for the views whose feature files exist."""
+    from features.custom import custom_features
+    from features.definitions import repo
+
+    return repo(custom_features(settings.project(raw_dir)), present_views(settings))
+
+
+def apply(settings: Settings, progress: Progress = print) -> list[str]:
+    """Register this project's entities, views and services; remove the ones it no longer has."""
+    r = project_repo(settings)
     store = open_store(settings)
-    store.apply(definitions.ALL)
-    names = [getattr(o, "name", "?") for o in definitions.ALL]
-    progress(f"applied {len(names)} Feast objects to project '{store.project}'")
+    keep = {o.name for o in r.objects}
+    stale = [o for o in [*store.list_feature_services(), *store.list_on_demand_feature_views(),
+                         *store.list_feature_views()] if o.name not in keep]
+    store.apply(r.objects, objects_to_delete=stale, partial=False)
+    names = [getattr(o, "name", "?") for o in r.objects]
+    progress(f"applied {len(names)} Feast objects to project '{store.project}'"
+             + (f"; removed {', '.join(o.name for o in stale)}" if stale else ""))
     return names
 
 
@@ -83,13 +205,10 @@ def feature_time_range(settings: Settings) -> tuple[datetime, datetime]:
 def materialize(settings: Settings, end: datetime | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
     """Load the latest value per entity up to ``end`` into the online store, view by view."""
-    from features import definitions
-
     store = open_store(settings)
     start, last = feature_time_range(settings)
     end = end or last
-    views = [v for v in (definitions.contract, definitions.behaviour, definitions.relationship,
-                         definitions.lead_activity, definitions.lead_profile, definitions.rep_state)]
+    views = list(project_repo(settings).views.values())
     counts = {}
     for i, view in enumerate(views):
         if progress:
@@ -97,8 +216,9 @@ def materialize(settings: Settings, end: datetime | None = None,
         path = settings.feature_data_dir / view.batch_source.path
         if not path.exists():
             continue
-        store.materialize(start_date=start - pd.Timedelta(days=1), end_date=end + pd.Timedelta(seconds=1),
-                          feature_views=[view.name])
+        with contextlib.redirect_stdout(io.StringIO()):  # Feast prints its own banner per view; we report below
+            store.materialize(start_date=start - pd.Timedelta(days=1), end_date=end + pd.Timedelta(seconds=1),
+                              feature_views=[view.name])
         counts[view.name] = _entities_in(str(path), f"{view.entities[0]}_id", end)
     if progress:
         progress("done", len(views), len(views))
@@ -134,15 +254,26 @@ def live_dir(settings: Settings, table: str) -> Path:
     return settings.root / "data" / "live" / table
 
 
-def _history(settings: Settings, raw_dir: Path, table: str, key: str, ids: set[str]) -> pd.DataFrame:
+def _history(settings: Settings, raw_dir: Path, table: str, key: str, ids: set[str], extra=()) -> pd.DataFrame:
     """The export's and earlier pushes' rows for these entities only (a filtered parquet scan)."""
     import pyarrow.dataset as ds
 
-    sources = [p for p in (Path(raw_dir) / f"{table}.parquet",) if p.exists()]
+    from salesml.validation import find_table_file
+
+    exported = find_table_file(Path(raw_dir), table)
+    parts = []
+    if exported is not None and exported.suffix == ".csv":  # text: type it as validation does
+        from salesml.contract import TABLES
+        from salesml.validation import read_raw, validate_table
+
+        raw = read_raw(exported, TABLES[table])
+        typed, _ = validate_table(raw[raw[key].isin(ids)], TABLES[table], extra=extra)
+        parts.append(typed)
+    sources = [exported] if exported is not None and exported.suffix == ".parquet" else []
     sources += sorted(live_dir(settings, table).glob("part-*.parquet"))
-    if not sources:
+    if not sources and not parts:
         return pd.DataFrame()
-    parts = [ds.dataset(p).to_table(filter=ds.field(key).isin(sorted(ids))).to_pandas() for p in sources]
+    parts += [ds.dataset(p).to_table(filter=ds.field(key).isin(sorted(ids))).to_pandas() for p in sources]
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -166,13 +297,17 @@ def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.Data
         raise ValueError(f"no push source for table '{table}': expected one of {', '.join(PUSHABLE)}")
     key, transform, source = PUSHABLE[table]
     spec = TABLES[table]
-    typed, problems = validate_table(new_rows, spec)
+    ctx = FeatureContext.of(settings, raw_dir)
+    extra = ctx.extra_columns.get(table, ())
+    typed, problems = validate_table(new_rows, spec, extra=extra, optional=set(spec.omittable))
     if problems:
         raise ContractError(problems)
-    history = _history(settings, raw_dir, table, key, set(typed[key]))
+    history = _history(settings, raw_dir, table, key, set(typed[key]), extra)
     rows = pd.concat([history, typed], ignore_index=True) if len(history) else typed
     rows = rows.drop_duplicates(list(spec.key), keep="last")  # a resent row replaces the old one
-    features = getattr(transforms, transform)(rows)
+    custom = ctx.custom.get(table, [])
+    features = (transforms.behaviour_features(rows, custom, activity=ctx.activity) if table == "usage_weekly"
+                else getattr(transforms, transform)(rows, custom))
     latest = features.sort_values("event_timestamp").groupby(key).tail(1)
     store = store or open_store(settings)
     store.push(source, latest, to=_push_mode("ONLINE"))

@@ -1,7 +1,14 @@
 """Point-in-time training sets: label rows from the raw export, features from Feast.
 
+What a label is comes from the model's spec (``salesml/specs/<model>.yaml`` plus the project's
+overrides): the outcome table and kinds, or the conversion flag, or churn as N weeks without
+activity; the horizon; the observation cadence; whether a churned entity is observed again.
+
 Labels are observed *as of* an observation time; Feast joins each feature view's latest row
-at or before that time, so nothing after the observation can reach a training row.
+at or before that time, so nothing after the observation can reach a training row.  An
+observation counts only when its whole outcome window lies before the export's end: the
+``as_of`` the export declares (``salesml.yaml`` ``export.as_of``, ``SALESML_EXPORT_AS_OF``,
+``--as-of``), else the latest timestamp found in the tables (said in the output).
 
 Duplicate (entity, timestamp) label rows: Feast's file store silently drops them and its
 duckdb store keeps them, so the builder decides before Feast sees them: rows with the same
@@ -17,12 +24,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from salesml.modelspec import MODEL_NAMES, ModelSpec
 from salesml.settings import Settings
 
-MODELS = ("chs", "intent", "lead_match")
-CHURN_HORIZON_DAYS = 182  # churn or downgrade within ~6 months of the observation
-CHS_OBSERVATION_EVERY_WEEKS = 4
-CONVERSION_HORIZON_DAYS = 90
+MODELS = MODEL_NAMES
+# Latest-timestamp columns per table, for the inferred export end and the error messages.
+TIME_COLUMNS = {"usage_weekly": "week_start", "churn_events": "occurred_at", "contracts": "snapshot_at",
+                "lead_assignments": "assigned_at", "lead_events": "occurred_at", "interactions": "occurred_at",
+                "rep_state": "as_of", "accounts": "created_at", "leads": "created_at"}
+WEEK = pd.Timedelta(days=7)
+
+
+class IncompleteWindows(ValueError):
+    """No observation of the export has a complete outcome window before the export's end."""
+
+
+@dataclass
+class ExportEnd:
+    at: pd.Timestamp
+    source: str  # where it came from: the configuration, or which table it was inferred from
+    latest: dict[str, pd.Timestamp] = field(default_factory=dict)  # table.column -> latest timestamp
+
+    def describe(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} UTC ({self.source})"
 
 
 @dataclass
@@ -36,54 +60,138 @@ class TrainingSet:
     end: pd.Timestamp | None = None
     duplicates_collapsed: int = 0
     feature_columns: list[str] = field(default_factory=list)
+    export_end: ExportEnd | None = None
 
 
-def export_horizon(frames: dict[str, pd.DataFrame]) -> pd.Timestamp:
-    """The latest moment the export speaks about: labels need a full window before it."""
-    stamps = []
-    for name, col in [("usage_weekly", "week_start"), ("churn_events", "occurred_at"),
-                      ("contracts", "snapshot_at"), ("lead_assignments", "assigned_at"),
-                      ("lead_events", "occurred_at"), ("interactions", "occurred_at"),
-                      ("rep_state", "as_of")]:
-        if name in frames and len(frames[name]):
-            ts = frames[name][col].max()
-            stamps.append(ts + pd.Timedelta(days=7) if name == "usage_weekly" else ts)
-    return max(stamps)
+def latest_timestamps(frames: dict[str, pd.DataFrame]) -> dict[str, pd.Timestamp]:
+    out = {}
+    for name, col in TIME_COLUMNS.items():
+        if name in frames and len(frames[name]) and col in frames[name]:
+            out[f"{name}.{col}"] = frames[name][col].max()
+    return out
 
 
-def chs_labels(frames: dict[str, pd.DataFrame], horizon_days: int = CHURN_HORIZON_DAYS,
-               every_weeks: int = CHS_OBSERVATION_EVERY_WEEKS) -> pd.DataFrame:
-    """One row per account every ``every_weeks`` usage weeks: churn/downgrade within the horizon."""
-    usage = frames["usage_weekly"][["account_id", "week_start"]].copy()
-    usage["obs"] = usage["week_start"] + pd.Timedelta(days=7)  # usage known at week end
-    usage = usage.sort_values(["account_id", "obs"])
-    idx = usage.groupby("account_id").cumcount(ascending=False)
-    obs = usage[idx % every_weeks == 0][["account_id", "obs"]]  # always includes the last week
-    horizon = pd.Timedelta(days=horizon_days)
-    obs = obs[obs["obs"] + horizon <= export_horizon(frames)]
+def export_end(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp | None = None) -> ExportEnd:
+    """The moment the export speaks up to: declared, or the latest observed timestamp (a usage
+    week counts until its end)."""
+    latest = latest_timestamps(frames)
+    if as_of is not None:
+        return ExportEnd(pd.Timestamp(as_of), "declared export.as_of", latest)
+    observed = {k: (v + WEEK if k.startswith("usage_weekly.") else v) for k, v in latest.items()
+                if not k.startswith(("accounts.", "leads."))}
+    if not observed:
+        raise IncompleteWindows("the export has no timestamped rows to tell when it ends; declare export.as_of "
+                                "in salesml.yaml (or SALESML_EXPORT_AS_OF)")
+    where = max(observed, key=observed.get)
+    return ExportEnd(observed[where], f"not declared; inferred from the latest {where}", latest)
 
-    events = frames.get("churn_events", pd.DataFrame(columns=["account_id", "occurred_at", "kind"]))
-    churned = events[events["kind"] == "churn"].groupby("account_id")["occurred_at"].min()
-    obs = obs[~(obs["obs"] >= obs["account_id"].map(churned))]  # gone accounts are not scored
 
-    merged = obs.merge(events[["account_id", "occurred_at"]], on="account_id", how="left")
+def _window_error(spec: ModelSpec, end: ExportEnd, first_complete: pd.Timestamp | None, observed: int) -> str:
+    tables = ", ".join(f"{k} {v:%Y-%m-%d}" for k, v in end.latest.items()) or "none"
+    need = f"; the earliest observation ({first_complete:%Y-%m-%d}) needs the export to reach " \
+           f"{first_complete + pd.Timedelta(days=spec.horizon_days):%Y-%m-%d}" if first_complete is not None else ""
+    return (f"no label rows for model '{spec.name}': none of its {observed:,} observation(s) has a complete "
+            f"{spec.horizon_days}-day outcome window (label.horizon_days) before the export end "
+            f"{end.describe()}{need}. Latest timestamp per table: {tables}. If the export was taken later than "
+            "its latest row, say so with export.as_of in salesml.yaml, SALESML_EXPORT_AS_OF or --as-of.")
+
+
+def _complete(obs: pd.DataFrame, spec: ModelSpec, end: ExportEnd, column: str) -> pd.DataFrame:
+    done = obs[obs[column] + pd.Timedelta(days=spec.horizon_days) <= end.at]
+    if done.empty:
+        first = obs[column].min() if len(obs) else None
+        raise IncompleteWindows(_window_error(spec, end, first, len(obs)))
+    return done
+
+
+def _cadence(times: pd.DataFrame, key: str, column: str, every: int) -> pd.DataFrame:
+    """Every ``every``-th row per entity counted back from its latest (which is always kept)."""
+    times = times.sort_values([key, column])
+    idx = times.groupby(key).cumcount(ascending=False)
+    return times[idx % every == 0]
+
+
+def event_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: ExportEnd) -> pd.DataFrame:
+    """Churn/downgrade events within the horizon, observed on the first observation table present."""
+    key, label = spec.key, spec.label
+    table = next((t for t in label.observe.tables if t in frames), None)
+    if table is None:
+        raise ValueError(f"model '{spec.name}' is observed on {' or '.join(label.observe.tables)} "
+                         "(label.observe.tables); the export has neither")
+    if table == "usage_weekly":
+        usage = frames["usage_weekly"][[key, "week_start"]].assign(obs=lambda d: d["week_start"] + WEEK)
+        obs = _cadence(usage, key, "obs", label.observe.every_weeks)[[key, "obs"]]
+    else:
+        col = TIME_COLUMNS[table]
+        obs = frames[table][[key, col]].drop_duplicates().rename(columns={col: "obs"})
+    obs = _complete(obs, spec, end, "obs")
+    outcome = label.outcome
+    events = frames.get(outcome.table, pd.DataFrame(columns=[key, "occurred_at", "kind"]))
+    events = events[events["kind"].isin(outcome.kinds)]
+    if not label.reactivation:  # gone entities are not scored
+        gone = events[events["kind"].isin(outcome.terminal)].groupby(key)["occurred_at"].min()
+        obs = obs[~(obs["obs"] >= obs[key].map(gone))]
+    horizon = pd.Timedelta(days=spec.horizon_days)
+    merged = obs.merge(events[[key, "occurred_at"]], on=key, how="left")
     hit = (merged["occurred_at"] > merged["obs"]) & (merged["occurred_at"] <= merged["obs"] + horizon)
     merged["label"] = hit.astype(int)
-    out = merged.groupby(["account_id", "obs"], as_index=False)["label"].max()
+    out = merged.groupby([key, "obs"], as_index=False)["label"].max()
     return out.rename(columns={"obs": "event_timestamp"})
 
 
-def assignment_labels(frames: dict[str, pd.DataFrame], with_rep: bool,
-                      horizon_days: int = CONVERSION_HORIZON_DAYS) -> pd.DataFrame:
-    a = frames["lead_assignments"].copy()
-    horizon = pd.Timedelta(days=horizon_days)
-    a = a[a["assigned_at"] + horizon <= export_horizon(frames)]
-    converted = a["converted"].fillna(False).astype(bool)
-    if "converted_at" in a.columns:
-        in_time = a["converted_at"].isna() | (a["converted_at"] <= a["assigned_at"] + horizon)
+def inactivity_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: ExportEnd) -> pd.DataFrame:
+    """Churn = no activity week starting in [t, t + horizon), on one grid every N weeks back from
+    the export end. Observed: entities active before t and within the ``inactive_weeks`` before t
+    (a lapsed entity is not scored); with reactivation an entity that comes back is observed again."""
+    key, rule = spec.key, spec.label.churn
+    if "usage_weekly" not in frames:
+        raise ValueError(f"model '{spec.name}' defines churn as {rule.inactive_weeks} weeks without activity "
+                         "(label.churn) and needs usage_weekly, which the export lacks")
+    usage = frames["usage_weekly"]
+    if rule.activity is not None:
+        if rule.activity not in usage:
+            raise ValueError(f"label.churn.activity: usage_weekly has no column '{rule.activity}' "
+                             f"(has {', '.join(usage.columns)})")
+        usage = usage[usage[rule.activity].fillna(0).astype(float) > 0]
+    weeks = usage[[key, "week_start"]].drop_duplicates().sort_values([key, "week_start"])
+    step = pd.Timedelta(days=7 * spec.label.observe.every_weeks)
+    first = weeks["week_start"].min() + WEEK
+    n = int((end.at - first) / step) + 1
+    us = pd.DatetimeTZDtype("us", "UTC")  # merge_asof wants identical key dtypes
+    weeks = weeks.astype({"week_start": us})
+    grid = pd.DataFrame({"obs": pd.Series([end.at - k * step for k in range(max(n, 0))], dtype=us)})
+    lapse = pd.Timedelta(days=7 * rule.inactive_weeks)
+    horizon = pd.Timedelta(days=spec.horizon_days)
+    # last activity known at t: the latest week that ended by t (merge_asof per entity)
+    known = weeks.assign(known=(weeks["week_start"] + WEEK).astype(us)).sort_values("known")
+    cand = grid.merge(pd.DataFrame({key: weeks[key].unique()}), how="cross").sort_values("obs")
+    cand = pd.merge_asof(cand, known[[key, "known", "week_start"]].rename(columns={"week_start": "last_active"}),
+                         left_on="obs", right_on="known", by=key, direction="backward")
+    obs = cand[cand["last_active"].notna() & (cand["last_active"] >= cand["obs"] - lapse)][[key, "obs"]]
+    if not rule.reactivation:  # after the first lapse the entity is gone for good
+        w = weeks.assign(gap=weeks.groupby(key)["week_start"].diff())
+        # a gap longer than the lapse: gone from the end of the week before it plus the lapse
+        first_lapse = (w[w["gap"] > lapse].assign(at=lambda d: d["week_start"] - d["gap"] + WEEK + lapse)
+                       .groupby(key)["at"].min())
+        obs = obs[~(obs["obs"] >= obs[key].map(first_lapse))]
+    obs = _complete(obs, spec, end, "obs")
+    nxt = weeks.sort_values("week_start")
+    o = obs.astype({"obs": us}).sort_values("obs")
+    o = pd.merge_asof(o, nxt.rename(columns={"week_start": "next_active"}), left_on="obs",
+                      right_on="next_active", by=key, direction="forward")
+    o["label"] = (o["next_active"].isna() | (o["next_active"] >= o["obs"] + horizon)).astype(int)
+    return o[[key, "obs", "label"]].rename(columns={"obs": "event_timestamp"}).reset_index(drop=True)
+
+
+def conversion_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: ExportEnd) -> pd.DataFrame:
+    conv = spec.label.conversion
+    a = _complete(frames[conv.table].copy(), spec, end, conv.at)
+    horizon = pd.Timedelta(days=spec.horizon_days)
+    converted = a[conv.flag].fillna(False).astype(bool)
+    if conv.converted_at and conv.converted_at in a.columns:
+        in_time = a[conv.converted_at].isna() | (a[conv.converted_at] <= a[conv.at] + horizon)
         converted &= in_time.astype(bool)
-    cols = ["lead_id", "rep_id"] if with_rep else ["lead_id"]
-    out = a[cols + ["assigned_at"]].rename(columns={"assigned_at": "event_timestamp"})
+    out = a[list(spec.keys) + [conv.at]].rename(columns={conv.at: "event_timestamp"})
     out["label"] = converted.astype(int).to_numpy()
     return out
 
@@ -94,49 +202,61 @@ def collapse_duplicates(labels: pd.DataFrame, keys: list[str]) -> tuple[pd.DataF
     return out, len(labels) - len(out)
 
 
-def label_rows(model: str, frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
-    if model == "chs":
-        return chs_labels(frames), ["account_id"]
-    if model == "intent":
-        return assignment_labels(frames, with_rep=False), ["lead_id"]
-    if model == "lead_match":
-        return assignment_labels(frames, with_rep=True), ["lead_id", "rep_id"]
-    raise ValueError(f"unknown model '{model}': expected one of {', '.join(MODELS)}")
+def label_rows(spec: ModelSpec, frames: dict[str, pd.DataFrame],
+               as_of: pd.Timestamp | None = None) -> tuple[pd.DataFrame, list[str], ExportEnd]:
+    """(label rows, entity key columns, the export end the windows were judged against)."""
+    end = export_end(frames, as_of)
+    builder = {"conversion": conversion_labels, "inactivity": inactivity_labels, "events": event_labels}
+    return builder[spec.label.kind](spec, frames, end), list(spec.keys), end
 
 
-LABEL_TABLES = {
-    "chs": ["usage_weekly", "churn_events", "contracts", "interactions", "accounts"],
-    "intent": ["lead_assignments", "lead_events", "leads", "reps", "rep_state"],
-    "lead_match": ["lead_assignments", "lead_events", "leads", "reps", "rep_state"],
-}
+def read_label_tables(settings: Settings, spec: ModelSpec, raw_dir: Path) -> dict[str, pd.DataFrame]:
+    """The model's tables from the export (required ones must be there; the rest when present)."""
+    from salesml.validation import ContractError, read_export
+
+    project = settings.project(raw_dir)
+    report = read_export(raw_dir, tables=spec.tables.all, required_tables=spec.tables.required,
+                         extra=project.extra_columns(), optional=optional_columns(spec))
+    if report.violations:
+        raise ContractError(report.violations)
+    return report.frames
+
+
+def optional_columns(spec: ModelSpec) -> dict[str, set[str]]:
+    """Required contract columns this model's export may leave out: those the features can do
+    without (``Table.omittable``) and those its label reads nowhere."""
+    from salesml.contract import TABLES
+
+    out = {t.name: set(t.omittable) for t in TABLES.values() if t.omittable}
+    if spec.label.kind == "conversion" and "rep_id" not in spec.keys:
+        out.setdefault("lead_assignments", set()).add("rep_id")
+    return out
 
 
 def build_training_set(settings: Settings, model: str, raw_dir: Path | None = None,
                        feature_service: str | None = None, store=None,
-                       labels: pd.DataFrame | None = None) -> TrainingSet:
+                       labels: pd.DataFrame | None = None, spec: ModelSpec | None = None) -> TrainingSet:
     """Labelled point-in-time frame for ``model`` through Feast's historical retrieval."""
     from features.store import open_store
-    from salesml.validation import load_valid_export
 
-    if model not in MODELS:
-        raise ValueError(f"unknown model '{model}': expected one of {', '.join(MODELS)}")
-    keys = {"chs": ["account_id"], "intent": ["lead_id"], "lead_match": ["lead_id", "rep_id"]}[model]
+    raw_dir = Path(raw_dir or settings.export_dir)
+    spec = spec or settings.spec(model, raw_dir)
+    keys, end = list(spec.keys), None
     if labels is None:
-        frames = load_valid_export(raw_dir or settings.raw_dir, LABEL_TABLES[model])
-        labels, keys = label_rows(model, frames)
+        frames = read_label_tables(settings, spec, raw_dir)
+        labels, keys, end = label_rows(spec, frames, settings.project(raw_dir).export.as_of)
     labels, collapsed = collapse_duplicates(labels, keys)
     if labels.empty:
-        raise ValueError(f"no label rows for model '{model}': the export has no observation "
-                         "with a complete outcome window")
+        raise IncompleteWindows(f"no label rows for model '{model}' in {raw_dir}")
     if not any(settings.feature_data_dir.glob("*.parquet")):
         raise ValueError(f"no feature files in {settings.feature_data_dir}: run `salesml features build` first")
     store = store or open_store(settings)
-    service_name = feature_service or model
+    service_name = feature_service or spec.feature_service
     service = store.get_feature_service(service_name)
     frame = store.get_historical_features(entity_df=labels, features=service).to_df()
     feature_cols = [c for c in frame.columns if c not in set(labels.columns)]
     return TrainingSet(
         model=model, feature_service=service_name, frame=frame, entity_columns=keys,
         start=labels["event_timestamp"].min(), end=labels["event_timestamp"].max(),
-        duplicates_collapsed=collapsed, feature_columns=feature_cols,
+        duplicates_collapsed=collapsed, feature_columns=feature_cols, export_end=end,
     )

@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from salesml.modelspec import MODEL_NAMES
+
 app = typer.Typer(help="Sales-intelligence ML platform: data, features, models, serving, drift.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Raw data: generate simulated exports, validate real ones.", no_args_is_help=True)
@@ -34,6 +36,41 @@ app.add_typer(team_app, name="team")
 
 console = Console(stderr=True)
 out = Console()
+MODEL_HELP = " | ".join(MODEL_NAMES)
+# Libraries whose warnings and INFO chatter (Feast "experimental", ibis, pandera, SQLAlchemy, MLflow
+# schema hints, alembic migrations) would bury the one line that matters; --verbose shows them.
+NOISY_LOGGERS = ("feast", "mlflow", "alembic", "bentoml", "evidently", "sqlalchemy", "ibis", "pandera",
+                 "urllib3", "distributed", "numexpr", "py.warnings")
+
+
+def _quiet(verbose: bool) -> None:
+    import logging
+    import os
+    import warnings
+
+    if verbose:
+        return
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # subprocesses (bentoml serve) too
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow resets its loggers when imported
+    logging.captureWarnings(True)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library warnings and logs.")] = False,
+    as_of: Annotated[Optional[str], typer.Option(
+        "--as-of", help="When the export was taken (UTC date/timestamp); same as SALESML_EXPORT_AS_OF or "
+                        "export.as_of in salesml.yaml. Outcome windows are judged complete against it.")] = None,
+) -> None:
+    """Sales-intelligence ML platform: data, features, models, serving, drift."""
+    import os
+
+    _quiet(verbose)
+    if as_of:
+        os.environ["SALESML_EXPORT_AS_OF"] = as_of
 
 
 def _settings():
@@ -98,19 +135,60 @@ def data_generate(
 
 
 @data_app.command("validate")
-def data_validate(directory: Annotated[Path, typer.Argument(help="Folder of CSV or parquet tables.")]) -> None:
-    """Check an export against the raw-data contract; exit 1 listing every violation."""
-    from salesml.validation import load_export
+def data_validate(
+    directory: Annotated[Path, typer.Argument(help="Folder of CSV or parquet tables.")],
+    model: Annotated[Optional[str], typer.Option(
+        help=f"Check only what this model reads ({MODEL_HELP}); default: every table present.")] = None,
+) -> None:
+    """Check an export against the raw-data contract (and salesml.yaml's custom columns) in one run:
+    every violation of every table (table, column, rows), every column it will ignore; exit 1 on any."""
+    from salesml.modelspec import SpecError
+    from salesml.project import ProjectError
+    from salesml.validation import read_export
 
-    frames, violations = load_export(directory)
-    for name, df in frames.items():
-        out.print(f"  ok  {name:<18} {len(df):>10,} rows")
-    if violations:
-        console.print(f"[red]{len(violations)} contract violation(s) in {directory}:[/red]")
-        for v in violations:
+    settings = _settings()
+    try:
+        project = settings.project(directory)
+        specs = {m: settings.spec(m, directory) for m in ([model] if model else MODEL_NAMES)}
+    except (ProjectError, SpecError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    from features.training_sets import optional_columns
+
+    optional: dict[str, set[str]] = {}
+    for spec in specs.values():
+        for table, cols in optional_columns(spec).items():
+            optional.setdefault(table, set()).update(cols)
+    if model:
+        spec = specs[model]
+        report = read_export(directory, tables=spec.tables.all, required_tables=spec.tables.required,
+                             extra=project.extra_columns(), optional=optional)
+    else:
+        report = read_export(directory, required_tables=[], extra=project.extra_columns(), optional=optional)
+    if project.source:
+        out.print(f"  configuration {project.source}")
+    for name, df in report.frames.items():
+        custom = len(project.custom_columns.get(name, {}))
+        out.print(f"  ok  {name:<18} {len(df):>10,} rows" + (f" ({custom} custom columns)" if custom else ""))
+    for table, cols in report.ignored.items():
+        if cols:
+            out.print(f"  ignored: {table}.{', '.join(cols)} (not in the contract nor under custom_columns.{table})")
+    if report.missing:
+        out.print(f"  not in this export: {', '.join(report.missing)}")
+    if not model:
+        for name, spec in specs.items():
+            lacking = [t for t in spec.tables.required if t not in report.frames]
+            out.print(f"  model {name:<10} " + (f"needs {', '.join(lacking)}" if lacking else "can be trained"))
+    if report.violations:
+        console.print(f"[red]{len(report.violations)} contract violation(s) in {directory}:[/red]")
+        for v in report.violations:
             console.print(f"  - {v}")
         raise typer.Exit(code=1)
-    out.print(f"{directory}: all {len(frames)} tables satisfy the contract")
+    if not report.frames:
+        console.print(f"[red]{directory}: no contract table found[/red]")
+        raise typer.Exit(code=1)
+    out.print(f"{directory}: all {len(report.frames)} tables satisfy the contract"
+              + (f" for model {model}" if model else ""))
 
 
 @data_app.command("contract")
@@ -127,14 +205,20 @@ def features_build(
 ) -> None:
     """Validate the export and compute the offline feature files behind the Feast sources."""
     from features.store import build_feature_files
+    from salesml.modelspec import SpecError
+    from salesml.project import ProjectError
     from salesml.validation import ContractError
 
     settings = _settings()
+    target = raw or settings.export_dir
     try:
-        build_feature_files(settings, raw or settings.raw_dir, progress=out.print)
+        build_feature_files(settings, target, progress=out.print)
     except ContractError as exc:
         _fail_on_contract(exc)
-    out.print(f"feature files in {settings.feature_data_dir}")
+    except (ProjectError, SpecError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    out.print(f"feature files in {settings.feature_data_dir}; later commands read the export {target.resolve()}")
 
 
 @features_app.command("apply")
@@ -160,7 +244,11 @@ def features_materialize() -> None:
         def progress(view: str, done: int, total: int) -> None:
             bar.update(task, description=f"materialize {view}", completed=done, total=total)
 
-        counts = materialize(settings, progress=progress)
+        try:
+            counts = materialize(settings, progress=progress)
+        except FileNotFoundError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(code=2) from None
     for view, n in counts.items():
         out.print(f"  {view:<14} {n:>10,} entities online")
     out.print(f"materialized in {time.perf_counter() - t0:.1f} s")
@@ -168,12 +256,12 @@ def features_materialize() -> None:
 
 @features_app.command("training-set")
 def features_training_set(
-    model: Annotated[str, typer.Option(help="chs | intent | lead_match")],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
     feature_service: Annotated[Optional[str], typer.Option(
         help="Feast feature service (default: the model's).")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", help="Parquet file to write.")] = None,
     raw: Annotated[Optional[Path], typer.Option(
-        help="Export folder with the label tables (default: $SALESML_HOME/data/raw).")] = None,
+        help="Export folder with the label tables (default: the one `features build` read).")] = None,
 ) -> None:
     """Build a labelled point-in-time training set through Feast."""
     from features.training_sets import build_training_set
@@ -198,7 +286,7 @@ def features_training_set(
 
 @app.command("train")
 def train(
-    model: Annotated[str, typer.Argument(help="intent | lead_match | chs")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     seed: Annotated[int, typer.Option(help="Random seed (same seed + data, same metrics).")] = 42,
     raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
 ) -> None:
@@ -220,7 +308,7 @@ def train(
 
 @app.command("tune")
 def tune(
-    model: Annotated[str, typer.Argument(help="intent | lead_match | chs")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     trials: Annotated[int, typer.Option(help="Finished trials the study must hold (all workers together).")] = 20,
     seed: Annotated[int, typer.Option()] = 42,
     study: Annotated[Optional[str], typer.Option(help="Study name (workers sharing one study use the same).")] = None,
@@ -240,7 +328,7 @@ def tune(
 
 @app.command("promote")
 def promote(
-    model: Annotated[str, typer.Argument(help="intent | lead_match | chs")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     min_gain: Annotated[float, typer.Option(help="Required test ROC-AUC gain over the champion.")] = 0.005,
     raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
 ) -> None:
@@ -322,7 +410,7 @@ def experiment_run(
 
 @experiment_app.command("analyze-online")
 def experiment_analyze_online(
-    model: Annotated[str, typer.Option(help="intent | lead_match | chs")],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
     mde: Annotated[float, typer.Option(help="Minimum detectable effect (absolute outcome-rate difference).")] = 0.05,
     alpha: Annotated[float, typer.Option()] = 0.05,
     power: Annotated[float, typer.Option()] = 0.8,
@@ -367,7 +455,7 @@ def experiment_screenshot(
 
 @drift_app.command("check")
 def drift_check(
-    model: Annotated[str, typer.Option(help="intent | lead_match | chs")],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
     window: Annotated[Optional[str], typer.Option(help="Trailing window, e.g. 7d (default).")] = None,
     from_: Annotated[Optional[str], typer.Option("--from", help="Window start (date or UTC timestamp).")] = None,
     to: Annotated[Optional[str], typer.Option(help="Window end.")] = None,

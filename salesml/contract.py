@@ -37,6 +37,10 @@ class Table:
     key: tuple[str, ...]
     event_ts: str
     foreign_keys: dict[str, str] = field(default_factory=dict)  # column -> parent table
+    # Required columns the features can do without: left out, the features built from them stay
+    # empty (``features build`` lists them) instead of the export being refused. Keys, event times
+    # and label columns are never among them.
+    omittable: tuple[str, ...] = ()
 
     @property
     def timestamp_columns(self) -> list[str]:
@@ -72,6 +76,7 @@ TABLES: dict[str, Table] = {
             ),
             key=("account_id",),
             event_ts="created_at",
+            omittable=("industry", "region"),
         ),
         Table(
             "contracts",
@@ -93,6 +98,7 @@ TABLES: dict[str, Table] = {
             key=("contract_id", "snapshot_at"),
             event_ts="snapshot_at",
             foreign_keys={"account_id": "accounts"},
+            omittable=("tier", "annual_value", "start_date", "end_date", "sla_target"),
         ),
         Table(
             "usage_weekly",
@@ -113,6 +119,7 @@ TABLES: dict[str, Table] = {
             key=("account_id", "week_start"),
             event_ts="week_start",
             foreign_keys={"account_id": "accounts"},
+            omittable=("logins", "active_users", "key_feature_uses", "api_calls", "config_changes"),
         ),
         Table(
             "interactions",
@@ -134,6 +141,7 @@ TABLES: dict[str, Table] = {
             key=("interaction_id",),
             event_ts="occurred_at",
             foreign_keys={"account_id": "accounts"},
+            omittable=("channel",),
         ),
         Table(
             "churn_events",
@@ -163,6 +171,7 @@ TABLES: dict[str, Table] = {
             ),
             key=("lead_id",),
             event_ts="created_at",
+            omittable=("industry", "region", "source", "product_interest"),
         ),
         Table(
             "lead_events",
@@ -201,6 +210,7 @@ TABLES: dict[str, Table] = {
             ),
             key=("rep_id",),
             event_ts="hired_at",
+            omittable=("region", "industries", "products", "seniority"),
         ),
         Table(
             "rep_state",
@@ -217,6 +227,7 @@ TABLES: dict[str, Table] = {
             key=("rep_id", "as_of"),
             event_ts="as_of",
             foreign_keys={"rep_id": "reps"},
+            omittable=("open_leads", "win_rate_90d"),
         ),
         Table(
             "lead_assignments",

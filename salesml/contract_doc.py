@@ -20,9 +20,21 @@ Rules for every table:
   (the features built from them are then missing). "may be empty" means nulls are allowed.
 - Keys are unique; foreign keys must exist in the parent table.
 - Booleans in CSV: `true/false`, `1/0`, `yes/no` (any case).
-- Extra columns are ignored.
-- History may be short: a single usage week per account still yields training sets; trend
-  features (week-on-week, month-on-month, below-baseline streak) are then missing.
+- Columns the contract does not name are ignored, and `salesml data validate` lists each one,
+  unless they are declared under `custom_columns` in the project's `salesml.yaml`: then they are
+  checked like contract columns (type, range, nulls) and become features (README, "Bring your own
+  export").
+- A business need not have every table: `salesml data validate DIR --model chs|intent|lead_match`
+  checks only the tables and columns that model reads (see each table's "may be left out" line).
+- Say when the export was taken: `export.as_of` in `salesml.yaml` (or `SALESML_EXPORT_AS_OF`,
+  or `salesml --as-of DATE ...`). An observation is labelled only when its whole outcome window
+  lies before that moment; without it, the latest timestamp found in the tables is taken, and the
+  commands say so.
+- History may be short. One snapshot date trains: with fewer than 3 distinct observation times
+  the training split is random, stratified by label and grouped by entity (the run is tagged
+  `split=grouped_random`); with 3 or more, the newest observations are the test window
+  (`split=time`). Trend features (week-on-week, month-on-month, the below-baseline streak) need
+  weeks of history and stay empty without it.
 
 This file is generated: `salesml data contract > docs/data-contract.md`.
 """
@@ -34,6 +46,9 @@ def contract_markdown() -> str:
         parts.append(f"\n## `{t.name}`\n\n{t.doc}\n")
         fks = ", ".join(f"`{c}` -> `{p}`" for c, p in t.foreign_keys.items()) or "none"
         parts.append(f"Key: `{', '.join(t.key)}` · event time: `{t.event_ts}` · foreign keys: {fks}\n")
+        if t.omittable:
+            parts.append(f"May be left out although required (the features built from them stay empty): "
+                         f"{', '.join(f'`{c}`' for c in t.omittable)}.\n")
         parts.append("| column | type | required | may be empty | rule | meaning |\n|---|---|---|---|---|---|")
         for c in t.columns:
             rules = "; ".join(_rule(ch) for ch in c.checks)

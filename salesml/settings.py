@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     dask_scheduler: str | None = Field(
         None, description="Dask scheduler address (tcp://host:8786); none: a LocalCluster per training run.")
     dask_workers: int = Field(2, description="Workers of the LocalCluster when no scheduler is given.")
+    config_file: Path | None = Field(
+        None, description="Project configuration (custom columns, model overrides, export end); "
+                          "default: salesml.yaml in the export folder, if there is one.")
+    export_as_of: str | None = Field(
+        None, description="When the export was taken (UTC date or timestamp); overrides export.as_of "
+                          "of the project configuration. Outcome windows are judged complete against it.")
     chs_levels: dict[str, float] = Field(
         default_factory=lambda: {"green": 65.0, "yellow": 50.0, "orange": 35.0},
         description='CHS warning thresholds (score >= value), e.g. {"green":65,"yellow":50,"orange":35}.',
@@ -136,6 +142,44 @@ class Settings(BaseSettings):
     @property
     def raw_dir(self) -> Path:
         return self.root / "data" / "raw"
+
+    @property
+    def state_path(self) -> Path:
+        """What earlier commands recorded for later ones (the export folder ``features build`` read)."""
+        return self.root / "state.json"
+
+    @property
+    def export_dir(self) -> Path:
+        """The export folder later commands read: the one ``features build --raw`` recorded, else raw_dir."""
+        import json
+
+        try:
+            return Path(json.loads(self.state_path.read_text())["export_dir"])
+        except (OSError, ValueError, KeyError):
+            return self.raw_dir
+
+    def record_export_dir(self, directory: Path) -> None:
+        import json
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"export_dir": str(Path(directory).resolve())}))
+        tmp.replace(self.state_path)
+
+    def project(self, export_dir: Path | None = None):
+        """The project configuration (``salesml.project.ProjectConfig``) of the export folder."""
+        from salesml.project import config_path, load_project, parse_as_of
+
+        cfg = load_project(config_path(export_dir or self.export_dir, self.config_file))
+        if self.export_as_of:
+            cfg.export.as_of = parse_as_of(self.export_as_of)
+        return cfg
+
+    def spec(self, name: str, export_dir: Path | None = None):
+        """The model spec of ``name`` with this project's overrides."""
+        from salesml.modelspec import load_spec
+
+        return load_spec(name, self.project(export_dir))
 
     @property
     def feature_data_dir(self) -> Path:

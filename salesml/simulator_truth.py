@@ -25,8 +25,17 @@ from __future__ import annotations
 
 import numpy as np
 
-HORIZON_WEEKS = 26  # features.training_sets.CHURN_HORIZON_DAYS / 7
-OBSERVE_EVERY = 4  # features.training_sets.CHS_OBSERVATION_EVERY_WEEKS
+
+def _chs_label() -> tuple[int, int]:
+    """(horizon in weeks, observation cadence in weeks) of the shipped chs spec: the truth is computed
+    for the very observations a CHS training set makes."""
+    from salesml.modelspec import load_spec
+
+    label = load_spec("chs").label
+    return label.horizon_days // 7, label.observe.every_weeks
+
+
+HORIZON_WEEKS, OBSERVE_EVERY = _chs_label()
 HISTORY = 16  # weeks of history the usage drop needs (the early warning needs 15)
 
 

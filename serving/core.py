@@ -18,14 +18,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from salesml.modelspec import MODEL_NAMES as MODELS
+from salesml.modelspec import ModelSpec
 from salesml.settings import Settings
 from serving.auth import Caller, view
 from serving.predlog import PredictionLog
 
-MODELS = ("intent", "lead_match", "chs")
-ENTITY = {"intent": "lead_id", "lead_match": "lead_id", "chs": "account_id"}
 # Intent bands by probability of conversion within 90 days (score >= value).
 INTENT_BANDS = (("A", 0.5), ("B", 0.3), ("C", 0.15))
+
+
+class ModelUnavailable(RuntimeError):
+    """The model has no champion in the registry (an export that does not feed it, or not trained yet)."""
 
 
 class UnknownFeature(ValueError):
@@ -73,19 +77,32 @@ def _clean(v):
     return v if not pd.isna(v) else None
 
 
+def _active_reps(export_dir) -> list[str]:
+    from salesml.contract import TABLES
+    from salesml.validation import find_table_file, read_raw, validate_table
+
+    path = find_table_file(export_dir, "reps")
+    if path is None:
+        return []
+    reps, _ = validate_table(read_raw(path, TABLES["reps"]), TABLES["reps"])
+    active = reps["active"].fillna(False).astype(bool) if "active" in reps else pd.Series(True, index=reps.index)
+    return reps.loc[active, "rep_id"].astype(str).tolist()
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
 class ScoringCore:
     def __init__(self, settings: Settings, models: dict[str, dict[str, Loaded]], store, log: PredictionLog,
-                 active_reps: list[str], raw_dir=None):
+                 active_reps: list[str], raw_dir=None, specs: dict[str, ModelSpec] | None = None):
         self.settings = settings
         self.models = models
         self.store = store
         self.log = log
         self.active_reps = active_reps
-        self.raw_dir = raw_dir or settings.raw_dir
+        self.raw_dir = raw_dir or settings.export_dir
+        self.specs = specs or {m: settings.spec(m, self.raw_dir) for m in MODELS}
         self._services = {}
 
     # --- loading -------------------------------------------------------------------------------
@@ -93,7 +110,7 @@ class ScoringCore:
     def load(cls, settings: Settings | None = None) -> ScoringCore:
         """Models by alias from MLflow, CHS weights, Feast store, prediction log, active reps."""
         import mlflow
-        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
         from features.store import open_store
         from training import tracking
@@ -101,30 +118,42 @@ class ScoringCore:
 
         settings = settings or Settings()
         tracking.configure(settings)
-        client = MlflowClient()
+        client = tracking.client(settings)
         models: dict[str, dict[str, Loaded]] = {}
         for name in MODELS:
             aliases = ["champion"] + (["challenger"] if settings.challenger_share.get(name, 0) > 0 else [])
+            try:
+                champion = client.get_model_version_by_alias(name, "champion")
+            except MlflowException as exc:  # an export that does not feed this model: serve the others
+                if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    raise
+                continue
             models[name] = {}
             for alias in aliases:
-                mv = client.get_model_version_by_alias(name, alias)
+                mv = champion if alias == "champion" else client.get_model_version_by_alias(name, alias)
                 model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").unwrap_python_model().model
                 models[name][alias] = Loaded(name, str(mv.version), alias, model)
+        if not models:
+            raise ModelUnavailable(f"no model has a champion in {settings.tracking_uri}: run `salesml train` first")
         current = weight_store(settings).current()
-        if current:  # the quarterly weights set in force, for every CHS variant
+        if current and "chs" in models:  # the quarterly weights set in force, for every CHS variant
             for loaded in models["chs"].values():
                 loaded.model = replace(loaded.model, weights=dict(current["weights"]),
                                        weights_version=str(current["version"]))
-        for loaded in models["chs"].values():
+        for loaded in models.get("chs", {}).values():
             loaded.model = replace(loaded.model, thresholds=dict(settings.chs_levels))
-        reps = pd.read_parquet(settings.raw_dir / "reps.parquet", columns=["rep_id", "active"])
-        active = reps.loc[reps["active"].fillna(False).astype(bool), "rep_id"].astype(str).tolist()
+        active = _active_reps(settings.export_dir) if "lead_match" in models else []
         log = PredictionLog(settings.prediction_log_path, synchronous=settings.log_synchronous)
-        return cls(settings, models, open_store(settings), log, active)
+        return cls(settings, models, open_store(settings), log, active, settings.export_dir)
 
     @property
     def ready(self) -> bool:
-        return all(self.models.get(m, {}).get("champion") for m in MODELS) and self.store is not None
+        return any(self.models.get(m, {}).get("champion") for m in MODELS) and self.store is not None
+
+    def _require(self, model: str) -> None:
+        if not self.models.get(model, {}).get("champion"):
+            raise ModelUnavailable(f"model '{model}' is not served: it has no champion in the registry "
+                                   f"(train it with `salesml train {model}`)")
 
     def describe(self) -> dict:
         return {m: [v.tag for v in variants.values()] for m, variants in self.models.items()}
@@ -184,10 +213,11 @@ class ScoringCore:
     # --- intent --------------------------------------------------------------------------------
     def intent(self, caller: Caller, lead_ids: list[str] | None = None, rows: list[dict] | None = None,
                role: str | None = None, request_id: str | None = None) -> dict:
+        self._require("intent")
         request_id = request_id or uuid.uuid4().hex
         role = role or caller.role
         spec = self.models["intent"]["champion"].model.spec
-        frame = (self.online("intent", "lead_id", lead_ids) if lead_ids
+        frame = (self.online(self.specs["intent"].feature_service, "lead_id", lead_ids) if lead_ids
                  else self._rows_frame(rows or [], spec, "lead_id"))
         results: list[dict | None] = [None] * len(frame)
         records = []
@@ -227,10 +257,11 @@ class ScoringCore:
     # --- health --------------------------------------------------------------------------------
     def health(self, caller: Caller, account_ids: list[str] | None = None, rows: list[dict] | None = None,
                since: datetime | None = None, role: str | None = None, request_id: str | None = None) -> dict:
+        self._require("chs")
         request_id = request_id or uuid.uuid4().hex
         role = role or caller.role
         spec = self.models["chs"]["champion"].model.spec
-        frame = (self.online("chs", "account_id", account_ids) if account_ids
+        frame = (self.online(self.specs["chs"].feature_service, "account_id", account_ids) if account_ids
                  else self._rows_frame(rows or [], spec, "account_id"))
         previous = self._features_at(frame, since) if since is not None and account_ids else None
         results: list[dict | None] = [None] * len(frame)
@@ -264,7 +295,8 @@ class ScoringCore:
         if not ids:
             return pd.DataFrame()
         entity = pd.DataFrame({"account_id": ids, "event_timestamp": pd.Timestamp(when)})
-        df = self.store.get_historical_features(entity_df=entity, features=self._service("chs")).to_df()
+        df = self.store.get_historical_features(entity_df=entity,
+                                                features=self._service(self.specs["chs"].feature_service)).to_df()
         return df.drop_duplicates("account_id").set_index("account_id", drop=False)
 
     def _notes(self, account_id: str, n: int = 3) -> list[dict]:
@@ -284,10 +316,12 @@ class ScoringCore:
         from features.transforms import lead_rep_fit
         from training.assignment import propose_assignment
 
+        self._require("lead_match")
         request_id = request_id or uuid.uuid4().hex
         role = role or caller.role
         reps = list(dict.fromkeys(rep_ids or self.active_reps))
-        leads = self.online("intent", "lead_id", lead_ids)
+        # lead-level features (the pairs' rep side is joined below): the intent model's service
+        leads = self.online(self.specs["intent"].feature_service, "lead_id", lead_ids)
         rep_feats = self.online_reps(reps)
         results: list[dict | None] = [None] * len(leads)
         self._unknown(leads, "lead_id", results)

@@ -255,10 +255,12 @@ class SalesScoring:
     @staticmethod
     def _call(ctx, fn):
         from salesml.validation import ContractError
-        from serving.core import UnknownFeature
+        from serving.core import ModelUnavailable, UnknownFeature
 
         try:
             return fn()
+        except ModelUnavailable as exc:
+            return error(ctx, 503, None, str(exc))
         except ContractError as exc:
             return error(ctx, 400, "rows", "rows violate the raw-data contract",
                          violations=[str(v) for v in exc.violations][:50])

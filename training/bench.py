@@ -29,7 +29,6 @@ def engine_comparison(settings: Settings, accounts: int, weeks: int = 104, seed:
     from training import engine
     from training.data import LABEL, infer_spec, time_split
     from training.models import fit_xgboost
-    from training.pipeline import MODELS
 
     raw = settings.root / "bench" / "training-engine-raw"
     log(f"engine comparison: simulating {accounts:,} accounts x {weeks} weeks (CHS only, no truth)")
@@ -42,7 +41,7 @@ def engine_comparison(settings: Settings, accounts: int, weeks: int = 104, seed:
 
     def fit() -> dict:
         t0 = time.perf_counter()
-        model = fit_xgboost(split.train, split.valid, spec, seed, None, MODELS["chs"]["monotone"], "chs")
+        model = fit_xgboost(split.train, split.valid, spec, seed, None, settings.spec("chs", raw).constraints, "chs")
         secs = time.perf_counter() - t0
         return {"fit seconds": secs, "trees kept": model.booster.best_iteration + 1,
                 "test ROC-AUC": roc_auc_score(split.test[LABEL], model.predict_proba(split.test))}
@@ -90,7 +89,8 @@ def run(settings: Settings, accounts: int = 3000, leads: int = 20000, reps: int 
         result = fit_and_evaluate(name, ts.frame, ts.feature_columns, seed)
         secs = time.perf_counter() - t0
         test = result.split.test
-        oracle = oracle_probabilities(name, test, raw)
+        spec = settings.spec(name, raw)
+        oracle = oracle_probabilities(name, test, raw, list(spec.keys), spec.horizon_days)
         oracle_auc = roc_auc_score(test["label"], oracle) if oracle is not None else float("nan")
         m = result.metrics
         base = {k.split("_")[1]: v for k, v in m.items() if k.startswith("baseline_") and k.endswith("test_roc_auc")}

@@ -19,7 +19,6 @@ import pandas as pd
 
 from training.data import FeatureSpec, prepare_features
 from training.models import ScoringModel, fit_xgboost
-from training.pipeline import CHURN_DOWN, CHURN_UP
 
 LAYERS = ("contract", "behaviour", "relationship")
 DEFAULT_LEVELS = {"green": 65.0, "yellow": 50.0, "orange": 35.0}  # score >= threshold -> level
@@ -31,10 +30,11 @@ PLAYBOOK = {
 }
 
 
-def layer_features() -> dict[str, list[str]]:
-    from features import definitions
+def layer_features(columns: list[str], custom=None) -> dict[str, list[str]]:
+    """CHS layer -> the model's feature columns it reads (custom columns by their table's view)."""
+    from features.definitions import layer_of
 
-    return {name: [f.name for f in fv.features] for name, fv in definitions.CHS_LAYERS.items()}
+    return layer_of(columns, custom)
 
 
 def _logit(p):
@@ -168,31 +168,45 @@ def fit_weights(subs: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
     """
     from scipy.optimize import minimize
 
-    x = subs[list(LAYERS)].to_numpy() / 100.0
+    names = [n for n in LAYERS if n in subs.columns]
+    k = len(names)
+    x = subs[names].to_numpy() / 100.0
     y = np.asarray(y, float)
 
     def loss(theta):
-        w = np.exp(theta[:3] - theta[:3].max())
+        w = np.exp(theta[:k] - theta[:k].max())
         w /= w.sum()
-        z = theta[3] - np.exp(theta[4]) * (x @ w)
+        z = theta[k] - np.exp(theta[k + 1]) * (x @ w)
         return float(np.mean(np.logaddexp(0, z) - y * z))
 
-    best = minimize(loss, np.array([0, 0, 0, 0, 1.0]), method="L-BFGS-B")
-    w = np.exp(best.x[:3] - best.x[:3].max())
+    best = minimize(loss, np.array([0.0] * k + [0, 1.0]), method="L-BFGS-B")
+    w = np.exp(best.x[:k] - best.x[:k].max())
     w /= w.sum()
-    return {name: float(round(v, 4)) for name, v in zip(LAYERS, w)}
+    return {name: float(round(v, 4)) for name, v in zip(names, w)}
 
 
 def fit_health_model(train: pd.DataFrame, valid: pd.DataFrame, full: ScoringModel, seed: int,
-                     params: dict | None = None) -> HealthModel:
-    feats = layer_features()
-    monotone = {**{c: -1 for c in CHURN_DOWN}, **{c: 1 for c in CHURN_UP}}
+                     params: dict | None = None, monotone: dict[str, int] | None = None,
+                     custom=None) -> HealthModel:
+    """One monotone model per layer the export has (a layer without features is left out and the
+    weights are fitted over the others), weights fitted on the validation window.
+
+    Layer models keep the spec's monotone constraints whatever the full model is, so the score's
+    guarantees (more usage or better SLA never lowers it) hold for every chosen full model.
+    """
+    feats = layer_features(full.spec.columns, custom)
     layers = {}
     for name in LAYERS:
-        spec = FeatureSpec([c for c in feats[name] if c in full.spec.numeric])
-        layers[name] = fit_xgboost(train, valid, spec, seed, params, monotone, f"chs_{name}")
+        numeric = [c for c in feats[name] if c in full.spec.numeric]
+        cats = {c: v for c, v in full.spec.categorical.items() if c in feats[name]}
+        if not numeric and not cats:
+            continue
+        layers[name] = fit_xgboost(train, valid, FeatureSpec(numeric, cats), seed, params, monotone or {},
+                                   f"chs_{name}")
+    if not layers:
+        raise ValueError("no CHS layer has a feature: the export feeds none of contract, behaviour, relationship")
     base = float(_logit(train["label"].mean()))
-    model = HealthModel(layers, full, base, {n: 1 / 3 for n in LAYERS})
+    model = HealthModel(layers, full, base, {n: 1 / len(layers) for n in layers})
     model.weights = fit_weights(model.layer_scores(valid), valid["label"].to_numpy())
     return model
 

@@ -76,16 +76,60 @@ class Split:
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
-    valid_start: pd.Timestamp
-    test_start: pd.Timestamp
+    valid_start: pd.Timestamp | None
+    test_start: pd.Timestamp | None
+    method: str = "time"  # time | grouped_random
+    note: str = ""  # why this method, for the output and the run
 
     def windows(self) -> dict[str, str]:
         fmt = "%Y-%m-%d"
-        return {
+        return {"split": self.method,
             "train_window": f"{self.train[TIME].min():{fmt}}..{self.train[TIME].max():{fmt}}",
             "valid_window": f"{self.valid[TIME].min():{fmt}}..{self.valid[TIME].max():{fmt}}",
             "test_window": f"{self.test[TIME].min():{fmt}}..{self.test[TIME].max():{fmt}}",
         }
+
+
+MIN_LABEL_TIMES = 3
+
+
+def split_frame(frame: pd.DataFrame, keys: list[str], seed: int = 0,
+                valid_fraction: float = 0.2, test_fraction: float = 0.2) -> Split:
+    """A time split where the export has the history for one, else a grouped stratified split.
+
+    With at least 3 distinct label times (and both classes in every window) the newest rows are
+    the test window, as in ``time_split``. A cross-sectional export (one snapshot, or too few
+    observation times) is split at random by entity instead, stratified by label, so no entity is
+    in two parts; the result says which and why.
+    """
+    times = frame[TIME].nunique()
+    if times >= MIN_LABEL_TIMES:
+        try:
+            return time_split(frame, valid_fraction, test_fraction)
+        except ValueError as exc:
+            why = str(exc)
+    else:
+        why = f"{times} distinct label time(s), a time split needs at least {MIN_LABEL_TIMES}"
+    return grouped_split(frame, keys, seed, valid_fraction, test_fraction, note=why)
+
+
+def grouped_split(frame: pd.DataFrame, keys: list[str], seed: int, valid_fraction: float = 0.2,
+                  test_fraction: float = 0.2, note: str = "") -> Split:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if frame[LABEL].nunique() < 2 or frame[LABEL].value_counts().min() < 10:
+        raise ValueError(f"too few rows of one label class for a grouped random split ({note}); use more data")
+    group = frame[keys[0]].astype(str).to_numpy()
+    folds = round(1 / test_fraction)
+    idx = np.arange(len(frame))
+    outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    rest, test = next(outer.split(idx, frame[LABEL], group))
+    inner = StratifiedGroupKFold(n_splits=max(2, round((1 - test_fraction) / valid_fraction)), shuffle=True,
+                                 random_state=seed)
+    tr, va = next(inner.split(rest, frame[LABEL].iloc[rest], group[rest]))
+    parts = [frame.iloc[rest[tr]], frame.iloc[rest[va]], frame.iloc[test]]
+    return Split(*[p.reset_index(drop=True) for p in parts], None, None, "grouped_random",
+                 f"{note}: stratified random split grouped by {keys[0]}")
 
 
 def time_split(frame: pd.DataFrame, valid_fraction: float = 0.2, test_fraction: float = 0.2) -> Split:
@@ -108,4 +152,5 @@ def time_split(frame: pd.DataFrame, valid_fraction: float = 0.2, test_fraction: 
     for name, part in zip(("train", "validation", "test"), parts):
         if part[LABEL].nunique() < 2:
             raise ValueError(f"the {name} window has only one label class; use more data")
-    return Split(*[p.reset_index(drop=True) for p in parts], pd.Timestamp(valid_start), pd.Timestamp(test_start))
+    return Split(*[p.reset_index(drop=True) for p in parts], pd.Timestamp(valid_start), pd.Timestamp(test_start),
+                 "time", "newest label times are the test window")

@@ -116,6 +116,62 @@ class LogisticBaseline:
         return self.pipeline.predict_proba(self._x(frame))[:, 1]
 
 
+@dataclass
+class LinearScoringModel:
+    """A logistic regression packaged like ``ScoringModel`` (same inputs, probabilities and
+    contributions), for when it wins the model selection.
+
+    Contributions are exact for a linear model: coefficient x (standardised value - its training
+    mean) per input column, summed back onto the raw feature (one-hot levels, missing indicators);
+    ``bias`` is the log-odds at the training means.
+    """
+
+    name: str
+    spec: FeatureSpec
+    baseline: LogisticBaseline
+    monotone: dict[str, int] = field(default_factory=dict)
+
+    def predict_proba(self, frame: pd.DataFrame, prepared: bool = False) -> np.ndarray:
+        return self.baseline.predict_proba(frame)
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(pd.DataFrame(x, columns=self.spec.columns))
+
+    def contributions(self, frame: pd.DataFrame, prepared: bool = False) -> pd.DataFrame:
+        pipe = self.baseline.pipeline
+        pre, lr = pipe[:-1], pipe[-1]
+        z = pre.transform(self.baseline._x(frame))
+        z = z.toarray() if hasattr(z, "toarray") else np.asarray(z, float)
+        names = pre.get_feature_names_out()
+        mean = getattr(self, "_mean", None)
+        if mean is None or len(mean) != z.shape[1]:
+            mean = np.zeros(z.shape[1])
+        parts = (z - mean) * lr.coef_[0]
+        out = pd.DataFrame(0.0, index=frame.index, columns=self.spec.columns)
+        for j, n in enumerate(names):
+            raw = _source_column(n, self.spec.columns)
+            out[raw] += parts[:, j]
+        out["bias"] = float(lr.intercept_[0] + mean @ lr.coef_[0])
+        return out
+
+
+def _source_column(transformed: str, columns: list[str]) -> str:
+    """'num__missingindicator_api_calls' / 'cat__plan_Starter' -> the input column it came from."""
+    name = transformed.split("__", 1)[-1]
+    name = name.removeprefix("missingindicator_")
+    return max((c for c in columns if name == c or name.startswith(c + "_")), key=len, default=columns[0])
+
+
+def fit_linear_model(train: pd.DataFrame, spec: FeatureSpec, seed: int, name: str,
+                     baseline: LogisticBaseline | None = None) -> LinearScoringModel:
+    baseline = baseline or fit_logistic(train, spec, seed)
+    model = LinearScoringModel(name, spec, baseline)
+    z = baseline.pipeline[:-1].transform(baseline._x(train))
+    z = z.toarray() if hasattr(z, "toarray") else np.asarray(z, float)
+    model._mean = z.mean(axis=0)
+    return model
+
+
 def fit_logistic(train: pd.DataFrame, spec: FeatureSpec, seed: int) -> LogisticBaseline:
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer

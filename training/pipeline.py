@@ -10,33 +10,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from training.data import LABEL, FeatureSpec, Split, infer_spec, time_split
+from salesml.modelspec import ModelSpec
+from training.data import LABEL, NOT_FEATURES, FeatureSpec, Split, infer_spec, split_frame
 from training.metrics import classification_metrics
-from training.models import ScoringModel, fit_logistic, fit_rule_baseline, fit_xgboost
-
-# Monotone constraints on P(outcome): more buying signals never lower intent; more usage,
-# better SLA or relationship never raise churn.  They make the behavioural guarantees hold
-# by construction rather than by luck of the sample.
-INTENT_UP = ["page_views_7d", "pricing_page_views_7d", "pricing_dwell_seconds_7d",
-             "case_study_views_30d", "doc_downloads_30d", "pricing_sheet_downloads_30d",
-             "webinar_completion_max_30d", "budget_signals_90d", "tender_signals_90d", "events_per_week"]
-CHURN_DOWN = ["logins", "active_users", "key_feature_uses", "api_calls", "config_changes",
-              "scans_run", "custom_rules", "logins_4w_avg", "key_feature_uses_4w_avg",
-              "api_calls_wow", "key_feature_uses_wow", "api_calls_mom", "usage_trend_4v12", "sla_gap",
-              "communication_quality_90d", "communication_quality_365d", "nps_avg_365d", "touchpoints_90d",
-              "joint_project_touchpoints_180d", "nps_last"]
-CHURN_UP = ["below_baseline_measures", "below_baseline_streak", "early_warning", "sla_breached"]
-
-MODELS: dict[str, dict] = {
-    "intent": {"baselines": ("logistic", "rules"), "monotone": {c: 1 for c in INTENT_UP}},
-    "lead_match": {"baselines": ("logistic",),
-                   "monotone": {**{c: 1 for c in INTENT_UP}, "industry_match": 1,
-                                "product_match": 1, "region_match": 1, "win_rate_90d": 1,
-                                "load_ratio": -1}},
-    "chs": {"baselines": ("logistic",),
-            "monotone": {**{c: -1 for c in CHURN_DOWN}, **{c: 1 for c in CHURN_UP}}},
-}
-
+from training.models import INTENT_RULES, ScoringModel, fit_linear_model, fit_logistic, fit_rule_baseline, fit_xgboost
 
 REFERENCE_ROWS = 50_000  # the drift reference keeps at most this many training rows (seeded sample)
 
@@ -63,47 +40,114 @@ class TrainResult:
     metrics: dict[str, float]
     test_scores: dict[str, np.ndarray]
     baselines: dict[str, object] = field(default_factory=dict)
+    selection: Selection | None = None
+    spec: ModelSpec | None = None
 
 
-def fit_and_evaluate(name: str, frame: pd.DataFrame, feature_columns: list[str], seed: int,
-                     params: dict | None = None, spec: FeatureSpec | None = None,
-                     callbacks: list | None = None) -> TrainResult:
-    """Time split, XGBoost + baselines, metrics on validation and test windows."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model '{name}': expected one of {', '.join(MODELS)}")
-    cfg = MODELS[name]
-    split = time_split(frame)
-    spec = spec or infer_spec(split.train, feature_columns)
-    model = fit_xgboost(split.train, split.valid, spec, seed, params, cfg["monotone"], name, callbacks)
+@dataclass
+class Selection:
+    """Which candidate was chosen on validation, against what, and whether it may be registered."""
+
+    chosen: str
+    valid_auc: dict[str, float]  # candidates and baselines
+    registrable: bool
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+
+def select(spec: ModelSpec, valid_auc: dict[str, float], baselines: list[str]) -> Selection:
+    """Pure: the first candidate (in the spec's order of preference) within the margin of the best
+    one on validation; not registrable if a baseline beats it by more than the margin."""
+    margin = spec.selection_margin
+    cands = {c: valid_auc[c] for c in spec.candidates if np.isfinite(valid_auc.get(c, np.nan))}
+    if not cands:
+        raise ValueError(f"{spec.name}: no candidate produced a validation ROC-AUC")
+    best = max(cands.values())
+    chosen = next(c for c in spec.candidates if c in cands and cands[c] >= best - margin)
+    notes = []
+    if "xgboost" in cands and chosen != "xgboost":
+        notes.append(f"the constrained xgboost trails {chosen} by {cands[chosen] - cands['xgboost']:.4f} validation "
+                     f"ROC-AUC, more than the margin {margin:.4f}: {chosen} chosen, so the spec's monotone "
+                     "directions do not bind the registered model")
+    reason = f"{chosen}: validation ROC-AUC {cands[chosen]:.4f} (best candidate {best:.4f}, margin {margin:.4f})"
+    beaten = {b: valid_auc[b] for b in baselines if valid_auc.get(b, -np.inf) > cands[chosen] + margin}
+    if beaten:
+        worst = max(beaten, key=beaten.get)
+        return Selection(chosen, valid_auc, False, f"baseline {worst} beats {chosen} on validation "
+                         f"({beaten[worst]:.4f} vs {cands[chosen]:.4f}, margin {margin:.4f}): not registered", notes)
+    return Selection(chosen, valid_auc, True, reason, notes)
+
+
+def _auc(y, p) -> float:
+    return classification_metrics(y, p)["roc_auc"]
+
+
+def fit_and_evaluate(spec: ModelSpec | str, frame: pd.DataFrame, feature_columns: list[str], seed: int,
+                     params: dict | None = None, features: FeatureSpec | None = None,
+                     callbacks: list | None = None, candidates: list[str] | None = None) -> TrainResult:
+    """Split, fit the spec's candidates and baselines, choose on validation, score validation and test.
+
+    ``spec``: the model spec (a name loads the shipped one). ``candidates`` narrows the spec's
+    list (tuning fits only ``xgboost``). Metrics without a prefix are the chosen model's.
+    """
+    from salesml.modelspec import load_spec
+
+    spec = load_spec(spec) if isinstance(spec, str) else spec
+    if candidates:
+        spec = spec.model_copy(update={"candidates": [c for c in spec.candidates if c in candidates] or candidates})
+    split = split_frame(frame, list(spec.keys), seed)
+    empty = [c for c in feature_columns if c in split.train and split.train[c].isna().all()]
+    features = features or infer_spec(split.train, [c for c in feature_columns if c not in set(empty)])
+    fitted: dict[str, object] = {}
+    for cand in spec.candidates:
+        if cand == "xgboost":
+            fitted[cand] = fit_xgboost(split.train, split.valid, features, seed, params, spec.constraints,
+                                       spec.name, callbacks)
+        elif cand == "xgboost_unconstrained":
+            fitted[cand] = fit_xgboost(split.train, split.valid, features, seed, params, {}, spec.name, callbacks)
     baselines: dict[str, object] = {}
-    if "logistic" in cfg["baselines"]:
-        baselines["logistic"] = fit_logistic(split.train, spec, seed)
-    if "rules" in cfg["baselines"]:
-        baselines["rules"] = fit_rule_baseline(split.train)
+    if "logistic" in spec.baselines or "logistic" in spec.candidates:
+        baselines["logistic"] = fit_logistic(split.train, features, seed)
+    if "rules" in spec.baselines and any(c in features.columns for c in INTENT_RULES):
+        baselines["rules"] = fit_rule_baseline(split.train)  # a scoring sheet over web signals, where there are any
+    if "logistic" in spec.candidates:
+        fitted["logistic"] = fit_linear_model(split.train, features, seed, spec.name, baselines["logistic"])
+    y_valid = split.valid[LABEL].to_numpy()
+    valid_auc = {n: _auc(y_valid, m.predict_proba(split.valid)) for n, m in {**fitted, **baselines}.items()}
+    selection = select(spec, valid_auc, [b for b in baselines if b not in spec.candidates])
+    model = fitted[selection.chosen]
 
-    metrics: dict[str, float] = {"best_iteration": float(model.booster.best_iteration)}
+    metrics: dict[str, float] = {}
+    booster = getattr(model, "booster", None)
+    if booster is not None:
+        metrics["best_iteration"] = float(booster.best_iteration)
     scores: dict[str, np.ndarray] = {}
     for window, part in (("valid", split.valid), ("test", split.test)):
         y = part[LABEL].to_numpy()
         p = model.predict_proba(part)
         metrics.update({f"{window}_{k}": v for k, v in classification_metrics(y, p).items()})
         if window == "test":
-            scores["xgboost"] = p
-            for bname, b in baselines.items():
-                pb = b.predict_proba(part)
-                scores[bname] = pb
-                metrics.update({f"baseline_{bname}_test_{k}": v for k, v in classification_metrics(y, pb).items()
+            scores["xgboost" if selection.chosen == "xgboost" else selection.chosen] = p
+            others = {**{c: m for c, m in fitted.items() if c != selection.chosen}, **baselines}
+            for oname, other in others.items():
+                po = other.predict_proba(part)
+                scores.setdefault(oname, po)
+                prefix = "baseline" if oname in baselines else "candidate"
+                metrics.update({f"{prefix}_{oname}_test_{k}": v for k, v in classification_metrics(y, po).items()
                                 if k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10")})
-    return TrainResult(model, split, metrics, scores, baselines)
+    for name, auc in valid_auc.items():
+        metrics[f"{'baseline' if name in baselines else 'candidate'}_{name}_valid_roc_auc"] = auc
+    return TrainResult(model, split, metrics, scores, baselines, selection, spec)
 
 
-def _fit_chs(result: TrainResult, seed: int, params: dict | None, thresholds: dict[str, float]):
+def _fit_chs(result: TrainResult, seed: int, params: dict | None, thresholds: dict[str, float], custom=None):
     """Layer models + fitted weights on top of the full churn model; logs CHS metrics."""
     import mlflow
 
     from training.chs import fit_health_model, warning_metrics
 
-    health = fit_health_model(result.split.train, result.split.valid, result.model, seed, params)
+    health = fit_health_model(result.split.train, result.split.valid, result.model, seed, params,
+                              monotone=result.spec.constraints, custom=custom)
     health.thresholds = dict(thresholds)
     mlflow.log_params({f"chs_weight_{k}": v for k, v in health.weights.items()})
     mlflow.log_params({f"chs_level_{k}": v for k, v in health.thresholds.items()})
@@ -128,18 +172,44 @@ def _compare_assignment_policies(settings, model, test: pd.DataFrame, raw_dir: P
     return {f"assign_{policy}_{k}": float(v) for policy, m in totals.items() for k, v in m.items()}
 
 
+def _log_selection(result: TrainResult, log: Callable[[str], None]) -> None:
+    import mlflow
+
+    sel = result.selection
+    rows = [{"model": n, "role": "baseline" if n in result.baselines and n not in result.spec.candidates
+             else "candidate", "valid_roc_auc": auc,
+             "test_roc_auc": result.metrics.get("test_roc_auc") if n == sel.chosen else
+             result.metrics.get(f"candidate_{n}_test_roc_auc", result.metrics.get(f"baseline_{n}_test_roc_auc")),
+             "chosen": n == sel.chosen} for n, auc in sel.valid_auc.items()]
+    mlflow.log_table(pd.DataFrame(rows), "model_selection.json")
+    mlflow.set_tags({"chosen_model": sel.chosen, "selection": sel.reason[:500],
+                     "registrable": str(sel.registrable).lower()})
+    mlflow.log_param("candidates", ",".join(result.spec.candidates))
+    name = result.spec.name
+    for r in rows:
+        log(f"{name}:   {r['role']:<9} {r['model']:<22} valid ROC-AUC {r['valid_roc_auc']:.4f}"
+            + ("  <- chosen" if r["chosen"] else ""))
+    for note in sel.notes:
+        log(f"{name}: note: {note}")
+
+
 def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir: Path | None = None,
         register: bool = True, log: Callable[[str], None] = print, training_set=None,
-        force_alias: str | None = None) -> dict:
+        force_alias: str | None = None, spec: ModelSpec | None = None) -> dict:
     """Build the training set through Feast, fit, log the run to MLflow, register the model."""
+    from features.custom import custom_features
     from features.training_sets import build_training_set
     from training import engine, plots, tracking
     from training.truth import oracle_probabilities
 
     mlflow = tracking.configure(settings)
-    raw_dir = raw_dir or settings.raw_dir
-    log(f"{name}: building the point-in-time training set through Feast")
-    ts = training_set or build_training_set(settings, name, raw_dir=raw_dir)
+    raw_dir = Path(raw_dir or settings.export_dir)
+    spec = spec or settings.spec(name, raw_dir)
+    log(f"{name}: building the point-in-time training set through Feast (export {raw_dir})")
+    ts = training_set or build_training_set(settings, name, raw_dir=raw_dir, spec=spec)
+    if ts.export_end is not None:
+        log(f"{name}: {len(ts.frame):,} observations; outcome windows of {spec.horizon_days} days complete "
+            f"before the export end {ts.export_end.describe()}")
     tracking.use_experiment(settings, f"salesml-{name}")
     reports = settings.reports_dir / "training" / name
     # A dask session the caller already opened (a benchmark, a test) is reused, not started again.
@@ -153,54 +223,73 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
         log(f"{name}: training engine {eng.name} ({eng.cluster})")
         window = f"{ts.start:%Y-%m-%d}..{ts.end:%Y-%m-%d}"
         digest = tracking.log_training_set(ts.frame, f"{name}-training-set", ts.feature_service, window)
-        log(f"{name}: fitting XGBoost and baselines on {len(ts.frame):,} rows")
-        result = fit_and_evaluate(name, ts.frame, ts.feature_columns, seed, params)
+        log(f"{name}: fitting {', '.join(spec.candidates)} and baselines on {len(ts.frame):,} rows")
+        result = fit_and_evaluate(spec, ts.frame, ts.feature_columns, seed, params)
+        split = result.split
+        mlflow.set_tag("split", split.method)
+        log(f"{name}: split {split.method} ({split.note}): {len(split.train):,} / {len(split.valid):,} / "
+            f"{len(split.test):,} rows train / valid / test")
+        _log_selection(result, log)
+        dropped = [c for c in ts.feature_columns if c not in result.model.spec.columns
+                   and c not in NOT_FEATURES]
+        if dropped:
+            log(f"{name}: left out, empty in every training row: {', '.join(dropped)}")
+            mlflow.log_param("empty_features", ",".join(dropped)[:500])
         model = result.model
         if name == "chs":
-            model = _fit_chs(result, seed, params, settings.chs_levels)
+            model = _fit_chs(result, seed, params, settings.chs_levels, custom_features(settings.project(raw_dir)))
         mlflow.log_params({"seed": seed, "feature_service": ts.feature_service,
                            "n_features": len(model.spec.columns), "rows": len(ts.frame),
-                           **result.split.windows(),
-                           **{f"xgb_{k}": v for k, v in result.model.booster.get_params().items()
+                           "horizon_days": spec.horizon_days, "label_kind": spec.label.kind,
+                           **split.windows(),
+                           **{f"xgb_{k}": v for k, v in (getattr(result.model, "booster", None).get_params().items()
+                                                         if getattr(result.model, "booster", None) is not None
+                                                         else [])
                               if k in ("n_estimators", "learning_rate", "max_depth", "min_child_weight",
                                        "subsample", "colsample_bytree", "reg_lambda", "reg_alpha")}})
         metrics = dict(result.metrics)
-        y_test = result.split.test[LABEL].to_numpy()
-        oracle = oracle_probabilities(name, result.split.test, raw_dir)
+        y_test = split.test[LABEL].to_numpy()
+        oracle = oracle_probabilities(name, split.test, raw_dir, list(spec.keys), spec.horizon_days)
         if oracle is not None:
             from sklearn.metrics import roc_auc_score
 
             metrics["oracle_test_roc_auc"] = float(roc_auc_score(y_test, oracle))
             metrics["test_auc_vs_oracle"] = metrics["test_roc_auc"] / metrics["oracle_test_roc_auc"]
-            result.test_scores["simulator truth"] = oracle
+            result.test_scores["truth"] = oracle
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
 
         scores = result.test_scores
+        chosen = result.selection.chosen
         tracking.save_figure(plots.roc_pr_curves(y_test, scores), "roc_pr", reports)
         tracking.save_figure(plots.calibration(y_test, scores), "calibration", reports)
-        tracking.save_figure(plots.score_distribution(y_test, scores["xgboost"]), "score_distribution", reports)
+        tracking.save_figure(plots.score_distribution(y_test, scores[chosen]), "score_distribution", reports)
         if name == "lead_match":
-            metrics.update(_compare_assignment_policies(settings, model, result.split.test, raw_dir, reports))
+            metrics.update(_compare_assignment_policies(settings, model, split.test, raw_dir, reports))
             mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("assign_") and np.isfinite(v)})
-        contrib = model.contributions(result.split.test)
-        tracking.save_figure(plots.contribution_summary(contrib, result.split.test), "shap_summary", reports)
+        contrib = model.contributions(split.test)
+        tracking.save_figure(plots.contribution_summary(contrib, split.test), "shap_summary", reports)
         mlflow.log_dict(model.spec.to_dict(), "feature_spec.json")
-        tracking.log_reference(reference_frame(model, result.split.train, seed))
+        mlflow.log_dict(spec.model_dump(mode="json"), "model_spec.json")
+        tracking.log_reference(reference_frame(model, split.train, seed))
 
-        example = result.split.test[model.spec.columns + [c for c in ts.feature_columns
-                                                          if c not in model.spec.columns]]
-        info = tracking.log_model(model, example, registered_name=name if register else None)
+        example = split.test[model.spec.columns + [c for c in ts.feature_columns
+                                                   if c not in model.spec.columns]]
+        registrable = result.selection.registrable
+        if register and not registrable:
+            log(f"[red]{name}: NOT registered: {result.selection.reason}[/red]")
+        info = tracking.log_model(model, example, registered_name=name if register and registrable else None)
         alias = None
-        if register and force_alias:  # e.g. a drift-triggered retrain: never champion directly
-            from mlflow import MlflowClient
-
-            MlflowClient().set_registered_model_alias(name, force_alias, str(info.registered_model_version))
+        if register and registrable and force_alias:  # e.g. a drift-triggered retrain: never champion directly
+            tracking.client(settings).set_registered_model_alias(name, force_alias,
+                                                                 str(info.registered_model_version))
             alias = force_alias
-        elif register:
+        elif register and registrable:
             alias = tracking.set_alias_if_first(name, info.registered_model_version)
         summary = {"run_id": active.info.run_id, "model": name, "version": info.registered_model_version,
-                   "alias": alias, "dataset_digest": digest, **metrics}
-    log(f"{name}: test ROC-AUC {metrics['test_roc_auc']:.3f}"
-        + (f" (simulator truth {metrics['oracle_test_roc_auc']:.3f})" if "oracle_test_roc_auc" in metrics else "")
-        + f"; registered version {summary['version']} as {alias}")
+                   "alias": alias, "dataset_digest": digest, "split": split.method, "chosen": chosen,
+                   "registered": bool(register and registrable), "selection": result.selection.reason,
+                   "selection_notes": list(result.selection.notes), **metrics}
+    log(f"{name}: test ROC-AUC {metrics['test_roc_auc']:.3f} ({chosen})"
+        + (f" (truth {metrics['oracle_test_roc_auc']:.3f})" if "oracle_test_roc_auc" in metrics else "")
+        + (f"; registered version {summary['version']} as {alias}" if summary["registered"] else "; not registered"))
     return summary

@@ -48,10 +48,11 @@ def run(settings, quarter: str | None = None, walk_forward: bool = False, raw_di
     from training import tracking
 
     model = load_health_model(settings)
-    frame = build_training_set(settings, "chs", raw_dir=raw_dir or settings.raw_dir).frame
+    spec = settings.spec("chs", raw_dir)
+    frame = build_training_set(settings, "chs", raw_dir=raw_dir, spec=spec).frame
     store = weight_store(settings)
     current = (store.current() or {}).get("weights") or model.weights
-    quarters = quarters_in(frame) if walk_forward else [quarter]
+    quarters = quarters_in(frame, spec.horizon_days) if walk_forward else [quarter]
     if not quarters or quarters == [None]:
         raise ValueError("give --quarter 2025Q3 or --walk-forward")
     tracking.use_experiment(settings, "salesml-chs-recalibration")
@@ -59,7 +60,7 @@ def run(settings, quarter: str | None = None, walk_forward: bool = False, raw_di
     with mlflow.start_run(run_name="walk-forward" if walk_forward else f"recalibrate-{quarter}"):
         mlflow.set_tags({"model": "chs", "git_commit": tracking.git_commit()})
         for q in quarters:
-            r = recalibrate(model, frame, q, current)
+            r = recalibrate(model, frame, q, spec.horizon_days, current)
             results.append(r)
             log(f"{q}: {'accepted' if r.accepted else 'kept current'} - {r.reason}; "
                 f"weights {r.weights}")

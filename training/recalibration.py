@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.training_sets import CHURN_HORIZON_DAYS
 from training.chs import LAYERS, HealthModel, fit_weights, warning_metrics
 
 FIT_QUARTERS = 4
@@ -51,12 +50,13 @@ class Recalibration:
         return self.proposed if self.accepted else self.current
 
 
-def recalibrate(model: HealthModel, frame: pd.DataFrame, quarter: str,
+def recalibrate(model: HealthModel, frame: pd.DataFrame, quarter: str, horizon_days: int,
                 current: dict[str, float] | None = None) -> Recalibration:
-    """Pure: fit weights on outcomes known at the quarter's close, backtest on the next quarter."""
+    """Pure: fit weights on outcomes known at the quarter's close, backtest on the next quarter.
+    ``horizon_days``: the chs spec's label horizon (an outcome is known that long after its row)."""
     current = current or model.weights
     _, close = quarter_bounds(quarter)
-    horizon = pd.Timedelta(days=CHURN_HORIZON_DAYS)
+    horizon = pd.Timedelta(days=horizon_days)
     matured = frame["event_timestamp"] + horizon
     fit = frame[(matured <= close) & (matured > close - pd.DateOffset(months=3 * FIT_QUARTERS))]
     back = frame[(matured > close) & (matured <= close + pd.DateOffset(months=3))]
@@ -81,9 +81,9 @@ def recalibrate(model: HealthModel, frame: pd.DataFrame, quarter: str,
     return Recalibration(quarter, dict(current), proposed, cur_m, new_m, accepted, reason, len(fit), len(back))
 
 
-def quarters_in(frame: pd.DataFrame) -> list[str]:
+def quarters_in(frame: pd.DataFrame, horizon_days: int) -> list[str]:
     """Quarters whose close leaves both a fit and a backtest window inside the data."""
-    horizon = pd.Timedelta(days=CHURN_HORIZON_DAYS)
+    horizon = pd.Timedelta(days=horizon_days)
     matured = frame["event_timestamp"] + horizon
     first, last = matured.min(), matured.max()
     out = []
@@ -132,7 +132,8 @@ def weights_plot(rows: list[dict]):
     fig, ax = plt.subplots(figsize=(7, 4))
     quarters = [r["quarter"] for r in rows]
     for layer in LAYERS:
-        ax.plot(quarters, [r["weights"][layer] for r in rows], marker="o", label=layer)
+        if all(layer in r["weights"] for r in rows):
+            ax.plot(quarters, [r["weights"][layer] for r in rows], marker="o", label=layer)
     ax.set(ylim=(0, 1), ylabel="weight", title="CHS layer weights by quarter (in force after the quarter)")
     ax.legend()
     fig.autofmt_xdate()

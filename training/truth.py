@@ -1,6 +1,9 @@
 """The simulator's true probabilities for training rows: the best any model could score.
 
-Only simulated exports have ``truth/``; for a real export these functions return None.
+Only simulated exports have ``truth/``; for a real export these functions return None. Two forms:
+our simulator's tables (``truth_churn_weekly``, ``truth_intent``, ``truth_assignments``) and the
+generic ``truth/truth.csv`` of the shaped exports (``salesml.simulator_shapes``): the model's entity
+keys, ``event_timestamp`` (the observation) and ``p_true``.
 """
 
 from __future__ import annotations
@@ -10,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.training_sets import CHURN_HORIZON_DAYS
 
-
-def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path) -> np.ndarray | None:
+def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path, keys: list[str],
+                         horizon_days: int) -> np.ndarray | None:
     truth = Path(raw_dir) / "truth"
+    if (truth / "truth.csv").exists() and keys:
+        return _generic(frame, pd.read_csv(truth / "truth.csv"), keys)
     if model == "chs" and (truth / "truth_churn_weekly.parquet").exists():
         weekly = pd.read_parquet(truth / "truth_churn_weekly.parquet")
         known = _churn_known(frame, weekly)
-        return known if known is not None else _churn_oracle(frame, weekly)
+        return known if known is not None else _churn_oracle(frame, weekly, horizon_days)
     if model == "intent" and (truth / "truth_intent.parquet").exists():
         # Intent sees no rep, so its best possible is the lead's conversion averaged over reps.
         t = pd.read_parquet(truth / "truth_intent.parquet")[["lead_id", "p_convert_avg_rep"]]
@@ -32,6 +36,18 @@ def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path) -> np.n
         p = frame[keys].merge(t[keys + [col]], on=keys, how="left")[col].to_numpy(float)
         return None if np.isnan(p).any() else p
     return None
+
+
+def _generic(frame: pd.DataFrame, truth: pd.DataFrame, keys: list[str]) -> np.ndarray | None:
+    if not set(keys) <= set(truth.columns) or "p_true" not in truth:
+        return None
+    t = truth.assign(event_timestamp=pd.to_datetime(truth["event_timestamp"], utc=True),
+                     **{k: truth[k].astype(str) for k in keys})
+    rows = frame[keys + ["event_timestamp"]].assign(
+        event_timestamp=pd.to_datetime(frame["event_timestamp"], utc=True), **{k: frame[k].astype(str) for k in keys})
+    p = rows.merge(t[keys + ["event_timestamp", "p_true"]].drop_duplicates(keys + ["event_timestamp"]),
+                   how="left", on=keys + ["event_timestamp"])["p_true"].to_numpy(float)
+    return None if np.isnan(p).any() else p
 
 
 def _churn_known(frame: pd.DataFrame, weekly: pd.DataFrame) -> np.ndarray | None:
@@ -49,7 +65,7 @@ def _churn_known(frame: pd.DataFrame, weekly: pd.DataFrame) -> np.ndarray | None
     return None if np.isnan(p).any() else p
 
 
-def _churn_oracle(frame: pd.DataFrame, hazard: pd.DataFrame) -> np.ndarray:
+def _churn_oracle(frame: pd.DataFrame, hazard: pd.DataFrame, horizon_days: int) -> np.ndarray:
     """P(event within the horizon | the simulated hazard path after the observation): more than
     any model can know (it contains declines that had not started at the observation)."""
     us = pd.DatetimeTZDtype("us", "UTC")  # merge_asof wants identical key dtypes
@@ -62,7 +78,7 @@ def _churn_oracle(frame: pd.DataFrame, hazard: pd.DataFrame) -> np.ndarray:
     h = h.sort_values("week_start")  # merge_asof needs the right side sorted on its key
     obs = frame[["account_id", "event_timestamp"]].reset_index()
     obs["account_id"] = obs["account_id"].astype(str)
-    horizon = pd.Timedelta(days=CHURN_HORIZON_DAYS)
+    horizon = pd.Timedelta(days=horizon_days)
 
     def cum_before(times: pd.Series) -> np.ndarray:
         q = obs.assign(t=times.astype(us)).sort_values("t")

@@ -139,7 +139,7 @@ def test_bad_inputs_have_distinct_exit_codes(env, tmp_path):
     _clean_exit(_cli(env, "--window", "seven days", log=tmp_path / "served.db"), 2,
                 "--window must look like 7d or 36h, got 'seven days'")
     _clean_exit(_cli(env, "--model", "nope", *window, log=tmp_path / "served.db"), 2,
-                "unknown model 'nope': expected one of chs, intent, lead_match")
+                "unknown model 'nope': expected one of intent, lead_match, chs")
     # the good window of the same log goes through: rows drawn from the reference itself, so no drift
     ok = _cli(env, *window, log=tmp_path / "served.db")
     assert ok.exit_code == 0 and "no drift" in ok.output, ok.output
@@ -160,7 +160,8 @@ def test_served_window_counts_each_scored_entity_once(tmp_path):
          "endpoint": "health", "entity_type": "account", "entity_id": entity, "model": "chs", "version": "1",
          "variant": "champion", "features": {"api_calls": value}, "outputs": {"churn_probability": 0.1}}
         for i, (entity, value) in enumerate(scored)])
-    frame, version = served_window(log, "chs", Window(t0 - timedelta(minutes=1), t0 + timedelta(minutes=30)))
+    frame, version = served_window(log, "chs", Window(t0 - timedelta(minutes=1), t0 + timedelta(minutes=30)),
+                                   "out_churn_probability")
     log.close()
     assert version == "1"
     # A1 once, with its latest features; rows scored without an id all count

@@ -45,9 +45,10 @@ SHIFTED_ACCOUNT_FEATURES = {
 # below-baseline measures (api_calls can no longer be below 0.8 x its own 12-week mean, which changes a few
 # per cent of the rows).
 MOVED_TOO_LITTLE = {"logins_4w_avg", "below_baseline_measures", "below_baseline_streak", "early_warning"}
-# weeks_of_history counts weeks since the account's first usage week: a clock that differs between ANY
-# two weeks, so it is flagged with or without drift (the undrifted export shows it).
-CLOCK = {"weeks_of_history"}
+# weeks_of_history counts weeks since the account's first usage week, and the active-week counts over the
+# lifetime and over 52 weeks (longer than this 36-week export) count nearly the same: clocks that differ
+# between ANY two weeks, so they are flagged with or without drift (the undrifted export shows it).
+CLOCK = {"weeks_of_history", "active_weeks_total", "active_weeks_52w"}
 SHIFTED_LEAD_FEATURES = {
     "lead_region",               # latam for 35% of the leads created after DRIFT
     "pricing_dwell_seconds_7d",  # sum of pricing-page dwell over 7 days, x1.6
@@ -111,7 +112,7 @@ def _flagged(reference: pd.DataFrame, current: pd.DataFrame, features: list[str]
 def test_drift_after_flags_exactly_the_shifted_account_features(exports):
     """Last week before the shift against the first week after it, one row per account."""
     plain, drifted = exports[False], exports[True]
-    assert plain["chs_features"] == drifted["chs_features"] and len(drifted["chs_features"]) == 30
+    assert plain["chs_features"] == drifted["chs_features"] and len(drifted["chs_features"]) == 34
     expected = SHIFTED_ACCOUNT_FEATURES | CLOCK
     assert expected <= set(drifted["chs_features"])
     results = {}
@@ -127,7 +128,7 @@ def test_drift_after_flags_exactly_the_shifted_account_features(exports):
     assert plain_flagged == CLOCK, plain_result.columns.sort_values("score").head(8).to_string()
     # every other feature has the same values with and without the shift, so the same p-value
     untouched = sorted(set(drifted["chs_features"]) - expected - MOVED_TOO_LITTLE)
-    assert len(untouched) == 20
+    assert len(untouched) == 22
     for start in (DRIFT - WEEK, DRIFT):
         same = [_week(e["chs"], start).set_index("account_id").sort_index()[untouched] for e in (plain, drifted)]
         pd.testing.assert_frame_equal(*same)
@@ -153,15 +154,16 @@ def test_false_alarm_rate_on_drift_free_windows_is_at_most_alpha(exports):
     history (so every feature is defined), its accounts split at random into two halves of 1,290-1,420 rows.
 
     The alarm is the dataset-level one of ``salesml drift check`` (at least SALESML_DRIFT_SHARE = 5% of the
-    30 features drifted, i.e. two or more); its rate must be at most alpha = 0.05. Measured: 0 of 20
-    (the earlier defaults, normed Wasserstein / Jensen-Shannon distance >= 0.1: 2 of 20). Any single
-    feature flagged at all: 1 of 20 (one p-value of 0.0013 against 0.05 / 30 = 0.0017); under the
-    Bonferroni bound that count is Binomial(20, <= 0.05), so more than 3 would be a 1-in-60 event.
+    34 features drifted, i.e. two or more); its rate must be at most alpha = 0.05. Measured with the 30
+    features before recency / frequency joined: 0 of 20 (the earlier defaults, normed Wasserstein /
+    Jensen-Shannon distance >= 0.1: 2 of 20); any single feature flagged at all: 1 of 20 (one p-value of
+    0.0013 against 0.05 / 30 = 0.0017). Under the Bonferroni bound that count is Binomial(20, <= 0.05), so
+    more than 3 would be a 1-in-60 event.
     """
     export = exports[False]
     rows, features = export["chs"], export["chs_features"]
     weeks = sorted(rows["event_timestamp"].unique())[16:]
-    assert len(weeks) == 20 and len(features) == 30
+    assert len(weeks) == 20 and len(features) == 34
     rng = np.random.default_rng(2026)
     alarms, any_flag = 0, 0
     for week in weeks:

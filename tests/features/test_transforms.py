@@ -83,3 +83,53 @@ def test_lead_rep_fit_matches_pipe_separated_skills():
     assert out["industry_match"].tolist() == [1, 0, 0]
     assert out["product_match"].tolist() == [1, 0, 1]
     assert out["region_match"].tolist() == [1, 0, 1]
+
+
+def test_usage_trend_is_filled_without_the_optional_measures():
+    """scans_run / custom_rules left out of the export: the trend averages the measures present."""
+    out = transforms.behaviour_features(weekly_usage([10] * 12 + [5] * 4, [100] * 12 + [50] * 4))
+    assert "scans_run" not in weekly_usage([1], [1]).columns
+    trend = out["usage_trend_4v12"]
+    assert trend.iloc[:15].isna().all() and trend.iloc[15] < -0.3
+    expected = (math.log(6 / 11) + math.log(51 / 101)) / 2  # key_feature_uses and api_calls only
+    assert trend.iloc[15] == pytest.approx(expected)
+
+
+def test_a_silent_account_stays_below_baseline_and_warned():
+    """Usage that stops (weeks missing from the export) is zero activity, not a healthy account:
+    the streak keeps counting once the 12-week baseline itself has worn down to zero."""
+    usage = weekly_usage([10] * 8, [100] * 8)
+    out = transforms.behaviour_features(usage, until=pd.Timestamp("2024-05-27", tz="UTC"))
+    assert len(out) == 21  # 8 weeks with rows, 13 silent weeks up to the export end
+    silent = out.iloc[8:]
+    assert (silent["api_calls"] == 0).all()
+    assert (silent["below_baseline_streak"] == list(range(1, 14))).all()
+    assert (silent["early_warning"].iloc[2:] == 1).all()
+    assert silent["weeks_since_active"].tolist() == list(range(1, 14))
+    assert out["active_weeks_26w"].iloc[-1] == 8
+
+
+def test_a_churned_account_is_not_extended_past_its_churn():
+    usage = weekly_usage([10] * 8, [100] * 8)
+    stops = pd.Series({"a1": pd.Timestamp("2024-02-27", tz="UTC")})
+    out = transforms.behaviour_features(usage, until=pd.Timestamp("2024-05-27", tz="UTC"), stops=stops)
+    assert len(out) == 8
+
+
+def test_custom_usage_measures_become_features_and_activity():
+    from features.custom import custom_features
+    from salesml.project import ProjectConfig
+
+    project = ProjectConfig.model_validate({"custom_columns": {"usage_weekly": {
+        "orders": {"type": "numeric", "min": 0, "aggregations": [{"fn": "mean", "days": 28}]}}}})
+    custom = custom_features(project)["usage_weekly"]
+    assert [f.name for f in custom] == ["orders", "orders_sum_26w", "orders_sum_52w", "orders_total",
+                                        "orders_mean_28d"]
+    usage = pd.DataFrame({"account_id": ["a1"] * 3, "week_start": ts(["2024-01-01", "2024-01-08", "2024-01-29"]),
+                          "orders": [2, 4, 6]})
+    out = transforms.behaviour_features(usage, custom, activity="orders")
+    assert out["orders"].tolist() == [2, 4, 0, 0, 6]  # the two missing weeks had no orders
+    assert out["orders_total"].tolist() == [2, 6, 6, 6, 12]
+    assert out["orders_mean_28d"].iloc[-1] == pytest.approx((4 + 0 + 0 + 6) / 4)
+    assert out["weeks_since_active"].tolist() == [0, 0, 1, 2, 0]
+    assert out["logins"].isna().all()  # not in this export: empty, and reported by features build

@@ -50,16 +50,20 @@ def test_dask_engine_matches_the_single_process_model(chs_set):
     from mlflow import MlflowClient
 
     base, raw, ts = chs_set
-    local = fit_and_evaluate("chs", ts.frame, ts.feature_columns, seed=3, params=NO_SUBSAMPLING)
+    # the engine trains XGBoost: compare the xgboost candidate, whichever model selection would pick
+    local = fit_and_evaluate("chs", ts.frame, ts.feature_columns, seed=3, params=NO_SUBSAMPLING,
+                             candidates=["xgboost"])
     before = _spawned()  # e.g. the workers of an MLflow server another fixture started
     settings = Settings(home=base.home, train_engine="dask", dask_scheduler=None, dask_workers=2)
     with engine.session(settings) as eng:
         assert eng.name == "dask" and eng.cluster == "LocalCluster(2 workers)"
         assert len(eng.client.scheduler_info()["workers"]) == 2
-        dist = fit_and_evaluate("chs", ts.frame, ts.feature_columns, seed=3, params=NO_SUBSAMPLING)
+        dist = fit_and_evaluate("chs", ts.frame, ts.feature_columns, seed=3, params=NO_SUBSAMPLING,
+                                candidates=["xgboost"])
         # What `salesml train chs` does under SALESML_TRAIN_ENGINE=dask (on the session's cluster).
+        xgb_only = settings.spec("chs", raw).model_copy(update={"candidates": ["xgboost"]})
         summary = pipeline.run(settings, "chs", seed=3, params=NO_SUBSAMPLING, raw_dir=raw, register=False,
-                               log=lambda _: None, training_set=ts)
+                               log=lambda _: None, training_set=ts, spec=xgb_only)
     assert engine.current().name == "local"  # the session is closed again
     assert _spawned() <= before  # and no worker process outlives it
     assert abs(dist.metrics["test_roc_auc"] - local.metrics["test_roc_auc"]) <= 0.005

@@ -81,7 +81,9 @@ def test_failed_run_is_marked_failed_and_aliases_stay(store_settings, export_dir
     assert MlflowClient().get_registered_model("chs").aliases == before
 
 
-def test_more_usage_or_sla_never_lowers_health(health_model, chs_set):
+def test_more_usage_or_sla_never_lowers_health(health_model, chs_set, chs_run):
+    """The score's layer models are always constrained; the churn probability is wherever the
+    constrained xgboost is the model (the run says when selection chose another)."""
     rows = chs_set.frame.sample(200, random_state=0)
     base = health_model.score(rows)
     usage = ["logins", "active_users", "key_feature_uses", "api_calls", "config_changes",
@@ -92,8 +94,12 @@ def test_more_usage_or_sla_never_lowers_health(health_model, chs_set):
         assert np.all(health_model.score(more) >= base - 1e-9)
     better_sla = rows.assign(sla_gap=rows["sla_gap"] + 0.01)
     assert np.all(health_model.score(better_sla) >= base - 1e-9)
-    churn = health_model.predict_proba(rows)
-    assert np.all(health_model.predict_proba(rows.assign(api_calls=rows["api_calls"] * 2)) <= churn + 1e-12)
+    constrained = pipeline.fit_and_evaluate("chs", chs_set.frame, chs_set.feature_columns, seed=3,
+                                            candidates=["xgboost"]).model
+    churn = constrained.predict_proba(rows)
+    assert np.all(constrained.predict_proba(rows.assign(api_calls=rows["api_calls"] * 2)) <= churn + 1e-12)
+    if chs_run["chosen"] != "xgboost":
+        assert "the constrained xgboost trails" in " ".join(chs_run["selection_notes"])
 
 
 def test_health_payload_and_attribution_add_up(health_model, chs_set):
@@ -121,7 +127,7 @@ def test_intent_never_falls_with_more_pricing_page_visits(store_settings, export
         more = grid.assign(pricing_page_views_7d=grid["pricing_page_views_7d"].fillna(0) + extra)
         assert np.all(result.model.predict_proba(more) >= base - 1e-12)
     assert result.metrics["test_roc_auc"] > 0.55
-    assert set(result.test_scores) == {"xgboost", "logistic", "rules"}
+    assert set(result.test_scores) == {"xgboost", "xgboost_unconstrained", "logistic", "rules"}
 
 
 def test_unknown_model_is_rejected(chs_set):

@@ -6,8 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from salesml.modelspec import load_spec
 from training.chs import LAYERS, fit_weights, level_of, warning_metrics
 from training.recalibration import WeightStore, quarter_bounds, quarters_in, recalibrate
+
+HORIZON = load_spec("chs").horizon_days
 
 
 class FakeHealth:
@@ -60,8 +63,8 @@ def test_walk_forward_moves_weight_from_behaviour_to_relationship():
     frame = synthetic()
     model = FakeHealth()
     current, history = model.weights, []
-    for q in quarters_in(frame):
-        r = recalibrate(model, frame, q, current)
+    for q in quarters_in(frame, HORIZON):
+        r = recalibrate(model, frame, q, HORIZON, current)
         history.append(r)
         current = r.weights
     assert len(history) >= 3
@@ -75,7 +78,7 @@ def test_no_gain_keeps_current_weights_and_says_why():
     frame = synthetic(shift_week=1000)
     model = FakeHealth()
     good = {"contract": 0.0, "behaviour": 1.0, "relationship": 0.0}
-    r = recalibrate(model, frame, quarters_in(frame)[-1], good)
+    r = recalibrate(model, frame, quarters_in(frame, HORIZON)[-1], HORIZON, good)
     assert not r.accepted and r.weights == good
     assert "current weights kept" in r.reason
 

@@ -14,6 +14,7 @@ def test_weights_follow_the_shift_from_behaviour_to_relationship(tmp_path):
     from features.store import apply, build_feature_files
     from features.training_sets import build_training_set
     from salesml import simulator
+    from salesml.modelspec import load_spec
     from salesml.settings import Settings
     from training.chs import fit_health_model
     from training.pipeline import fit_and_evaluate
@@ -29,9 +30,11 @@ def test_weights_follow_the_shift_from_behaviour_to_relationship(tmp_path):
     before_shift = frame[frame["event_timestamp"] < "2024-09-01"]  # outcomes mature before the shift
     result = fit_and_evaluate("chs", before_shift, [c for c in frame.columns
                                                    if c not in ("account_id", "event_timestamp", "label")], seed=3)
-    model = fit_health_model(result.split.train, result.split.valid, result.model, seed=3)
+    model = fit_health_model(result.split.train, result.split.valid, result.model, seed=3,
+                             monotone=load_spec("chs").constraints)
 
-    fits = {q: recalibrate(model, frame, q).proposed for q in quarters_in(frame)}
+    horizon = load_spec("chs").horizon_days
+    fits = {q: recalibrate(model, frame, q, horizon).proposed for q in quarters_in(frame, horizon)}
     # the last quarter fitted wholly before the shift against the newest one
     early = fits[max(q for q in fits if quarter_bounds(q)[1] <= pd.Timestamp(SHIFT, tz="UTC"))]
     late = fits[max(fits)]

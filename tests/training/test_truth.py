@@ -2,7 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from salesml.modelspec import load_spec
 from training.truth import _churn_oracle
+
+HORIZON = load_spec("chs").horizon_days
 
 
 def test_churn_oracle_compounds_the_hazard_over_the_horizon():
@@ -12,7 +15,7 @@ def test_churn_oracle_compounds_the_hazard_over_the_horizon():
                            "churn_hazard": [0.01] * 60 + [0.0] * 30 + [0.5] * 30})
     frame = pd.DataFrame({"account_id": ["a", "b", "b"],
                           "event_timestamp": [weeks[5], weeks[2], weeks[29]]})
-    p = _churn_oracle(frame, hazard)
+    p = _churn_oracle(frame, hazard, HORIZON)
     assert p[0] == pytest.approx(1 - 0.99 ** 26)  # 182 days = 26 weekly hazards
     assert p[1] == pytest.approx(0.0)
     assert p[2] == pytest.approx(1 - 0.5 ** 25)  # weeks 30..54 of b
@@ -22,13 +25,13 @@ def test_churn_oracle_compounds_the_hazard_over_the_horizon():
 @pytest.fixture(scope="module")
 def chs_rows(export_dir, raw):
     """The CHS label rows of the shared small export with both truths attached."""
-    from features.training_sets import chs_labels
+    from features.training_sets import label_rows
     from training.truth import _churn_known
 
     weekly = pd.read_parquet(export_dir / "truth" / "truth_churn_weekly.parquet")
-    rows = chs_labels(raw)
+    rows = label_rows(load_spec("chs"), raw)[0]
     rows["known"] = _churn_known(rows, weekly)
-    rows["path"] = _churn_oracle(rows, weekly)
+    rows["path"] = _churn_oracle(rows, weekly, HORIZON)
     return rows
 
 
