@@ -84,6 +84,7 @@ check: lint test ## Lint, then run the tests
 bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/reports
 	$(BIN)/salesml bench features
 	$(BIN)/salesml bench training
+	$(BIN)/salesml bench exports
 	$(BIN)/salesml bench serving
 	$(BIN)/salesml bench experiments
 	$(BIN)/salesml bench drift

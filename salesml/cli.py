@@ -66,17 +66,18 @@ def main(
                         "export.as_of in salesml.yaml. Outcome windows are judged complete against it.")] = None,
 ) -> None:
     """Sales-intelligence ML platform: data, features, models, serving, drift."""
-    import os
-
     _quiet(verbose)
+    _overrides.clear()
     if as_of:
-        os.environ["SALESML_EXPORT_AS_OF"] = as_of
+        _overrides["export_as_of"] = as_of
 
+
+_overrides: dict[str, str] = {}  # global options of this invocation, applied to its settings
 
 def _settings():
-    from salesml.settings import get_settings
+    from salesml.settings import Settings
 
-    return get_settings()
+    return Settings(**_overrides)
 
 
 def _progress():
@@ -106,6 +107,11 @@ def data_generate(
         help="From this date relationships drive churn more and usage less.")] = None,
     truth_samples: Annotated[int, typer.Option(
         help="Monte Carlo paths per observation for the knowable churn truth (0 skips it).")] = 64,
+    shape: Annotated[Optional[str], typer.Option(
+        help="Instead of our simulator's export, one shaped like a customer's: snapshot (one contract snapshot, "
+             "23 company-specific columns), prospects (a lead list without web events or reps), purchases "
+             "(weekly orders only, churn = 26 weeks without one), with their salesml.yaml. --accounts sets "
+             "their size.")] = None,
 ) -> None:
     """Write a simulated CRM + product-analytics export that satisfies the contract."""
     import time
@@ -114,6 +120,18 @@ def data_generate(
 
     settings = _settings()
     target = out_dir or settings.raw_dir
+    if shape is not None:
+        from salesml.simulator_shapes import SHAPES
+
+        if shape not in SHAPES:
+            console.print(f"[red]--shape must be one of {', '.join(SHAPES)}, got '{shape}'[/red]")
+            raise typer.Exit(code=2)
+        made = SHAPES[shape](Path(target), n=accounts, seed=seed)
+        for name, n in made["tables"].items():
+            out.print(f"  {name:<18} {n:>12,} rows")
+        out.print(f"wrote a '{shape}' export with its salesml.yaml to {target} (label rate "
+                  f"{made['label_rate']:.1%}, truth ROC-AUC {made['truth_auc']:.3f})")
+        return
     t0 = time.perf_counter()
     with _progress() as bar:
         tasks: dict[str, int] = {}
@@ -375,7 +393,8 @@ def serve(
 
     settings = _settings()
     settings.ensure_dirs()
-    env = {**os.environ, "SALESML_HOME": str(settings.root)}
+    env = {**os.environ, "SALESML_HOME": str(settings.root),
+           **({"SALESML_EXPORT_AS_OF": settings.export_as_of} if settings.export_as_of else {})}
     args = [sys.executable, "-m", "bentoml", "serve", "serving.service:SalesScoring",
             "--host", host or settings.serve_host, "--port", str(port or settings.serve_port),
             "--working-dir", str(REPO_ROOT)]
@@ -582,6 +601,22 @@ def bench_training(
     from training.bench import run
 
     report = run(_settings(), accounts=accounts, leads=leads, log=console.print)
+    out.print(report.read_text())
+
+
+@bench_app.command("exports")
+def bench_exports(
+    shapes: Annotated[str, typer.Option(help="Comma-separated: snapshot, prospects, purchases.")] =
+        "snapshot,prospects,purchases",
+    n: Annotated[Optional[int], typer.Option(help="Entities per export (default: each generator's).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    trials: Annotated[int, typer.Option(help="Optuna trials per tuned model.")] = 30,
+) -> None:
+    """Exports unlike the simulator: platform (train, tune) vs tuned XGBoost / logistic on the raw columns vs truth."""
+    from training.bench_exports import run
+
+    report = run(_settings(), tuple(x.strip() for x in shapes.split(",")), n=n, seed=seed, trials=trials,
+                 log=console.print)
     out.print(report.read_text())
 
 

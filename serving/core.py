@@ -179,9 +179,14 @@ class ScoringCore:
         df["_known"] = df[feats].notna().any(axis=1) if feats else False
         return df
 
-    def _rows_frame(self, rows: list[dict], spec, key: str) -> pd.DataFrame:
+    def _service_features(self, service: str) -> set[str]:
+        """Every feature the service serves (a model may use fewer: those empty in training are left out)."""
+        return {f.name for p in self._service(service).feature_view_projections for f in p.features}
+
+    def _rows_frame(self, rows: list[dict], spec, key: str, service: str | None = None) -> pd.DataFrame:
         columns = list(spec.columns)
-        unknown = sorted({k for r in rows for k in r if k not in columns and k != key})
+        known = set(columns) | (self._service_features(service) if service else set())
+        unknown = sorted({k for r in rows for k in r if k not in known and k != key})
         if unknown:
             raise UnknownFeature(f"rows: unknown feature(s) {', '.join(unknown)}; "
                                  f"expected some of {', '.join(columns)}")
@@ -218,7 +223,7 @@ class ScoringCore:
         role = role or caller.role
         spec = self.models["intent"]["champion"].model.spec
         frame = (self.online(self.specs["intent"].feature_service, "lead_id", lead_ids) if lead_ids
-                 else self._rows_frame(rows or [], spec, "lead_id"))
+                 else self._rows_frame(rows or [], spec, "lead_id", self.specs["intent"].feature_service))
         results: list[dict | None] = [None] * len(frame)
         records = []
         for loaded, idx in self._groups("intent", frame, "lead_id"):
@@ -262,7 +267,7 @@ class ScoringCore:
         role = role or caller.role
         spec = self.models["chs"]["champion"].model.spec
         frame = (self.online(self.specs["chs"].feature_service, "account_id", account_ids) if account_ids
-                 else self._rows_frame(rows or [], spec, "account_id"))
+                 else self._rows_frame(rows or [], spec, "account_id", self.specs["chs"].feature_service))
         previous = self._features_at(frame, since) if since is not None and account_ids else None
         results: list[dict | None] = [None] * len(frame)
         records = []

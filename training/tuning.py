@@ -272,8 +272,13 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
     from training import pipeline, tracking
 
     tracking.configure(settings)
-    raw_dir = raw_dir or settings.raw_dir
-    ts = build_training_set(settings, name, raw_dir=raw_dir)
+    raw_dir = raw_dir or settings.export_dir
+    spec = settings.spec(name, raw_dir)
+    # Trials tune the spec's first XGBoost candidate; the final retrain selects among all candidates.
+    tuned = next((c for c in spec.candidates if c.startswith("xgboost")), None)
+    if tuned is None:
+        raise ValueError(f"model '{name}': its spec names no xgboost candidate to tune ({', '.join(spec.candidates)})")
+    ts = build_training_set(settings, name, raw_dir=raw_dir, spec=spec)
     study = open_study(settings, name, study_name, seed, heartbeat, grace)
     url = storage_url(settings)
     experiment = tracking.use_experiment(settings, f"salesml-{name}")
@@ -295,8 +300,8 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
                               tags={"worker": worker, "trial_number": str(trial.number)}) as child:
             trial.set_user_attr("mlflow_run_id", child.info.run_id)
             mlflow.log_params(params)
-            result = pipeline.fit_and_evaluate(name, ts.frame, ts.feature_columns, seed, params,
-                                               callbacks=[pruning_callback(trial)])
+            result = pipeline.fit_and_evaluate(spec, ts.frame, ts.feature_columns, seed, params,
+                                               callbacks=[pruning_callback(trial)], candidates=[tuned])
             metrics = {k: v for k, v in result.metrics.items() if k.startswith("valid_") and np.isfinite(v)}
             mlflow.log_metrics(metrics)
             return result.metrics["valid_roc_auc"]
@@ -314,5 +319,5 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
                "ran": ran}
     if register and done:
         summary["retrained"] = pipeline.run(settings, name, seed=seed, params=study.best_params,
-                                            raw_dir=raw_dir, log=log, training_set=ts)
+                                            raw_dir=raw_dir, log=log, training_set=ts, spec=spec)
     return summary

@@ -132,6 +132,9 @@ def test_a_custom_column_is_online_and_moves_the_served_score(snapshot):
     core = ScoringCore.load(settings)
     before = core.health(Caller("t", "admin"), [account])["results"][0]
     assert before["features"]["payment_failures_12m"] == 0
+    # the same features sent as a row (custom categoricals as text) score the same
+    direct = core.health(Caller("t", "admin"), rows=[{"account_id": account, **before["features"]}])["results"][0]
+    assert direct["score"] == pytest.approx(before["score"]) and isinstance(before["features"]["plan_name"], str)
     accounts.loc[accounts["account_id"] == account, ["payment_failures_12m", "onboarding_completed"]] = [3, False]
     accounts.loc[accounts["account_id"] == account, "days_since_admin_login"] = 200
     accounts.to_csv(raw / "accounts.csv", index=False)
