@@ -38,7 +38,7 @@ demo: install ## Simulate data, build the feature store, train + register 3 mode
 	$(BIN)/salesml team up
 	$(BIN)/salesml data generate $(DEMO_ARGS)
 	$(BIN)/salesml data validate $(SALESML_HOME)/data/raw
-	$(BIN)/salesml features build
+	$(BIN)/salesml features build --raw $(SALESML_HOME)/data/raw
 	$(BIN)/salesml features apply
 	$(BIN)/salesml features materialize
 	$(BIN)/salesml features training-set --model chs

@@ -37,11 +37,13 @@ def open_store(settings: Settings):
 @dataclass
 class FeatureContext:
     """What the transforms need beyond the rows: the project's custom columns, where weekly behaviour
-    runs to (the export end) and which usage column makes a week active."""
+    runs to (the export end), which accounts are gone (terminal churn: not silent) and which usage
+    column makes a week active. All of it from the project configuration and the chs spec."""
 
     custom: dict = field(default_factory=dict)
     extra_columns: dict = field(default_factory=dict)
     until: pd.Timestamp | None = None
+    stops: pd.Series | None = None
     activity: str | None = None
 
     @classmethod
@@ -50,22 +52,16 @@ class FeatureContext:
         from features.training_sets import export_end
 
         project = settings.project(raw_dir)
-        chs = settings.spec("chs", raw_dir)
-        until = None
+        label = settings.spec("chs", raw_dir).label
+        ctx = cls(custom_features(project), project.extra_columns(),
+                  activity=label.churn.activity if label.churn is not None else None)
         if frames is not None:
-            until = export_end(frames, project.export.as_of).at
-        activity = chs.label.churn.activity if chs.label.churn is not None else None
-        return cls(custom_features(project), project.extra_columns(), until, activity)
-
-
-def _stops(frames: dict[str, pd.DataFrame], settings: Settings, raw_dir: Path) -> pd.Series | None:
-    """Terminal churn time per account (the chs spec's terminal kinds): gone, not silent."""
-    events = frames.get("churn_events")
-    chs = settings.spec("chs", raw_dir)
-    if events is None or chs.label.outcome is None or chs.label.reactivation:
-        return None
-    gone = events[events["kind"].isin(chs.label.outcome.terminal)]
-    return gone.groupby("account_id")["occurred_at"].min()
+            ctx.until = export_end(frames, project.export.as_of).at
+            events = frames.get("churn_events")
+            if events is not None and label.outcome is not None and not label.reactivation:
+                gone = events[events["kind"].isin(label.outcome.terminal)]
+                ctx.stops = gone.groupby("account_id")["occurred_at"].min()
+        return ctx
 
 
 def empty_features(tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
@@ -109,7 +105,7 @@ def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = 
         progress(f"  not in this export: {', '.join(report.missing)}")
     ctx = FeatureContext.of(settings, raw_dir, frames)
     progress("computing feature tables")
-    tables = build_all(frames, ctx.custom, ctx.until, _stops(frames, settings, raw_dir), ctx.activity)
+    tables = build_all(frames, ctx.custom, ctx.until, ctx.stops, ctx.activity)
     settings.ensure_dirs()
     staging = Path(tempfile.mkdtemp(dir=settings.feature_data_dir.parent, prefix=".staging-"))
     try:

@@ -94,7 +94,7 @@ def run(settings: Settings, accounts: int = 3000, leads: int = 20000, reps: int 
         oracle_auc = roc_auc_score(test["label"], oracle) if oracle is not None else float("nan")
         m = result.metrics
         base = {k.split("_")[1]: v for k, v in m.items() if k.startswith("baseline_") and k.endswith("test_roc_auc")}
-        rows.append({"model": name, "rows": len(ts.frame), "test rows": len(test),
+        rows.append({"model": name, "chosen": result.selection.chosen, "rows": len(ts.frame), "test rows": len(test),
                      "test ROC-AUC": m["test_roc_auc"], "truth ROC-AUC": oracle_auc,
                      "ratio to truth": m["test_roc_auc"] / oracle_auc,
                      **{f"{b} baseline ROC-AUC": v for b, v in base.items()},
