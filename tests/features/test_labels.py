@@ -91,9 +91,12 @@ def test_export_end_prefers_the_declared_date():
 
 def test_project_overrides_reach_the_spec_and_bad_fields_are_named():
     project = ProjectConfig.model_validate({"models": {"chs": {
-        "horizon_days": 91, "observe_every_weeks": 2, "monotone": {"api_calls": 0, "orders": -1}}}})
+        "horizon_days": 91, "observe_every_weeks": 2, "monotone": {"api_calls": 0, "orders": -1},
+        "selection_margin": 0.02, "label": {"outcome": {"kinds": ["churn"], "terminal": ["churn"]}}}}})
     spec = load_spec("chs", project)
     assert spec.horizon_days == 91 and spec.label.observe.every_weeks == 2
+    assert spec.selection_margin == 0.02 and spec.label.outcome.kinds == ["churn"]
+    assert spec.label.observe.tables == ["usage_weekly", "contracts"]  # merged, not replaced
     assert "api_calls" not in spec.constraints and spec.constraints["orders"] == -1
     assert spec.constraints["logins"] == -1  # the shipped directions stay unless overridden
     shipped = load_spec("chs")
