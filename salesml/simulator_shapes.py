@@ -1,6 +1,6 @@
 """Test exports shaped unlike our own simulator, each with planted signal and a truth table.
 
-The platform is used on a company's own export (``/work/shared/PRODUCT.md``, "Whose data"):
+The platform is used on a company's own export (the product brief, "Whose data"):
 company-specific columns carry most of the signal, customers come as one snapshot, businesses
 have no contracts, lead lists have no web feed.  Each generator here writes such an export into
 ``out_dir``: one CSV per contract table it has (contract column names plus custom columns;
