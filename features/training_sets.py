@@ -28,10 +28,8 @@ from salesml.modelspec import MODEL_NAMES, ModelSpec
 from salesml.settings import Settings
 
 MODELS = MODEL_NAMES
-# Latest-timestamp columns per table, for the inferred export end and the error messages.
-TIME_COLUMNS = {"usage_weekly": "week_start", "churn_events": "occurred_at", "contracts": "snapshot_at",
-                "lead_assignments": "assigned_at", "lead_events": "occurred_at", "interactions": "occurred_at",
-                "rep_state": "as_of", "accounts": "created_at", "leads": "created_at"}
+# Tables whose event time is a creation date: they say nothing about how far the export reaches.
+CREATED = ("accounts", "leads", "reps")
 WEEK = pd.Timedelta(days=7)
 
 
@@ -64,10 +62,13 @@ class TrainingSet:
 
 
 def latest_timestamps(frames: dict[str, pd.DataFrame]) -> dict[str, pd.Timestamp]:
+    from salesml.contract import TABLES
+
     out = {}
-    for name, col in TIME_COLUMNS.items():
-        if name in frames and len(frames[name]) and col in frames[name]:
-            out[f"{name}.{col}"] = frames[name][col].max()
+    for name, df in frames.items():
+        col = TABLES[name].event_ts
+        if len(df) and col in df:
+            out[f"{name}.{col}"] = df[col].max()
     return out
 
 
@@ -78,7 +79,7 @@ def export_end(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp | None = Non
     if as_of is not None:
         return ExportEnd(pd.Timestamp(as_of), "declared export.as_of", latest)
     observed = {k: (v + WEEK if k.startswith("usage_weekly.") else v) for k, v in latest.items()
-                if not k.startswith(("accounts.", "leads."))}
+                if k.split(".")[0] not in CREATED}
     if not observed:
         raise IncompleteWindows("the export has no timestamped rows to tell when it ends; declare export.as_of "
                                 "in salesml.yaml (or SALESML_EXPORT_AS_OF)")
@@ -122,7 +123,9 @@ def event_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: ExportEn
         usage = frames["usage_weekly"][[key, "week_start"]].assign(obs=lambda d: d["week_start"] + WEEK)
         obs = _cadence(usage, key, "obs", label.observe.every_weeks)[[key, "obs"]]
     else:
-        col = TIME_COLUMNS[table]
+        from salesml.contract import TABLES
+
+        col = TABLES[table].event_ts
         obs = frames[table][[key, col]].drop_duplicates().rename(columns={col: "obs"})
     obs = _complete(obs, spec, end, "obs")
     outcome = label.outcome
