@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from salesml.contract import TABLES
 from salesml.modelspec import MODEL_NAMES, ModelSpec
 from salesml.settings import Settings
 
@@ -62,8 +63,6 @@ class TrainingSet:
 
 
 def latest_timestamps(frames: dict[str, pd.DataFrame]) -> dict[str, pd.Timestamp]:
-    from salesml.contract import TABLES
-
     out = {}
     for name, df in frames.items():
         col = TABLES[name].event_ts
@@ -123,8 +122,6 @@ def event_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: ExportEn
         usage = frames["usage_weekly"][[key, "week_start"]].assign(obs=lambda d: d["week_start"] + WEEK)
         obs = _cadence(usage, key, "obs", label.observe.every_weeks)[[key, "obs"]]
     else:
-        from salesml.contract import TABLES
-
         col = TABLES[table].event_ts
         obs = frames[table][[key, col]].drop_duplicates().rename(columns={col: "obs"})
     obs = _complete(obs, spec, end, "obs")
@@ -228,8 +225,6 @@ def read_label_tables(settings: Settings, spec: ModelSpec, raw_dir: Path) -> dic
 def optional_columns(spec: ModelSpec) -> dict[str, set[str]]:
     """Required contract columns this model's export may leave out: those the features can do
     without (``Table.omittable``) and those its label reads nowhere."""
-    from salesml.contract import TABLES
-
     out = {t.name: set(t.omittable) for t in TABLES.values() if t.omittable}
     if spec.label.kind == "conversion" and "rep_id" not in spec.keys:
         out.setdefault("lead_assignments", set()).add("rep_id")

@@ -236,15 +236,15 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
             log(f"{name}: left out, empty in every training row: {', '.join(dropped)}")
             mlflow.log_param("empty_features", ",".join(dropped)[:500])
         model = result.model
+        booster = getattr(result.model, "booster", None)  # a logistic regression has none
+        xgb_params = booster.get_params() if booster is not None else {}
         if name == "chs":
             model = _fit_chs(result, seed, params, settings.chs_levels, custom_features(settings.project(raw_dir)))
         mlflow.log_params({"seed": seed, "feature_service": ts.feature_service,
                            "n_features": len(model.spec.columns), "rows": len(ts.frame),
                            "horizon_days": spec.horizon_days, "label_kind": spec.label.kind,
                            **split.windows(),
-                           **{f"xgb_{k}": v for k, v in (getattr(result.model, "booster", None).get_params().items()
-                                                         if getattr(result.model, "booster", None) is not None
-                                                         else [])
+                           **{f"xgb_{k}": v for k, v in xgb_params.items()
                               if k in ("n_estimators", "learning_rate", "max_depth", "min_child_weight",
                                        "subsample", "colsample_bytree", "reg_lambda", "reg_alpha")}})
         metrics = dict(result.metrics)
