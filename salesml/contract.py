@@ -4,11 +4,14 @@ Each table is a pandera schema plus its keys, event timestamp and foreign keys. 
 timestamp is UTC: tz-aware UTC in parquet, ISO-8601 with ``Z`` / ``+00:00`` (or a bare
 ``YYYY-MM-DD`` date, read as UTC midnight) in CSV.  ``docs/data-contract.md`` is the
 human-readable version of this file; ``tests/salesml/test_contract_docs.py`` keeps the two in step.
+
+Every timestamp column also carries ``NOT_BEFORE_MIN`` (no time before ``MIN_TIMESTAMP``: a
+1900 or year-1000 date is a broken export, not history), so the Markdown lists it per column.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import pandera.pandas as pa
@@ -16,6 +19,13 @@ import pandera.pandas as pa
 TS = pd.DatetimeTZDtype("us", "UTC")  # Feast's duckdb store rejects ns tz-aware timestamps
 UTC_TEXT = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]00:?00))?$"
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
+# The earliest time any timestamp column may hold (sales data older than this is an export error).
+MIN_TIMESTAMP = pd.Timestamp("1990-01-01", tz="UTC")
+# How far ahead a scheduled date (``future_ok``, e.g. a renewal) may lie: generous, yet year 2999 is an error.
+FUTURE_OK_YEARS = 10
+# What an entity or event id sent to the service (a request, a pushed row, an outcome) may look like.
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+ID_MAX_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,22 @@ def _between(lo: float, hi: float) -> tuple:
 
 
 NONNEG = (pa.Check.ge(0),)
+# Named in words: contract_doc renders a check's name as the column's rule, validation._explain
+# turns it into the violation's "expected" text.
+NOT_BEFORE_MIN = pa.Check(lambda s: s.isna() | (s >= MIN_TIMESTAMP),
+                          name=f"not before {MIN_TIMESTAMP:%Y-%m-%d}")
+MONDAY_MIDNIGHT = pa.Check(lambda s: s.isna() | ((s.dt.dayofweek == 0) & (s == s.dt.normalize())),
+                           name="Monday 00:00 UTC")
+
+
+def _with_timestamp_floor(table: Table) -> Table:
+    """Every timestamp column of ``table`` with ``NOT_BEFORE_MIN`` added to its checks."""
+    return replace(table, columns=tuple(
+        replace(c, checks=(*c.checks, NOT_BEFORE_MIN)) if c.dtype == "ts" else c for c in table.columns))
+
 
 TABLES: dict[str, Table] = {
-    t.name: t
+    t.name: _with_timestamp_floor(t)
     for t in [
         Table(
             "accounts",
@@ -87,7 +110,8 @@ TABLES: dict[str, Table] = {
                 Col("tier", "str", checks=_in("basic", "pro", "enterprise")),
                 Col("annual_value", "float", checks=NONNEG, doc="Annual contract value."),
                 Col("start_date", "ts"),
-                Col("end_date", "ts", future_ok=True, doc="Renewal date (may lie in the future)."),
+                Col("end_date", "ts", future_ok=True,
+                    doc=f"Renewal date (may lie in the future, at most {FUTURE_OK_YEARS} years ahead)."),
                 Col("sla_target", "float", checks=_between(0, 1), doc="Promised SLA, e.g. 0.995."),
                 Col(
                     "sla_attainment", "float", required=False, nullable=True,
@@ -105,7 +129,8 @@ TABLES: dict[str, Table] = {
             "Product usage per account and week (behaviour layer). History may be one week.",
             (
                 Col("account_id", "str"),
-                Col("week_start", "ts", doc="Monday 00:00 UTC of the week; known at week end."),
+                Col("week_start", "ts", checks=(MONDAY_MIDNIGHT,),
+                    doc="Monday 00:00 UTC of the week; known at week end."),
                 Col("logins", "int", checks=NONNEG),
                 Col("active_users", "int", checks=NONNEG),
                 Col("key_feature_uses", "int", checks=NONNEG),

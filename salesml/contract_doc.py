@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from salesml.contract import FUTURE_TOLERANCE, TABLES
+from salesml.contract import FUTURE_OK_YEARS, FUTURE_TOLERANCE, MIN_TIMESTAMP, TABLES
 
 INTRO = f"""# Raw-data contract
 
@@ -15,7 +15,10 @@ Rules for every table:
 - **Timestamps are UTC.** Parquet: tz-aware UTC columns. CSV: ISO-8601 text ending in `Z` or
   `+00:00` (e.g. `2024-05-06T00:00:00Z`), or a bare date `2024-05-06` (read as UTC midnight).
   Naive times and other offsets are rejected rather than guessed. No timestamp may lie in the
-  future (tolerance {FUTURE_TOLERANCE.days} day).
+  future (tolerance {FUTURE_TOLERANCE.days} day), except scheduled dates (a contract's end), which
+  may lie at most {FUTURE_OK_YEARS} years ahead; none may lie before {MIN_TIMESTAMP:%Y-%m-%d}.
+- **One file per table, each column named once**: `accounts.csv` beside `accounts.parquet`, or a
+  header that repeats a name, is rejected rather than one of them silently preferred.
 - **Required** columns must be present; **optional** ones may be left out of the file entirely
   (the features built from them are then missing). "may be empty" means nulls are allowed.
 - Keys are unique; foreign keys must exist in the parent table.

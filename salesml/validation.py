@@ -9,6 +9,8 @@ feature store) only go on when the list of violations is empty.
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +20,18 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.parquet as pq
 
-from salesml.contract import FUTURE_TOLERANCE, TABLES, TS, UTC_TEXT, Col, Table
+from salesml.contract import (
+    FUTURE_OK_YEARS,
+    FUTURE_TOLERANCE,
+    MIN_TIMESTAMP,
+    MONDAY_MIDNIGHT,
+    NOT_BEFORE_MIN,
+    TABLES,
+    TS,
+    UTC_TEXT,
+    Col,
+    Table,
+)
 
 PANDAS_DTYPES = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean", "ts": TS}
 BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
@@ -53,12 +66,29 @@ class ContractError(ValueError):
         super().__init__(f"{len(violations)} contract violation(s):\n{lines}")
 
 
+def table_files(directory: Path, table: str) -> list[Path]:
+    """Every file that holds ``table`` in ``directory``: more than one is a violation (read_export)."""
+    return [p for p in (directory / f"{table}.parquet", directory / f"{table}.csv") if p.exists()]
+
+
 def find_table_file(directory: Path, table: str) -> Path | None:
-    for suffix in (".parquet", ".csv"):
-        path = directory / f"{table}{suffix}"
-        if path.exists():
-            return path
-    return None
+    """The table's file (parquet first); read_export reports a folder that holds both."""
+    files = table_files(Path(directory), table)
+    return files[0] if files else None
+
+
+def _column_names(path: Path) -> list[str]:
+    """The column names as the file spells them (pandas renames a repeated CSV name to ``name.1``)."""
+    if path.suffix == ".parquet":
+        return list(pq.read_schema(path).names)
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        return next(csv.reader(f), [])
+
+
+def _duplicate_columns(path: Path, table: Table) -> list[Violation]:
+    counts = Counter(_column_names(path))
+    return [Violation(table.name, name, [], "each column name once in the header",
+                      f"'{name}' {n} times in {path.name}") for name, n in counts.items() if n > 1]
 
 
 def read_raw(path: Path, table: Table) -> pd.DataFrame:
@@ -66,16 +96,20 @@ def read_raw(path: Path, table: Table) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise ContractError([Violation(table.name, None, [], "a non-empty file", f"empty file {path.name}")])
     try:
-        if path.suffix == ".parquet":
-            df = pq.read_table(path).to_pandas()
-        else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=True)
+        duplicates = _duplicate_columns(path, table)
+        if not duplicates:
+            if path.suffix == ".parquet":
+                df = pq.read_table(path).to_pandas()
+            else:
+                df = pd.read_csv(path, dtype=str, keep_default_na=True)
     except (pa_arrow.ArrowInvalid, pa_arrow.ArrowException, OSError, pd.errors.ParserError,
-            pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         kind = "Parquet" if path.suffix == ".parquet" else "CSV"
         raise ContractError([Violation(
             table.name, None, [], f"a readable {kind} file", f"{path.name}: {exc}".strip()
         )]) from None
+    if duplicates:  # which of the two is meant is unknown: the file is not read at all
+        raise ContractError(duplicates)
     if df.empty:
         raise ContractError([Violation(table.name, None, [], "at least one data row", f"{path.name} has none")])
     return df
@@ -125,6 +159,12 @@ def _explain(check: str) -> str:
         return "a UTC timestamp (tz-aware UTC, or ISO text ending in Z/+00:00)"
     if check == "not_in_future":
         return f"a timestamp not in the future (tolerance {FUTURE_TOLERANCE})"
+    if check == "not_far_future":
+        return f"a date at most {FUTURE_OK_YEARS} years in the future"
+    if check == NOT_BEFORE_MIN.name:
+        return f"a timestamp not before {MIN_TIMESTAMP:%Y-%m-%d %H:%M} UTC (the contract's earliest)"
+    if check == MONDAY_MIDNIGHT.name:
+        return "a Monday 00:00 UTC (the start of the week)"
     return check
 
 
@@ -161,16 +201,39 @@ def _raw_schema(cols: tuple[Col, ...]) -> pa.DataFrameSchema:
 
 def _typed_schema(table: Table, cols: tuple[Col, ...], present, now: pd.Timestamp) -> pa.DataFrameSchema:
     schema = {}
+    observed, scheduled = now + FUTURE_TOLERANCE, now + pd.DateOffset(years=FUTURE_OK_YEARS)
     for c in cols:
         checks = list(c.checks)
         if c.dtype == "ts" and not c.future_ok:
-            checks.append(pa.Check(lambda s, lim=now + FUTURE_TOLERANCE: s.isna() | (s <= lim),
-                                   name="not_in_future"))
+            checks.append(pa.Check(lambda s: s.isna() | (s <= observed), name="not_in_future"))
+        elif c.dtype == "ts":  # a scheduled date: ahead is fine, centuries ahead is an error
+            checks.append(pa.Check(lambda s: s.isna() | (s <= scheduled), name="not_far_future"))
         schema[c.name] = pa.Column(PANDAS_DTYPES[c.dtype], checks=checks, nullable=c.nullable,
                                    required=c.required, coerce=True)
     # pandera checks a partial key when a key column is absent; that column is reported missing instead
     unique = list(table.key) if set(table.key) <= set(present) else None
     return pa.DataFrameSchema(schema, unique=unique, strict=False, report_duplicates="all")
+
+
+def _one_timestamp(text: str):
+    try:
+        t = pd.Timestamp(text)
+        if t.year < 1:  # pandas parses year 0, which Python's datetime (and so the frame) cannot hold
+            return pd.NaT
+        return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).as_unit("us")
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT
+
+
+def _parse_utc_text(s: pd.Series) -> pd.Series:
+    """Timestamp text as UTC; ISO text outside pandas' nanosecond range (before 1677, after 2262)
+    is parsed at microsecond resolution, so year 1000 or 2999 meets the range checks, not a type error."""
+    out = pd.to_datetime(s, utc=True, errors="coerce", format="mixed").astype(TS)
+    text = s.astype("string").str.strip()
+    retry = out.isna() & text.str.match(UTC_TEXT).fillna(False).astype(bool)
+    if retry.any():
+        out[retry] = pd.Series([_one_timestamp(t) for t in text[retry]], index=s.index[retry], dtype=TS)
+    return out
 
 
 def _coerce(s: pd.Series, dtype: str) -> tuple[pd.Series, pd.Series]:
@@ -184,7 +247,7 @@ def _coerce(s: pd.Series, dtype: str) -> tuple[pd.Series, pd.Series]:
         elif pd.api.types.is_datetime64_dtype(s.dtype):
             out = pd.Series(pd.NaT, index=s.index, dtype=TS)  # zone unknown; the UTC check names it
         else:
-            out = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+            out = _parse_utc_text(s)
         out = out.astype(TS)
     elif dtype == "bool":
         if pd.api.types.is_bool_dtype(s.dtype):
@@ -310,7 +373,12 @@ def read_export(directory: Path, tables: Iterable[str] | None = None, now: pd.Ti
     now = now or pd.Timestamp.now(tz="UTC")  # one clock for every table of the export
     typed: dict[str, pd.DataFrame] = {}
     for name in names:
-        table, path = TABLES[name], find_table_file(directory, name)
+        table, files = TABLES[name], table_files(directory, name)
+        if len(files) > 1:  # which one is the export? neither is read
+            report.violations.append(Violation(
+                name, None, [], "one file per table", " and ".join(f.name for f in files) + " both present"))
+            continue
+        path = files[0] if files else None
         if path is None:
             report.missing.append(name)
             if name in required:

@@ -269,3 +269,92 @@ def test_unparseable_key_timestamps_are_not_duplicates():
     _, problems = validate_table(df, TABLES["usage_weekly"])
     assert [(p.column, p.rows, p.expected) for p in problems] == [
         ("week_start", [1, 2], "type datetime64[us, UTC]")]
+
+
+def by_where(problems) -> dict:
+    return {(p.table, p.column, tuple(p.rows)): str(p) for p in problems}
+
+
+def test_duplicated_csv_column_is_named(tmp_path):
+    write_csv(tmp_path, usage_weekly=usage())
+    path = tmp_path / "usage_weekly.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",logins"] + [line + ",6" for line in lines[1:]]) + "\n")
+    report = read_export(tmp_path, ["usage_weekly"])
+    assert [(p.table, p.column, p.rows) for p in report.violations] == [("usage_weekly", "logins", [])]
+    assert "'logins' 2 times in usage_weekly.csv" in str(report.violations[0])
+    assert report.frames == {}
+
+
+def test_duplicated_parquet_column_is_named(tmp_path):
+    import pyarrow as pa_arrow
+    import pyarrow.parquet as pq
+
+    df = usage()
+    arrays = [pa_arrow.array(df[c]) for c in df.columns] + [pa_arrow.array(["x", "y", "z"])]
+    pq.write_table(pa_arrow.Table.from_arrays(arrays, names=[*df.columns, "account_id"]),
+                   tmp_path / "usage_weekly.parquet")
+    report = read_export(tmp_path, ["usage_weekly"])
+    assert [(p.table, p.column, p.rows) for p in report.violations] == [("usage_weekly", "account_id", [])]
+    assert "'account_id' 2 times in usage_weekly.parquet" in str(report.violations[0])
+
+
+def test_two_files_for_one_table_are_a_violation(tmp_path):
+    write_csv(tmp_path, usage_weekly=usage())
+    usage().to_parquet(tmp_path / "usage_weekly.parquet", index=False)
+    report = read_export(tmp_path, ["usage_weekly"])
+    assert [(p.table, p.column, p.rows) for p in report.violations] == [("usage_weekly", None, [])]
+    assert "usage_weekly.parquet and usage_weekly.csv" in str(report.violations[0])
+    assert report.frames == {} and report.missing == []
+
+
+def test_week_start_must_be_monday_midnight_utc():
+    frame = usage(week_start=["2024-01-01T00:00:00Z", "2024-01-09T00:00:00Z", "2024-01-01T06:00:00Z"])
+    _, problems = validate_table(frame, TABLES["usage_weekly"])
+    assert [(p.table, p.column, p.rows) for p in problems] == [("usage_weekly", "week_start", [2, 3])]
+    assert "expected a Monday 00:00 UTC" in str(problems[0])
+
+
+@pytest.mark.parametrize("as_parquet", [False, True], ids=["csv", "parquet"])
+def test_timestamps_before_the_minimum_or_centuries_ahead_are_rejected(tmp_path, as_parquet):
+    events = pd.DataFrame({
+        "event_id": ["e1", "e2", "e3", "e4"], "lead_id": ["l1"] * 4,
+        "occurred_at": ["2024-02-01T00:00:00Z", "1989-12-31T23:59:59Z", "1000-01-01T00:00:00Z",
+                        "2999-01-01T00:00:00Z"],
+        "event_type": ["page_view"] * 4,
+    })
+    if as_parquet:  # microsecond timestamps reach year 1000 and 2999, nanosecond ones do not
+        events["occurred_at"] = pd.Series([pd.Timestamp(v).as_unit("us") for v in events["occurred_at"]],
+                                          dtype="datetime64[us, UTC]")
+        events.to_parquet(tmp_path / "lead_events.parquet", index=False)
+        leads().to_parquet(tmp_path / "leads.parquet", index=False)
+    else:
+        write_csv(tmp_path, leads=leads(), lead_events=events)
+    found = by_where(load_export(tmp_path, ["leads", "lead_events"])[1])
+    assert set(found) == {("lead_events", "occurred_at", (2, 3)), ("lead_events", "occurred_at", (4,))}
+    assert "not before 1990-01-01 00:00 UTC" in found["lead_events", "occurred_at", (2, 3)]
+    assert "not in the future" in found["lead_events", "occurred_at", (4,)]
+
+
+def test_scheduled_dates_may_lie_ahead_but_not_centuries_ahead():
+    contracts = pd.DataFrame({
+        "contract_id": ["c1", "c2", "c3"], "account_id": ["a1"] * 3, "tier": ["pro"] * 3,
+        "annual_value": ["100"] * 3, "start_date": ["2024-01-01"] * 3,
+        "end_date": ["2030-01-01", "2999-01-01", "1980-01-01"], "sla_target": ["0.99"] * 3,
+        "snapshot_at": ["2024-06-01"] * 3,
+    })
+    _, problems = validate_table(contracts, TABLES["contracts"], now=pd.Timestamp("2025-01-01", tz="UTC"))
+    found = by_where(problems)
+    assert set(found) == {("contracts", "end_date", (2,)), ("contracts", "end_date", (3,))}
+    assert "at most 10 years in the future" in found["contracts", "end_date", (2,)]
+    assert "not before 1990-01-01" in found["contracts", "end_date", (3,)]
+
+
+def test_every_timestamp_column_rejects_year_2999_and_year_0():
+    for table in TABLES.values():
+        every = {c.name for c in table.columns}  # optional: a frame of the timestamp columns alone
+        for text, expected in [("2999-01-01T00:00:00Z", "future"), ("0000-01-01T00:00:00Z", "type")]:
+            frame = pd.DataFrame({name: [text] for name in table.timestamp_columns})
+            _, problems = validate_table(frame, table, now=pd.Timestamp("2025-01-01", tz="UTC"), optional=every)
+            found = {(p.table, p.column, tuple(p.rows)) for p in problems if expected in p.expected}
+            assert found == {(table.name, name, (1,)) for name in table.timestamp_columns}, problems
