@@ -8,6 +8,7 @@ exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import shutil
@@ -15,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -145,17 +146,22 @@ def _no_tables(raw_dir: Path):
 
 
 def _with_live_rows(settings: Settings, frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The export plus the rows pushed live since (``live_dir``): a rebuild loses no pushed event."""
-    out = dict(frames)
-    for table, (_, _, _) in PUSHABLE.items():
-        parts = sorted(live_dir(settings, table).glob("part-*.parquet"))
-        if not parts or table not in frames:
-            continue
-        from salesml.contract import TABLES
+    """The export plus every row pushed live since (``features.live``): a rebuild loses no pushed
+    event. A pushed row replaces an exported one with the same key, a later push an earlier one."""
+    from features.live import open_live
+    from salesml.contract import TABLES
 
-        live = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-        both = pd.concat([frames[table], live.reindex(columns=frames[table].columns)], ignore_index=True)
-        out[table] = both.drop_duplicates(list(TABLES[table].key), keep="last").reset_index(drop=True)
+    out = dict(frames)
+    with open_live(settings) as live:
+        for table in PUSHABLE:
+            if table not in frames:
+                continue
+            rows = live.rows(table)
+            if not len(rows):
+                continue
+            rows = rows[[c for c in rows.columns if c in frames[table].columns]]
+            both = pd.concat([frames[table], rows], ignore_index=True)
+            out[table] = both.drop_duplicates(list(TABLES[table].key), keep="last").reset_index(drop=True)
     return out
 
 
@@ -245,47 +251,159 @@ PUSHABLE = {
 }
 
 
-def live_dir(settings: Settings, table: str) -> Path:
-    """Rows that arrived through a push after the export, one parquet part per push."""
-    return settings.root / "data" / "live" / table
+def known_ids(raw_dir: Path, table: str) -> frozenset[str]:
+    """The key values of the export's ``table`` (``leads`` -> its lead_ids, ``accounts`` -> account_ids).
+
+    Read once per version of the file (path, modification time, size), so checking a push or an
+    outcome against it costs a set lookup. Raises ContractError naming the table when the export
+    has no such file, or the file has no key column.
+    """
+    from salesml.contract import TABLES
+    from salesml.validation import ContractError, Violation, find_table_file
+
+    key = TABLES[table].key[0]
+    path = find_table_file(Path(raw_dir), table)
+    if path is None:
+        raise ContractError([Violation(table, None, [], f"{table}.parquet or {table}.csv in {raw_dir}", "missing")])
+    stat = path.stat()
+    ids = _read_ids(str(path.resolve()), key, stat.st_mtime_ns, stat.st_size)
+    if ids is None:
+        raise ContractError([Violation(table, key, [], "the required column to be present (it is missing)",
+                                       path.name)])
+    return ids
 
 
-def _history(settings: Settings, raw_dir: Path, table: str, key: str, ids: set[str], extra=()) -> pd.DataFrame:
-    """The export's and earlier pushes' rows for these entities only (a filtered parquet scan)."""
+@functools.lru_cache(maxsize=8)
+def _read_ids(path: str, key: str, mtime_ns: int, size: int) -> frozenset[str] | None:
+    import pyarrow.parquet as pq
+
+    if path.endswith(".parquet"):
+        if key not in pq.read_schema(path).names:
+            return None
+        values = pq.read_table(path, columns=[key]).column(0).to_pylist()
+    else:
+        head = pd.read_csv(path, dtype=str, nrows=0)
+        if key not in head.columns:
+            return None
+        values = pd.read_csv(path, dtype=str, usecols=[key], keep_default_na=True)[key].tolist()
+    return frozenset(str(v) for v in values if v is not None and not (isinstance(v, float) and v != v))
+
+
+def id_violations(raw_dir: Path, table: str, rows: pd.DataFrame) -> list:
+    """What is wrong with the ids of rows sent to the service for ``table`` (a list of Violation).
+
+    Key and foreign-key columns holding text (``event_id``, ``lead_id``, ``account_id``...) must
+    match ``ID_PATTERN`` and be at most ``ID_MAX_LENGTH`` long; a well-formed foreign key must be
+    a key of its parent table in the export (``known_ids``); an export without that table is a
+    violation too, not a pass. Rows are 1-based positions in ``rows``; null ids are left to
+    ``validate_table``.
+    """
+    from salesml.contract import ID_MAX_LENGTH, ID_PATTERN, TABLES
+    from salesml.validation import ContractError, Violation
+
+    spec = TABLES[table]
+    rows = rows.reset_index(drop=True)
+    out, malformed = [], {}
+    for col in dict.fromkeys([*spec.key, *spec.foreign_keys]):
+        if col not in rows.columns or spec.col(col).dtype != "str":
+            continue
+        s = rows[col].astype("string")
+        ok = (s.str.len() <= ID_MAX_LENGTH) & s.str.fullmatch(ID_PATTERN)
+        bad = s.notna() & ~ok.fillna(False).astype(bool)
+        malformed[col] = bad
+        if bad.any():
+            out.append(Violation(table, col, _positions(bad), f"an id of at most {ID_MAX_LENGTH} characters "
+                                 f"matching {ID_PATTERN}", _show_ids(s[bad])))
+    for col, parent in spec.foreign_keys.items():
+        if col not in rows.columns:
+            continue
+        s = rows[col].astype("string")
+        check = s.notna() & ~malformed.get(col, pd.Series(False, index=s.index))
+        if not check.any():
+            continue
+        parent_key = TABLES[parent].key[0]
+        try:
+            known = known_ids(raw_dir, parent)
+        except ContractError as exc:
+            why = "; ".join(f"{v.expected} ({v.found})" if v.found else v.expected for v in exc.violations)
+            out.append(Violation(table, col, _positions(check), f"a key present in {parent}.{parent_key}",
+                                 f"cannot check {_show_ids(s[check])}: the export has no usable {parent} "
+                                 f"table ({why})"))
+            continue
+        unknown = check & ~s.isin(known).fillna(False).astype(bool)
+        if unknown.any():
+            out.append(Violation(table, col, _positions(unknown), f"a key present in {parent}.{parent_key}",
+                                 f"unknown {col} {_show_ids(s[unknown])}"))
+    return out
+
+
+def _positions(mask: pd.Series) -> list[int]:
+    return [int(i) + 1 for i in mask.index[mask.to_numpy(dtype=bool)]]
+
+
+def _show_ids(values: pd.Series, most: int = 5) -> str:
+    def one(v: str) -> str:
+        return repr(v) if len(v) <= 70 else f"{v[:40]!r}... ({len(v)} characters)"
+
+    unique = list(dict.fromkeys(values.dropna().astype(str)))
+    more = f" (+{len(unique) - most} more)" if len(unique) > most else ""
+    return ", ".join(one(v) for v in unique[:most]) + more
+
+
+def _exported_history(raw_dir: Path, table: str, key: str, ids: set[str], extra=()) -> pd.DataFrame:
+    """The export's rows for these entities only (a filtered scan of the one table file)."""
     import pyarrow.dataset as ds
 
     from salesml.validation import find_table_file
 
     exported = find_table_file(Path(raw_dir), table)
-    parts = []
-    if exported is not None and exported.suffix == ".csv":  # text: type it as validation does
+    if exported is None:
+        return pd.DataFrame()
+    if exported.suffix == ".csv":  # text: type it as validation does
         from salesml.contract import TABLES
         from salesml.validation import read_raw, validate_table
 
         raw = read_raw(exported, TABLES[table])
         typed, _ = validate_table(raw[raw[key].isin(ids)], TABLES[table], extra=extra)
-        parts.append(typed)
-    sources = [exported] if exported is not None and exported.suffix == ".parquet" else []
-    sources += sorted(live_dir(settings, table).glob("part-*.parquet"))
-    if not sources and not parts:
-        return pd.DataFrame()
-    parts += [ds.dataset(p).to_table(filter=ds.field(key).isin(sorted(ids))).to_pandas() for p in sources]
+        return typed
+    return ds.dataset(exported).to_table(filter=ds.field(key).isin(sorted(ids))).to_pandas()
+
+
+def _history(settings: Settings, raw_dir: Path, table: str, key: str, ids: set[str], extra=(),
+             live=None) -> pd.DataFrame:
+    """The export's and earlier pushes' rows for these entities only, in that order.
+
+    Earlier pushes come from the live store's entity index (``live``, or the settings' store
+    opened for this call): the cost follows these entities' rows, not the number of pushes.
+    """
+    from features.live import open_live
+
+    parts = [_exported_history(raw_dir, table, key, ids, extra)]
+    if live is None:
+        with open_live(settings) as own:
+            parts.append(own.rows(table, ids))
+    else:
+        parts.append(live.rows(table, ids))
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.DataFrame,
-                store=None) -> pd.DataFrame:
+                store=None, live=None) -> pd.DataFrame:
     """Recompute feature rows for the entities in ``new_rows`` and push them to the online store.
 
     The rows come from the same transform as the offline files (the export's history, earlier
-    pushes and the new rows), so a pushed value equals what a rebuild would produce.  Invalid
-    rows raise ContractError before anything is pushed; accepted rows are kept (one atomic
-    parquet part per push) so the next push and a rebuild see them.
-    """
-    import uuid
+    pushes and the new rows), so a pushed value equals what a rebuild would produce. Invalid
+    rows (the contract, malformed ids, entities the export does not know) raise ContractError
+    before anything is written or pushed. Accepted rows are appended to the live store
+    (``features.live``) in the same transaction that reads the entities' earlier pushes, and
+    that transaction commits only once the online push succeeded: concurrent pushes for an
+    entity are serialized and each sees the others' rows, and a failed push keeps nothing.
 
+    ``store`` (Feast) and ``live`` (a ``LiveStore``) may be passed to reuse them across calls.
+    """
     from features import transforms
+    from features.live import open_live
     from salesml.contract import TABLES
     from salesml.validation import ContractError, validate_table
 
@@ -296,23 +414,47 @@ def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.Data
     ctx = FeatureContext.of(settings, raw_dir)
     extra = ctx.extra_columns.get(table, ())
     typed, problems = validate_table(new_rows, spec, extra=extra, optional=set(spec.omittable))
+    problems += id_violations(raw_dir, table, typed)
     if problems:
         raise ContractError(problems)
-    history = _history(settings, raw_dir, table, key, set(typed[key]), extra)
-    rows = pd.concat([history, typed], ignore_index=True) if len(history) else typed
-    rows = rows.drop_duplicates(list(spec.key), keep="last")  # a resent row replaces the old one
-    custom = ctx.custom.get(table, [])
-    features = (transforms.behaviour_features(rows, custom, activity=ctx.activity) if table == "usage_weekly"
-                else getattr(transforms, transform)(rows, custom))
-    latest = features.sort_values("event_timestamp").groupby(key).tail(1)
+    ids = set(typed[key].astype(str))
+    exported = _exported_history(raw_dir, table, key, ids, extra)  # the export does not change: no lock
     store = store or open_store(settings)
-    store.push(source, latest, to=_push_mode("ONLINE"))
-    out = live_dir(settings, table)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"part-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-    typed.to_parquet(out / f".{name}.tmp", index=False)
-    (out / f".{name}.tmp").replace(out / name)
+    own = live is None
+    live = open_live(settings) if own else live
+    try:
+        with live.transaction():  # BEGIN IMMEDIATE: one push at a time, readers unaffected
+            parts = [p for p in (exported, live.rows(table, ids)) if len(p)]
+            rows = pd.concat([*parts, typed], ignore_index=True) if parts else typed
+            rows = rows.drop_duplicates(list(spec.key), keep="last")  # a resent row replaces the old one
+            custom = ctx.custom.get(table, [])
+            features = (transforms.behaviour_features(rows, custom, activity=ctx.activity)
+                        if table == "usage_weekly" else getattr(transforms, transform)(rows, custom))
+            latest = features.sort_values("event_timestamp").groupby(key).tail(1)
+            live.append(table, typed)
+            store.push(source, latest, to=_push_mode("ONLINE"))  # raises: the append is rolled back
+    finally:
+        if own:
+            live.close()
     return latest
+
+
+def push_many(settings: Settings, raw_dir: Path, table: str, batches: Iterable[pd.DataFrame],
+              store=None) -> list[float]:
+    """Push each batch in turn, as ``POST /events`` would; the seconds each push took (for benchmarks).
+
+    Opens the Feast store once, as the service does; each push opens its own live-store connection,
+    as each request does.
+    """
+    import time
+
+    store = store or open_store(settings)
+    took = []
+    for batch in batches:
+        t0 = time.perf_counter()
+        push_events(settings, raw_dir, table, batch, store)
+        took.append(time.perf_counter() - t0)
+    return took
 
 
 def push_lead_events(settings: Settings, raw_dir: Path, new_events: pd.DataFrame, store=None) -> pd.DataFrame:

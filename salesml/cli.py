@@ -390,9 +390,15 @@ def serve(
     import sys
 
     from salesml.settings import REPO_ROOT
+    from serving.auth import KeyFileError, KeyStore
 
     settings = _settings()
     settings.ensure_dirs()
+    try:  # a corrupt key file would refuse every call: say so now, not per request
+        KeyStore(settings.api_keys_path).check()
+    except KeyFileError as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True, markup=True)
+        raise typer.Exit(code=2) from None
     env = {**os.environ, "SALESML_HOME": str(settings.root),
            **({"SALESML_EXPORT_AS_OF": settings.export_as_of} if settings.export_as_of else {})}
     args = [sys.executable, "-m", "bentoml", "serve", "serving.service:SalesScoring",
@@ -563,16 +569,17 @@ def team_down() -> None:
 
 @keys_app.command("add")
 def keys_add(
-    role: Annotated[str, typer.Option(help="sales | csm | admin")],
+    role: Annotated[str, typer.Option(help="sales | csm (read scores) | admin (read + write) | ingest (write: "
+                                           "/events, /outcomes)")],
     name: Annotated[str, typer.Option(help="Who holds the key (an application or a person).")],
 ) -> None:
     """Create an API key; it is printed once and stored only as a SHA-256 digest."""
-    from serving.auth import KeyStore
+    from serving.auth import KeyFileError, KeyStore
 
     settings = _settings()
     try:
         key_id, key = KeyStore(settings.api_keys_path).add(role, name)
-    except ValueError as exc:
+    except (ValueError, KeyFileError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(code=2) from None
     console.print(f"key id {key_id}, role {role}; store the key now, it is not kept in clear:")

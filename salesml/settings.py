@@ -86,6 +86,14 @@ class Settings(BaseSettings):
                                                        "FULL also a power loss.")
     max_batch: int = Field(1000, description="Most ids or rows per scoring request.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted.")
+    serve_threads: int = Field(4, ge=1, description="Requests one worker scores at once (a slow /match or a push "
+                                                     "does not hold up a /health call).")
+    serve_max_concurrency: int = Field(64, ge=1, description="Requests in flight at once; more are answered 429.")
+    serve_max_connections: int = Field(256, ge=1, description="Open connections per worker; more are refused.")
+    serve_header_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request's headers "
+                                                                "(from connecting, or between keep-alive requests).")
+    serve_body_timeout: float = Field(10.0, gt=0, description="Seconds a client may pause while sending a body "
+                                                              "(answered 408).")
     # Drift monitoring (``salesml drift check``).
     drift_alpha: float = Field(0.05, gt=0, lt=1, description="False-alarm level of a drift check: on drift-free "
                                "traffic at most this share of checks flag a feature or the prediction "

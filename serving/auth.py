@@ -1,15 +1,18 @@
-"""API keys and roles, and the field-level view each role gets.
+"""API keys, roles, what each role may do, and the field-level view each role gets.
 
 Keys live in a JSON file (``Settings.api_keys_path``) as SHA-256 digests, never in clear:
-``salesml serve add-key --role csm --name success-console`` prints the key once.  Keys are 32
+``salesml keys add --role csm --name success-console`` prints the key once.  Keys are 32
 random bytes, so a plain digest is enough (there is nothing to brute-force).
 
-Roles, narrowest first:
+Roles and their scopes (``read``: the scoring endpoints; ``write``: ``/events`` and ``/outcomes``,
+which change what a score sees):
 
-- ``sales``: scores, probabilities, levels, bands, trends (change totals) and rep proposals;
-- ``csm``: also layer sub-scores, feature-level drivers, the input feature values (behaviour
-  details) and attribution by feature;
-- ``admin``: also the account's recent relationship notes (free text from the CRM).
+- ``sales`` (read): scores, probabilities, levels, bands, trends (change totals) and rep proposals;
+- ``csm`` (read): also layer sub-scores, feature-level drivers, the input feature values
+  (behaviour details) and attribution by feature;
+- ``admin`` (read, write): also the account's recent relationship notes (free text from the CRM);
+- ``ingest`` (write): pipelines and the CRM connector that push live events and outcomes; it reads
+  no score.
 
 A request may ask for a narrower view (``view``); asking for a wider one than the key's role
 is refused with 403.
@@ -17,14 +20,27 @@ is refused with 403.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
-ROLES = ("sales", "csm", "admin")
-RANK = {r: i for i, r in enumerate(ROLES)}
+from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
+
+VIEWS = ("sales", "csm", "admin")  # narrowest first
+RANK = {r: i for i, r in enumerate(VIEWS)}
+SCOPES = {"sales": frozenset({"read"}), "csm": frozenset({"read"}), "admin": frozenset({"read", "write"}),
+          "ingest": frozenset({"write"})}
+ROLES = tuple(SCOPES)
+
+
+class KeyFileError(RuntimeError):
+    """The API key file exists but cannot be read as a list of keys."""
 
 
 def digest(key: str) -> str:
@@ -36,6 +52,29 @@ class Caller:
     key_id: str
     role: str
 
+    def may(self, scope: str) -> bool:
+        return scope in SCOPES.get(self.role, ())
+
+
+class _Entry(BaseModel):
+    key_id: Annotated[str, StringConstraints(min_length=1)]
+    role: Literal[ROLES]  # type: ignore[valid-type]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+_ENTRIES = TypeAdapter(list[_Entry])
+
+
+def _parse(path: Path, text: str) -> list[_Entry]:
+    try:
+        return _ENTRIES.validate_json(text or "[]")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(file)"
+        raise KeyFileError(f"API key file {path} is unreadable ({exc.error_count()} problem(s); first at entry "
+                           f"{where}: {first['msg']}). Restore it from a backup, or move it away and create "
+                           f"new keys with `salesml keys add`") from None
+
 
 class KeyStore:
     """Hashed API keys; reloads the file when it changes, so added keys work without a restart."""
@@ -46,15 +85,22 @@ class KeyStore:
         self._by_digest: dict[str, Caller] = {}
 
     def _load(self) -> None:
+        """Re-read the file when it changed; raises KeyFileError when it is corrupt (kept so until fixed)."""
         try:
-            mtime = self.path.stat().st_mtime
+            mtime = self.path.stat().st_mtime_ns
         except FileNotFoundError:
             self._by_digest, self._mtime = {}, None
             return
         if mtime != self._mtime:
-            entries = json.loads(self.path.read_text() or "[]")
-            self._by_digest = {e["sha256"]: Caller(e["key_id"], e["role"]) for e in entries}
+            entries = _parse(self.path, self.path.read_text())
+            self._by_digest = {e.sha256: Caller(e.key_id, e.role) for e in entries}
             self._mtime = mtime
+
+    def check(self) -> int:
+        """How many keys the file holds; raises KeyFileError when it is corrupt (checked at start-up)."""
+        self._mtime = None
+        self._load()
+        return len(self._by_digest)
 
     def resolve(self, key: str | None) -> Caller | None:
         if not key:
@@ -66,14 +112,21 @@ class KeyStore:
         """A new key for ``role``: returns (key_id, key); only the digest is stored."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
-        entries = json.loads(self.path.read_text() or "[]") if self.path.exists() else []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         key_id = f"{name}-{secrets.token_hex(3)}"
         key = f"sml_{secrets.token_urlsafe(32)}"
-        entries.append({"key_id": key_id, "role": role, "sha256": digest(key)})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=2))
-        tmp.replace(self.path)
+        # Read-modify-write under an exclusive lock, then an atomic replace: concurrent `keys add`
+        # calls each keep their key, and a reader never sees a half-written file.
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = [e.model_dump() for e in _parse(self.path, self.path.read_text())] if self.path.exists() else []
+            entries.append({"key_id": key_id, "role": role, "sha256": digest(key)})
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(entries, indent=2))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
         return key_id, key
 
 
@@ -92,8 +145,10 @@ def effective_role(caller: Caller, requested: str | None) -> str:
     """The view to render: the caller's role, or a narrower one it asked for."""
     if requested is None:
         return caller.role
+    if caller.role not in RANK:
+        raise PermissionError(f"role '{caller.role}' reads no scores")
     if requested not in RANK:
-        raise ValueError(f"view must be one of {', '.join(ROLES)}")
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}")
     if RANK[requested] > RANK[caller.role]:
         raise PermissionError(f"role '{caller.role}' may not request the '{requested}' view")
     return requested
@@ -104,6 +159,7 @@ HIDDEN = {
     "sales": {"drivers", "layers", "features", "attribution", "notes"},
     "csm": {"notes"},
     "admin": set(),
+    "ingest": {"drivers", "layers", "features", "attribution", "notes"},  # never reached: ingest reads no score
 }
 
 

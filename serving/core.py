@@ -22,7 +22,7 @@ from salesml.modelspec import MODEL_NAMES as MODELS
 from salesml.modelspec import ModelSpec
 from salesml.settings import Settings
 from serving.auth import Caller, view
-from serving.predlog import PredictionLog
+from serving.predlog import DIRECT, PredictionLog
 
 # Intent bands by probability of conversion within 90 days (score >= value).
 INTENT_BANDS = (("A", 0.5), ("B", 0.3), ("C", 0.15))
@@ -32,8 +32,23 @@ class ModelUnavailable(RuntimeError):
     """The model has no champion in the registry (an export that does not feed it, or not trained yet)."""
 
 
-class UnknownFeature(ValueError):
+class RequestError(ValueError):
+    """A request the core cannot answer as asked (a 4xx): ``field`` names the part of the body at fault."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownFeature(RequestError):
     """A request row names a feature the model does not know, or gives it a value of the wrong type."""
+
+    def __init__(self, message: str):
+        super().__init__("rows", message)
+
+
+# XGBoost scores float32: a larger magnitude overflows to inf inside the booster.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -193,14 +208,16 @@ class ScoringCore:
         numeric = set(spec.numeric)
         for i, r in enumerate(rows):
             for k, v in r.items():
-                if k in numeric and v is not None and (isinstance(v, str) or not math.isfinite(float(v))):
-                    raise UnknownFeature(f"rows[{i}].{k}: expected a finite number or null, got {v!r}")
+                if k in numeric and v is not None and not isinstance(v, bool) and (
+                        isinstance(v, str) or not math.isfinite(float(v)) or abs(float(v)) > FLOAT32_MAX):
+                    raise UnknownFeature(f"rows[{i}].{k}: expected a finite number within +-{FLOAT32_MAX:.4g}, "
+                                         f"true/false or null, got {v!r}")
                 if k in spec.categorical and v is not None and not isinstance(v, str):
                     raise UnknownFeature(f"rows[{i}].{k}: expected a string or null, got {v!r}")
         df = pd.DataFrame(rows).reindex(columns=[key, *columns])
-        for c in columns:
-            if df[c].dtype == object and all(isinstance(v, (int, float)) or v is None for v in df[c]):
-                df[c] = pd.to_numeric(df[c])
+        for c in spec.numeric:  # flags may come as true/false: every numeric feature is a float, as in training
+            df[c] = np.array([np.nan if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+                              for v in df[c]], dtype=np.float64)
         df[key] = [r.get(key) or f"row-{i}" for i, r in enumerate(rows)]
         df["_known"] = True
         return df
@@ -240,10 +257,12 @@ class ScoringCore:
                 results[i] = out
                 records.append(self._record(request_id, caller, "intent", "lead", row["lead_id"], loaded,
                                             out["features"], {"probability": out["probability"],
-                                                              "band": out["band"]}))
+                                                              "band": out["band"]},
+                                            variant=DIRECT if rows is not None and not lead_ids else None))
         self._unknown(frame, "lead_id", results)
-        self.log.append_predictions(records)
-        return {"request_id": request_id, "results": [view(r, role) for r in results]}
+        answer = {"request_id": request_id, "results": [view(r, role) for r in results]}
+        self.log.append_predictions(records)  # only once the answer is built: the log holds what was served
+        return answer
 
     def _groups(self, model: str, frame: pd.DataFrame, key: str):
         """(variant, row positions) for the known rows of ``frame``."""
@@ -289,20 +308,53 @@ class ScoringCore:
                 records.append(self._record(request_id, caller, "health", "account", acc, loaded, out["features"],
                                             {"score": h["score"], "level": h["level"],
                                              "churn_probability": h["churn_probability"],
-                                             "weights_version": h["weights_version"]}))
+                                             "weights_version": h["weights_version"]},
+                                            variant=DIRECT if rows is not None and not account_ids else None))
         self._unknown(frame, "account_id", results)
-        self.log.append_predictions(records)
-        return {"request_id": request_id, "results": [view(r, role) for r in results]}
+        answer = {"request_id": request_id, "results": [view(r, role) for r in results]}
+        self.log.append_predictions(records)  # only once the answer is built: the log holds what was served
+        return answer
 
     def _features_at(self, frame: pd.DataFrame, when: datetime) -> pd.DataFrame:
-        """Point-in-time CHS features of the known accounts at ``when`` (offline store)."""
+        """Point-in-time CHS features of the known accounts at ``when`` (offline store).
+
+        Raises RequestError (field ``since``) when ``when`` is in the future or an account has no
+        feature value at that time: a previous score must not be invented from empty features."""
         ids = frame.loc[frame["_known"], "account_id"].astype(str).tolist()
         if not ids:
             return pd.DataFrame()
+        from salesml.contract import MIN_TIMESTAMP
+
+        if when > _now() or when < MIN_TIMESTAMP:
+            first, last = self._history_range(ids)
+            raise RequestError("since", f"since {when.date()} lies outside the accounts' known history: "
+                                        f"available from {first.date()} to {last.date()}")
         entity = pd.DataFrame({"account_id": ids, "event_timestamp": pd.Timestamp(when)})
-        df = self.store.get_historical_features(entity_df=entity,
-                                                features=self._service(self.specs["chs"].feature_service)).to_df()
-        return df.drop_duplicates("account_id").set_index("account_id", drop=False)
+        service = self._service(self.specs["chs"].feature_service)
+        df = self.store.get_historical_features(entity_df=entity, features=service).to_df()
+        df = df.drop_duplicates("account_id").set_index("account_id", drop=False)
+        feats = [c for c in df.columns if c not in ("account_id", "event_timestamp")]
+        empty = df.index[~df[feats].notna().any(axis=1)].tolist() if feats else df.index.tolist()
+        if empty:
+            first, last = self._history_range(empty)
+            raise RequestError("since", f"since {when.date()} lies outside the known history of account(s) "
+                                        f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}: "
+                                        f"available from {first.date()} to {last.date()}")
+        return df
+
+    def _history_range(self, ids: list[str]) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """Earliest and latest feature time of these accounts over the CHS service's views (offline files)."""
+        import duckdb
+
+        service = self._service(self.specs["chs"].feature_service)
+        files = [str(p) for p in (self.settings.feature_data_dir / f"{proj.name}.parquet"
+                                  for proj in service.feature_view_projections) if p.exists()]
+        with duckdb.connect() as con:
+            first, last = con.execute(
+                "SELECT min(event_timestamp), max(event_timestamp) FROM read_parquet(?, union_by_name=true) "
+                "WHERE account_id IN (SELECT unnest(?))", [files, ids]).fetchone()
+        now = pd.Timestamp(_now())
+        return (pd.Timestamp(first) if first is not None else now), (pd.Timestamp(last) if last is not None else now)
 
     def _notes(self, account_id: str, n: int = 3) -> list[dict]:
         import pyarrow.dataset as ds
@@ -333,6 +385,11 @@ class ScoringCore:
         unknown_reps = rep_feats.loc[~rep_feats["_known"], "rep_id"].tolist()
         rep_feats = rep_feats[rep_feats["_known"]]
         known_reps = rep_feats["rep_id"].tolist()
+        if not known_reps and rep_ids:
+            raise RequestError("rep_ids", f"none of rep_ids is a known rep: {', '.join(unknown_reps[:5])}"
+                                          f"{' ...' if len(unknown_reps) > 5 else ''}")
+        if not known_reps:
+            raise ModelUnavailable("no active rep has features online: nothing to match leads with")
         records, proposals = [], []
         if known_reps:
             for loaded, idx in self._groups("lead_match", leads, "lead_id"):
@@ -357,7 +414,7 @@ class ScoringCore:
                                                 {"top_rep": ranked[0]["rep_id"] if ranked else None,
                                                  "top_expected": ranked[0]["expected_conversion"] if ranked else None}))
                 proposals.append((idx, pm))
-        out: dict[str, Any] = {"request_id": request_id, "results": results, "unknown_rep_ids": unknown_reps}
+        out: dict[str, Any] = {"request_id": request_id, "unknown_rep_ids": unknown_reps}
         if assign and proposals:
             full = np.zeros((len(leads), len(known_reps)))
             for idx, pm in proposals:
@@ -374,8 +431,8 @@ class ScoringCore:
                                "expected_conversion": float(e) if j >= 0 else None}
                               for lead, j, e in zip(ids, sol.rep_index, sol.expected)],
             }
-        self.log.append_predictions(records)
         out["results"] = [view(r, role) for r in results]
+        self.log.append_predictions(records)  # only once the answer is built
         return out
 
     def online_reps(self, rep_ids: list[str]) -> pd.DataFrame:
@@ -396,8 +453,30 @@ class ScoringCore:
                 "entities_updated": sorted(pushed[key].astype(str).unique().tolist())}
 
     def outcomes(self, caller: Caller, rows: list[dict], request_id: str | None = None) -> dict:
+        """Store observed outcomes after checking each one: its kind fits its entity type (the specs'
+        ``serving.outcome``), the entity is in the export, and it happened between the contract's
+        earliest timestamp and now. One bad outcome refuses the batch; nothing is stored then."""
+        from features.store import known_ids
+        from salesml.contract import FUTURE_TOLERANCE, MIN_TIMESTAMP
+
         request_id = request_id or uuid.uuid4().hex
         now = _now()
+        kinds: dict[str, set[str]] = {}
+        for spec in self.specs.values():
+            kinds.setdefault(spec.serving.entity_type, set()).add(spec.serving.outcome)
+        parent = {"account": "accounts", "lead": "leads"}
+        for i, r in enumerate(rows):
+            etype = r["entity_type"]
+            if r["outcome"] not in kinds.get(etype, ()):
+                raise RequestError(f"outcomes[{i}].outcome", f"a {etype}'s outcome is one of "
+                                   f"{', '.join(sorted(kinds.get(etype, ()))) or 'none'}, got '{r['outcome']}'")
+            when = pd.Timestamp(r["occurred_at"])
+            if when < MIN_TIMESTAMP or when > pd.Timestamp(now) + FUTURE_TOLERANCE:
+                raise RequestError(f"outcomes[{i}].occurred_at", f"a time between {MIN_TIMESTAMP.date()} and now, "
+                                   f"got {r['occurred_at']}")
+            if r["entity_id"] not in known_ids(self.raw_dir, parent[etype]):
+                raise RequestError(f"outcomes[{i}].entity_id", f"unknown {etype} '{r['entity_id']}': not in the "
+                                   f"export's {parent[etype]} table")
         n = self.log.append_outcomes([{**r, "received_at": now, "source": caller.key_id, "request_id": request_id}
                                       for r in rows])
         return {"request_id": request_id, "stored": n}

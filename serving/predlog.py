@@ -34,13 +34,16 @@ CREATE TABLE IF NOT EXISTS outcomes (
     source TEXT, request_id TEXT, UNIQUE (entity_type, entity_id, outcome, occurred_at));
 CREATE TABLE IF NOT EXISTS access (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, request_id TEXT, api_key_id TEXT, role TEXT,
-    endpoint TEXT NOT NULL, entities TEXT NOT NULL, status INTEGER NOT NULL, detail TEXT);
+    endpoint TEXT NOT NULL, entities TEXT NOT NULL, status INTEGER NOT NULL, detail TEXT, client TEXT);
 """
+# Columns added after the first release: (table, column, type). A log written before gets them on open.
+ADDED = (("access", "client", "TEXT"),)
 PRED_COLS = ("request_id", "ts", "role", "api_key_id", "endpoint", "entity_type", "entity_id",
              "model", "version", "variant", "features", "outputs")
 OUTCOME_COLS = ("received_at", "entity_type", "entity_id", "outcome", "value", "occurred_at", "source", "request_id")
-ACCESS_COLS = ("ts", "request_id", "api_key_id", "role", "endpoint", "entities", "status", "detail")
+ACCESS_COLS = ("ts", "request_id", "api_key_id", "role", "endpoint", "entities", "status", "detail", "client")
 TABLES = ("predictions", "outcomes", "access")
+DIRECT = "direct"  # the variant of a score computed on features given in the request (rows=)
 
 
 def _iso(ts: datetime | str | pd.Timestamp) -> str:
@@ -88,6 +91,13 @@ class PredictionLog:
         self._con.execute("PRAGMA journal_mode = WAL")
         self._con.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         self._con.executescript(SCHEMA)
+        for table, column, kind in ADDED:
+            have = {r[1] for r in self._con.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                try:
+                    self._con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
 
     def _write(self, work):
         """Run ``work(con)`` in one write transaction; all or nothing. Caller holds the lock."""
@@ -125,7 +135,8 @@ class PredictionLog:
     def append_access(self, record: dict) -> None:
         r = record
         row = (_iso(r.get("ts") or datetime.now(timezone.utc)), r.get("request_id"), r.get("api_key_id"),
-               r.get("role"), r["endpoint"], _json(list(r.get("entities") or [])), int(r["status"]), r.get("detail"))
+               r.get("role"), r["endpoint"], _json(list(r.get("entities") or [])), int(r["status"]), r.get("detail"),
+               r.get("client"))
         self._insert("access", ACCESS_COLS, [row])
 
     def _read(self, table: str, where: dict[str, object], ts_col: str = "ts", start=None, end=None) -> pd.DataFrame:
@@ -151,8 +162,12 @@ class PredictionLog:
         return df
 
     def feature_frame(self, model: str, start=None, end=None) -> pd.DataFrame:
-        """One row per prediction: ids, features as columns and outputs as ``out_<key>`` columns."""
+        """One row per served prediction: ids, features as columns and outputs as ``out_<key>`` columns.
+
+        Direct scores (``rows=`` requests, variant ``direct``: features the caller made up) are left out:
+        they are not traffic of any entity, so drift windows must not count them."""
         df = self.predictions(model, start, end)
+        df = df[df["variant"] != DIRECT].reset_index(drop=True)
         feats = pd.DataFrame(df["features"].tolist(), index=df.index)
         outs = pd.DataFrame(df["outputs"].tolist(), index=df.index).add_prefix("out_")
         ids = df[["request_id", "entity_id", "ts", "model", "version", "variant"]]

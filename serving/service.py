@@ -7,6 +7,7 @@ middleware answers 401/413/415 before a body is parsed and writes the access log
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -19,15 +20,18 @@ import bentoml
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 from starlette.responses import JSONResponse
 
+from salesml.contract import ID_MAX_LENGTH, ID_PATTERN
 from salesml.settings import Settings
-from serving.auth import KeyStore, effective_role, key_from_headers
+from serving.auth import KeyFileError, KeyStore, effective_role, key_from_headers
 
 log = logging.getLogger("salesml.serving")
 _LIMITS = Settings()
 MAX_BATCH = _LIMITS.max_batch
-PROTECTED = {"/intent", "/match", "/health", "/events", "/outcomes"}
+# The scope each endpoint needs (serving.auth.SCOPES says which role has which).
+SCOPE = {"/intent": "read", "/match": "read", "/health": "read", "/events": "write", "/outcomes": "write"}
+PROTECTED = set(SCOPE)
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(max_length=500)]
 Value = Union[Number, bool, Text, None]
@@ -70,11 +74,11 @@ class Gate:
             self._log = PredictionLog(self.settings.prediction_log_path, synchronous=self.settings.log_synchronous)
         return self._log
 
-    async def _reply(self, send, status: int, body: dict, request_id: str):
+    async def _reply(self, send, status: int, body: dict, request_id: str, headers=()):
         data = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
-                                (b"content-length", str(len(data)).encode())]})
+                                (b"content-length", str(len(data)).encode()), *headers]})
         await send({"type": "http.response.body", "body": data})
 
     async def __call__(self, scope, receive, send):
@@ -82,18 +86,25 @@ class Gate:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = uuid.uuid4().hex
-        caller = self.keys.resolve(key_from_headers(headers))
-        status = {"code": 500}
+        caller, status = None, {"code": 500}
         state = scope.setdefault("state", {})
         t0 = time.perf_counter()
         try:
+            try:
+                caller = self.keys.resolve(key_from_headers(headers))
+            except KeyFileError as exc:  # refuse every call, say why, keep serving the probes
+                log.error("%s", exc)
+                status["code"] = 503
+                return await self._reply(send, 503, {"error": "the service's API key file is unreadable; "
+                                                              "an operator must fix it", "field": None}, request_id)
             if caller is None:
                 status["code"] = 401
                 return await self._reply(send, 401, {"error": "missing or unknown API key: send X-API-Key",
                                                      "field": "X-API-Key"}, request_id)
             if scope["method"] != "POST":
                 status["code"] = 405
-                return await self._reply(send, 405, {"error": "use POST", "field": None}, request_id)
+                return await self._reply(send, 405, {"error": "use POST", "field": None}, request_id,
+                                         headers=[(b"allow", b"POST")])
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 status["code"] = 415
@@ -107,7 +118,14 @@ class Gate:
                                                      "field": None}, request_id)
             chunks, size = [], 0
             while True:
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), self.settings.serve_body_timeout)
+                except asyncio.TimeoutError:
+                    status["code"] = 408
+                    return await self._reply(send, 408, {"error": f"the body did not arrive within "
+                                                                  f"{self.settings.serve_body_timeout:g} s",
+                                                         "field": None}, request_id, headers=[(b"connection",
+                                                                                                b"close")])
                 if message["type"] == "http.disconnect":
                     return
                 chunks.append(message.get("body", b""))
@@ -119,6 +137,19 @@ class Gate:
                 if not message.get("more_body"):
                     break
             body = b"".join(chunks)
+            try:
+                doc = json.loads(body)
+            except ValueError as exc:
+                status["code"] = 400
+                return await self._reply(send, 400, {"error": f"the body is not valid JSON: {exc}", "field": None},
+                                         request_id)
+            state["entities"] = _entities_in(doc)
+            needed = SCOPE[scope["path"]]
+            if not caller.may(needed):  # after the body is read: the refusal names the entities asked for
+                status["code"] = 403
+                return await self._reply(send, 403, {
+                    "error": f"role '{caller.role}' may not call {scope['path']}: it needs the '{needed}' scope",
+                    "field": "X-API-Key"}, request_id)
             sent = False
 
             async def replay():
@@ -128,31 +159,112 @@ class Gate:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
+            held = {}
+
             async def send_with_id(message):
                 if message["type"] == "http.response.start":
                     status["code"] = message["status"]
                     message = {**message, "headers": [*message.get("headers", []),
                                                       (b"x-request-id", request_id.encode())]}
+                    if message["status"] == 400:  # BentoML's validation error: rewritten below to our shape
+                        held["start"], held["body"] = message, b""
+                        return
+                if "start" in held and message["type"] == "http.response.body":
+                    held["body"] += message.get("body", b"")
+                    if message.get("more_body"):
+                        return
+                    start, data = held.pop("start"), _error_shape(held.pop("body"))
+                    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                    await send({**start, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
+                    message = {"type": "http.response.body", "body": data}
                 await send(message)
 
             state.update(caller=caller, request_id=request_id)
             await self.app(scope, replay, send_with_id)
         finally:
+            client = scope.get("client")
             try:
                 self.access_log.append_access({
                     "ts": datetime.now(timezone.utc), "request_id": request_id,
                     "api_key_id": caller.key_id if caller else None, "role": caller.role if caller else None,
                     "endpoint": scope["path"], "entities": state.get("entities", []), "status": status["code"],
+                    "client": f"{client[0]}:{client[1]}" if client else None,
                     "detail": f"{1000 * (time.perf_counter() - t0):.1f} ms"})
             except Exception:  # the access log must never take a response down with it
                 log.exception("access log write failed")
+
+
+def _error_shape(data: bytes) -> bytes:
+    """A 400 body in the service's one error shape: ``error``, ``field`` (the first field at fault, dotted)
+    and, from pydantic, ``detail`` (every error with its location)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return json.dumps({"error": data.decode("utf-8", "replace")[:500], "field": None}).encode()
+    if isinstance(doc, list) and doc and isinstance(doc[0], dict):  # BentoML wraps some errors in a list
+        doc = doc[0]
+    if not isinstance(doc, dict):
+        return json.dumps({"error": str(doc)[:500], "field": None}).encode()
+    if "field" not in doc:
+        detail = doc.get("detail") if isinstance(doc.get("detail"), list) else []
+        loc = [str(p) for p in (detail[0].get("loc") or [])] if detail and isinstance(detail[0], dict) else []
+        loc = [p for p in loc if p not in ("body",)]
+        doc = {"error": str(doc.get("error", "invalid request")), "field": ".".join(loc) or None,
+               **({"detail": detail} if detail else {})}
+        if detail:
+            doc["error"] += ": " + "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', '')}"
+                                            for d in detail[:5] if isinstance(d, dict))
+    return json.dumps(doc).encode()
+
+
+def _entities_in(doc) -> list[str]:
+    """The entity ids a request body names, as far as it parses: refused and rejected calls are
+    attributable too (the API method replaces them with the validated ids)."""
+    if not isinstance(doc, dict):
+        return []
+    found = []
+    for name in ("account_ids", "lead_ids"):
+        if isinstance(doc.get(name), list):
+            found += doc[name]
+    for name, keys in (("rows", ("account_id", "lead_id")), ("outcomes", ("entity_id",))):
+        if isinstance(doc.get(name), list):
+            found += [r.get(k) for r in doc[name] if isinstance(r, dict) for k in keys if k in r]
+    return [str(x)[:ID_MAX_LENGTH] for x in found if isinstance(x, (str, int))][:MAX_BATCH]
 
 
 def _since(value: date | None) -> datetime | None:
     return None if value is None else datetime.combine(value, dtime.max, tzinfo=timezone.utc)
 
 
-@bentoml.service(name="salesml-scoring", traffic={"timeout": 60}, workers=1)
+class ScoringService(bentoml.Service):
+    """BentoML's service with the bounds and declarations its app lacks (``serving.asgi``)."""
+
+    def to_asgi(self, is_main: bool = True):
+        from serving.asgi import KnownRoutesOnly, quiet_rejections
+
+        quiet_rejections()
+        try:  # header-read timeout and connection cap, for the uvicorn server BentoML builds next
+            from serving.http_limits import install
+        except ImportError:
+            pass
+        else:
+            install(header_timeout=_LIMITS.serve_header_timeout, max_connections=_LIMITS.serve_max_connections)
+        return KnownRoutesOnly(super().to_asgi(is_main=is_main))
+
+    @property
+    def openapi_spec(self):
+        from serving.asgi import amend_openapi
+
+        return amend_openapi(super().openapi_spec)
+
+
+@bentoml.service(
+    name="salesml-scoring", service_class=ScoringService, workers=1, threads=_LIMITS.serve_threads,
+    traffic={"timeout": 60, "max_concurrency": _LIMITS.serve_max_concurrency},
+    # BentoML skips its concurrency limit on the livez path, "/health" unless told: ours is a scoring endpoint.
+    endpoints={"livez": "/livez", "readyz": "/readyz"},
+    http={"host": _LIMITS.serve_host},  # plain `bentoml serve` binds loopback too; --host overrides
+)
 class SalesScoring:
     """Intent, lead matching and Customer Health Score, with live Feast features."""
 
@@ -255,17 +367,17 @@ class SalesScoring:
     @staticmethod
     def _call(ctx, fn):
         from salesml.validation import ContractError
-        from serving.core import ModelUnavailable, UnknownFeature
+        from serving.core import ModelUnavailable, RequestError
 
         try:
             return fn()
         except ModelUnavailable as exc:
             return error(ctx, 503, None, str(exc))
         except ContractError as exc:
-            return error(ctx, 400, "rows", "rows violate the raw-data contract",
-                         violations=[str(v) for v in exc.violations][:50])
-        except (UnknownFeature, KeyError) as exc:
-            return error(ctx, 400, "rows", str(exc).strip("'\""))
+            return error(ctx, 400, "rows", "rows violate the raw-data contract: " + "; ".join(
+                str(v) for v in exc.violations[:5]), violations=[str(v) for v in exc.violations][:50])
+        except RequestError as exc:
+            return error(ctx, 400, exc.field, str(exc))
 
 
 SalesScoring.add_asgi_middleware(Gate)

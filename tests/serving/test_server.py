@@ -96,6 +96,42 @@ def test_bentoml_client_and_plain_http(server, served_settings, keys):
         assert "/health" in json.loads(r.read())["paths"]
 
 
+def _worker_rss(proc: subprocess.Popen) -> int:
+    """Resident memory of the BentoML worker (the arbiter's busiest child)."""
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    return max(c.memory_info().rss for c in children)
+
+
+def test_unknown_paths_leave_metrics_and_memory_bounded(server):
+    import http.client
+    import random
+
+    port, proc, _ = server
+
+    def metrics() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+            return len(r.read())
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def burst(n: int, rng: random.Random) -> None:
+        for _ in range(n):
+            conn.request("GET", f"/{rng.getrandbits(64):x}/{rng.getrandbits(32):x}")
+            resp = conn.getresponse()
+            assert resp.status == 404, resp.status
+            resp.read()
+
+    burst(500, random.Random(0))  # warm-up: the 404 path's own code paths and allocations
+    size0, rss0 = metrics(), _worker_rss(proc)
+    burst(10_000, random.Random(1))
+    size1, rss1 = metrics(), _worker_rss(proc)
+    conn.close()
+    assert size1 <= size0 * 1.05, (size0, size1)
+    assert rss1 <= rss0 * 1.05, (rss0, rss1)
+
+
 def test_schemathesis_finds_no_server_error(server, keys):
     port, _, _ = server
     st = str(Path(sys.executable).with_name("st"))
@@ -106,40 +142,87 @@ def test_schemathesis_finds_no_server_error(server, keys):
     assert " passed" in run.stdout and "/health" in run.stdout + "POST /health"
 
 
-def test_sigkill_under_load_loses_no_acknowledged_prediction(server, served_settings, keys, tmp_path):
+def test_sigkill_under_load_loses_no_acknowledged_request(server, served_settings, keys, tmp_path):
+    """Reads and writes in one concurrent mix, the server SIGKILLed mid-load: every acknowledged
+    request is in the logs and stores after restart, and a rebuild includes every acknowledged event."""
+    from features.live import open_live
+    from features.store import build_feature_files, materialize, online_features
     from serving.predlog import PredictionLog
 
     port, proc, log_path = server
-    accounts = pd.read_parquet(served_settings.raw_dir / "accounts.parquet")["account_id"].tolist()
-    acked: list[tuple[str, list[str]]] = []
+    raw = served_settings.raw_dir
+    accounts = pd.read_parquet(raw / "accounts.parquet")["account_id"].tolist()
+    events = pd.read_parquet(raw / "lead_events.parquet", columns=["lead_id", "occurred_at"])
+    last = events.groupby("lead_id")["occurred_at"].max().sort_index().tail(6)
+    acked: dict[str, list] = {"health": [], "events": [], "outcomes": []}
     stop = time.time() + 60
 
-    def worker(i: int):
+    def reader(i: int):
         while time.time() < stop:
-            ids = [accounts[(i * 7 + len(acked) + j) % len(accounts)] for j in range(1 + i % 3)]
+            ids = [accounts[(i * 7 + len(acked["health"]) + j) % len(accounts)] for j in range(1 + i % 3)]
             try:
                 status, body = _post(port, "/health", {"account_ids": ids}, keys["csm"], timeout=10)
             except (OSError, ConnectionError):
                 return  # the server is gone
             if status == 200:
-                acked.append((body["request_id"], ids))
+                acked["health"].append((body["request_id"], ids))
+
+    def pusher(i: int):
+        k = 0
+        while time.time() < stop:
+            lead, at = list(last.items())[(i + k) % len(last)]
+            event = {"event_id": f"E-kill-{i}-{k}", "lead_id": lead, "event_type": "page_view", "page": "pricing",
+                     "occurred_at": (at + pd.Timedelta(seconds=60 + k)).isoformat(), "dwell_seconds": 30.0}
+            outcome = {"entity_type": "account", "entity_id": accounts[(i * 13 + k) % len(accounts)],
+                       "outcome": "churned", "value": bool(k % 2),
+                       "occurred_at": (pd.Timestamp("2026-01-05", tz="UTC") + pd.Timedelta(minutes=k)).isoformat()}
+            k += 1
+            try:
+                status, body = _post(port, "/events", {"table": "lead_events", "rows": [event]}, keys["ingest"],
+                                     timeout=10)
+                if status == 200:
+                    acked["events"].append((body["request_id"], event))
+                status, body = _post(port, "/outcomes", {"outcomes": [outcome]}, keys["ingest"], timeout=10)
+                if status == 200:
+                    acked["outcomes"].append((body["request_id"], outcome))
+            except (OSError, ConnectionError):
+                return
 
     with ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(worker, i) for i in range(16)]
-        while len(acked) < 150 and time.time() < stop:
+        futures = [pool.submit(reader, i) for i in range(13)] + [pool.submit(pusher, i) for i in range(3)]
+        while (len(acked["health"]) < 150 or len(acked["events"]) < 10) and time.time() < stop:
             time.sleep(0.05)
-        _kill(proc)  # the arbiter and the worker that writes the log, mid-load
+        _kill(proc)  # the arbiter and the worker that writes the logs, mid-load
         for f in futures:
             f.result()
-    assert len(acked) >= 150
+    assert len(acked["health"]) >= 150 and len(acked["events"]) >= 10 and len(acked["outcomes"]) >= 5, \
+        {k: len(v) for k, v in acked.items()}
 
     log = PredictionLog(served_settings.prediction_log_path)
     assert log.integrity_ok()
     logged = log.predictions(model="chs")
     by_request = logged.groupby("request_id")["entity_id"].apply(sorted)
-    missing = [rid for rid, ids in acked if by_request.get(rid) != sorted(ids)]
+    missing = [rid for rid, ids in acked["health"] if by_request.get(rid) != sorted(ids)]
     assert not missing, f"{len(missing)} acknowledged requests not fully in the log"
     assert logged["outputs"].map(lambda o: isinstance(o, dict) and "score" in o).all()
+    stored = log.outcomes("account")
+    stored_keys = set(zip(stored["entity_id"], stored["occurred_at"]))
+    assert all((o["entity_id"], pd.Timestamp(o["occurred_at"])) in stored_keys for _, o in acked["outcomes"])
+    access = set(log.access()["request_id"])
+    assert all(rid in access for part in acked.values() for rid, _ in part), "an acknowledged call has no access row"
+    with open_live(served_settings) as live:
+        pushed = set(live.rows("lead_events", list(last.index))["event_id"])
+    assert all(e["event_id"] in pushed for _, e in acked["events"])
+
+    # a rebuild and materialize include every acknowledged event: each lead's event count grows by its pushes
+    before = {lead: int((events["lead_id"] == lead).sum()) for lead in last.index}
+    build_feature_files(served_settings, raw, progress=lambda _: None)
+    materialize(served_settings)
+    online = online_features(served_settings, "intent", [{"lead_id": lead} for lead in last.index])
+    with open_live(served_settings) as live:
+        live_rows = live.rows("lead_events", list(last.index))
+    for lead, total in zip(online["lead_id"], online["events_total"]):
+        assert total == before[lead] + int((live_rows["lead_id"] == lead).sum()), lead
 
     # the server comes back on the same log and keeps appending
     port2 = _free_port()

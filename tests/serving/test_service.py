@@ -11,19 +11,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def client(served_settings):
-    from starlette.testclient import TestClient
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SALESML_HOME", str(served_settings.root))
-    from serving.service import SalesScoring
-
-    with TestClient(SalesScoring.to_asgi(), raise_server_exceptions=False) as c:
-        yield c
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def accounts(served_settings):
     return pd.read_parquet(served_settings.raw_dir / "accounts.parquet")["account_id"].head(5).tolist()
 
@@ -106,11 +93,11 @@ def test_intent_match_events_outcomes(client, keys, served_settings):
     assert r.status_code == 200, r.text
     assert r.json()["assignment"]["status"] == "proposal"
     r = post(client, "/events", {"table": "lead_events", "rows": [{"event_id": "E-bad", "lead_id": leads[0]}]},
-             keys["csm"])
+             keys["ingest"])
     assert r.status_code == 400 and "occurred_at" in r.text  # the contract names the missing column
     r = post(client, "/outcomes", {"outcomes": [{"entity_type": "lead", "entity_id": leads[0],
                                                  "outcome": "converted", "value": True,
-                                                 "occurred_at": "2026-10-01T10:00:00Z"}]}, keys["csm"])
+                                                 "occurred_at": "2026-10-01T10:00:00Z"}]}, keys["ingest"])
     assert r.status_code == 200 and r.json()["stored"] == 1
 
 

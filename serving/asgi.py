@@ -1,0 +1,131 @@
+"""What BentoML's app does not bound or declare, fixed around it (``serving.service.ScoringService``).
+
+- ``KnownRoutesOnly``: the outermost ASGI layer. BentoML's metrics middleware labels every request
+  with its raw path, so 10,000 random paths made 10,000 label sets (and grew /metrics and the
+  worker without bound). A path that no route of the app serves is answered 404 here, before any
+  BentoML middleware counts it. The routes come from the app itself, not from a list kept by hand.
+- ``amend_openapi``: the request schema of the scoring endpoints says "exactly one of ids or rows"
+  (``oneOf``), and every error status the service answers is declared with the body it has.
+- ``OneLineRejections``: BentoML logs each rejected request (400) with a full traceback at ERROR;
+  this logging filter turns those into one line. Real failures (5xx) keep their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+ERROR_BODY = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "What is wrong, in words."},
+        "field": {"type": "string", "nullable": True, "description": "The request field at fault, dotted."},
+        "violations": {"type": "array", "items": {"type": "string"},
+                       "description": "Contract violations of pushed rows (table, column, rows)."},
+        "detail": {"type": "array", "items": {"type": "object"},
+                   "description": "Every validation error with its location (pydantic)."},
+    },
+}
+ERRORS = {
+    400: "Invalid request: the field at fault is named",
+    401: "Missing or unknown API key",
+    403: "The key's role may not do this (scope or view)",
+    404: "No such path",
+    405: "Wrong method (Allow: POST)",
+    408: "The body did not arrive in time",
+    413: "Body larger than the limit",
+    415: "Content-Type is not application/json",
+    429: "Too many requests in flight",
+    500: "Unexpected error (see the server log)",
+    503: "Not ready, model not served, or the key file is unreadable",
+    504: "The request took longer than the time limit",
+}
+# Scoring endpoints that take ids or feature rows: exactly one of the two.
+ONE_OF = {"/intent": "lead_ids", "/health": "account_ids"}
+
+
+class KnownRoutesOnly:
+    """Answer 404 to any path the wrapped Starlette app has no route for, before its middlewares run."""
+
+    def __init__(self, app):
+        self.app = app
+        self._static: dict[str, set[str]] = {}
+
+    def _static_files(self, mount) -> set[str]:
+        if mount.path not in self._static:
+            root = mount.app.directory
+            self._static[mount.path] = {f"{mount.path}/{os.path.relpath(os.path.join(d, f), root)}"
+                                        for d, _, files in os.walk(root) for f in files}
+        return self._static[mount.path]
+
+    def known(self, scope) -> bool:
+        from starlette.routing import Match, Mount
+        from starlette.staticfiles import StaticFiles
+
+        for route in self.app.router.routes:
+            if route.matches(scope)[0] is Match.NONE:
+                continue
+            if isinstance(route, Mount) and isinstance(route.app, StaticFiles):
+                if scope["path"] not in self._static_files(route):
+                    continue
+            return True  # a full match, or a partial one (wrong method: Starlette answers 405 with Allow)
+        return False
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not self.known(scope):
+            body = b'{"error": "no such path", "field": null}'
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def amend_openapi(spec):
+    """BentoML's OpenAPI document with the one-of rule and every error response the service gives."""
+    import attrs
+    from bentoml._internal.service.openapi.specification import MediaType, Response, Schema
+
+    error = Schema(**{k: v for k, v in ERROR_BODY.items() if k != "properties"},
+                   properties={k: Schema(**v) if "items" not in v else Schema(**{**v, "items": Schema(**v["items"])})
+                               for k, v in ERROR_BODY["properties"].items()})
+    for path, item in spec.paths.items():
+        op = getattr(item, "post", None)
+        if not op:
+            continue
+        if path in ONE_OF:
+            content = op["requestBody"]["content"]
+            media = content["application/json"]
+            content["application/json"] = attrs.evolve(media, schema=attrs.evolve(
+                media.schema, oneOf=[Schema(required=[ONE_OF[path]]), Schema(required=["rows"])]))
+        for code, text in ERRORS.items():
+            op["responses"][code] = Response(description=text,
+                                             content={"application/json": MediaType(schema=error)})
+    return spec
+
+
+class OneLineRejections(logging.Filter):
+    """BentoML's ``Exception on /path [POST]`` records for rejected input: one line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or not str(record.msg).startswith("Exception on"):
+            return True
+        exc = record.exc_info[1]
+        from pydantic import ValidationError
+
+        code = 400 if isinstance(exc, ValidationError) else getattr(getattr(exc, "error_code", None), "value", 500)
+        if isinstance(code, int) and code < 500:
+            record.msg = "Rejected %s [%s]: %s"
+            record.args = (*record.args[:2], str(exc).splitlines()[0][:300])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_rejections() -> None:
+    """Install ``OneLineRejections`` on BentoML's HTTP app logger (once)."""
+    logger = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, OneLineRejections) for f in logger.filters):
+        logger.addFilter(OneLineRejections())

@@ -1,0 +1,82 @@
+"""The key gate and the key file, without models: a tiny ASGI app stands behind the real Gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from salesml.settings import Settings
+from serving.auth import SCOPES, Caller, KeyFileError, KeyStore
+from serving.predlog import PredictionLog
+from serving.service import SCOPE, Gate
+
+SALESML = str(Path(sys.executable).with_name("salesml"))
+
+
+async def _ok(scope, receive, send):
+    """Stands in for the scoring service: answers 200 to whatever passes the gate."""
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+@pytest.fixture
+def gated(tmp_path):
+    settings = Settings(home=tmp_path)
+    keys = {role: KeyStore(settings.api_keys_path).add(role, f"t-{role}")[1] for role in SCOPES}
+    return settings, keys, TestClient(Gate(_ok, settings))
+
+
+def test_scopes_per_role_and_endpoint(gated):
+    settings, keys, client = gated
+    for role, key in keys.items():
+        for path, scope in SCOPE.items():
+            r = client.post(path, json={"account_ids": ["A1"]}, headers={"X-API-Key": key})
+            assert r.status_code == (200 if Caller("k", role).may(scope) else 403), (role, path, r.text)
+    assert not Caller("k", "ingest").may("read") and not Caller("k", "csm").may("write")
+    access = PredictionLog(settings.prediction_log_path).access()
+    assert len(access) == len(keys) * len(SCOPE)
+    refused = access[access["status"] == 403]
+    assert len(refused) == 2 * 2 + 3  # sales, csm: 2 writes each; ingest: 3 reads
+    assert refused["client"].notna().all() and refused["api_key_id"].notna().all()
+    assert (refused["entities"].map(lambda e: e == ["A1"])).all()
+
+
+def test_a_corrupt_key_file_is_a_503_with_an_access_row_and_stops_serve_at_start(gated):
+    settings, keys, client = gated
+    path = settings.api_keys_path
+    path.write_text(path.read_text()[:40])  # truncated mid-entry
+    r = client.post("/health", json={"account_ids": ["A1"]}, headers={"X-API-Key": keys["csm"]})
+    assert r.status_code == 503 and "key file" in r.json()["error"]
+    assert client.get("/livez").status_code == 200  # other paths go by
+    access = PredictionLog(settings.prediction_log_path).access()
+    assert list(access["status"]) == [503] and access["client"].notna().all()
+    with pytest.raises(KeyFileError, match="api_keys.json"):
+        KeyStore(path).check()
+    env = {**os.environ, "SALESML_HOME": str(settings.root)}
+    run = subprocess.run([SALESML, "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "api_keys.json is unreadable" in run.stderr and "salesml keys add" in run.stderr
+
+
+def test_a_key_file_with_a_bad_entry_names_it(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([{"key_id": "a", "role": "root", "sha256": "0" * 64}]))
+    with pytest.raises(KeyFileError, match=r"entry 0\.role"):
+        KeyStore(path).check()
+
+
+def test_concurrent_keys_add_keeps_every_key(tmp_path):
+    env = {**os.environ, "SALESML_HOME": str(tmp_path)}
+    procs = [subprocess.Popen([SALESML, "keys", "add", "--role", "csm", "--name", f"n{i}"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
+    printed = [p.communicate(timeout=120)[0].strip().splitlines()[-1] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    store = KeyStore(Settings(home=tmp_path).api_keys_path)
+    assert store.check() == 6
+    assert all(store.resolve(key) is not None for key in printed)
