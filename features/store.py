@@ -1,8 +1,10 @@
 """Thin layer over Feast: open the store, build feature files, apply, materialize, push.
 
-Nothing here runs at import.  Every write goes through ``build_feature_files``, which
-validates the export first and swaps files in atomically, so a bad export leaves the store
-exactly as it was.
+Nothing here runs at import.  Offline feature files are written only by ``build_feature_files``,
+which validates the export first and swaps files in atomically, so a bad export leaves the store
+exactly as it was.  Live rows are written only by ``push_events``, which validates them (contract,
+known entities, ids) and appends them to the live-event store (``features.live``) in the same
+transaction as the online push.
 """
 
 from __future__ import annotations

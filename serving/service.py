@@ -241,14 +241,11 @@ class ScoringService(bentoml.Service):
 
     def to_asgi(self, is_main: bool = True):
         from serving.asgi import KnownRoutesOnly, quiet_rejections
+        from serving.http_limits import install
 
         quiet_rejections()
-        try:  # header-read timeout and connection cap, for the uvicorn server BentoML builds next
-            from serving.http_limits import install
-        except ImportError:
-            pass
-        else:
-            install(header_timeout=_LIMITS.serve_header_timeout, max_connections=_LIMITS.serve_max_connections)
+        # header-read timeout and connection cap: BentoML's worker builds its uvicorn.Config right after this
+        install(header_timeout=_LIMITS.serve_header_timeout, max_connections=_LIMITS.serve_max_connections)
         return KnownRoutesOnly(super().to_asgi(is_main=is_main))
 
     @property
