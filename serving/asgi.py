@@ -95,11 +95,14 @@ def amend_openapi(spec):
         op = getattr(item, "post", None)
         if not op:
             continue
+        if "requestBody" in op:
+            op["requestBody"]["required"] = True  # every endpoint takes a JSON body (415 without one)
         if path in ONE_OF:
             content = op["requestBody"]["content"]
             media = content["application/json"]
+            by_rows = Schema(required=["rows"], not_=Schema(required=["since"]) if path == "/health" else None)
             content["application/json"] = attrs.evolve(media, schema=attrs.evolve(
-                media.schema, oneOf=[Schema(required=[ONE_OF[path]]), Schema(required=["rows"])]))
+                media.schema, oneOf=[Schema(required=[ONE_OF[path]]), by_rows]))
         for code, text in ERRORS.items():
             op["responses"][code] = Response(description=text,
                                              content={"application/json": MediaType(schema=error)})

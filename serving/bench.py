@@ -1,10 +1,12 @@
-"""Serving benchmark: /health latency and throughput over HTTP against the same core in-process.
+"""Serving benchmark: /health latency and throughput over HTTP against the same core in-process,
+push (POST /events) latency on a fresh and on a filled live store, and /health latency while
+pushes and a 1,000-lead /match run at the same time.
 
 Builds its own small environment under ``$SALESML_HOME/bench/serving`` (export, Feast store,
-three registered models), starts ``salesml serve`` on a free port, and drives it from this
-process with keep-alive connections (the load generator shares the machine's cores with the
-server: on 2 cores the concurrency-16 figures are a floor).  Writes
-``$SALESML_HOME/reports/bench_serving.md``.
+three registered models), empties its live-event store and resets its online store to the
+export, starts ``salesml serve`` on a free port, and drives it from this process with keep-alive
+connections (the load generator shares the machine's cores with the server: on 2 cores the
+concurrency-16 figures are a floor).  Writes ``$SALESML_HOME/reports/bench_serving.md``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import numpy as np
 import pandas as pd
 
 from salesml.settings import Settings
+
+PUSH_TOTAL = 10_000  # live-store rows before the second push-latency window
+PAGES = ("pricing", "case_study", "product", "blog")
 
 
 def _free_port() -> int:
@@ -47,6 +52,103 @@ def _prepare(settings: Settings, accounts: int, leads: int, seed: int, log) -> S
     return home
 
 
+def _fresh_live_store(home: Settings) -> float:
+    """Empty the bench's live-event store and reset its online store to the export (undoing an
+    earlier run's pushes), as a newly built home has them; seconds the reset took."""
+    from features.live import live_path
+    from features.store import materialize
+
+    t0 = time.perf_counter()
+    path = live_path(home)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+    materialize(home)
+    return time.perf_counter() - t0
+
+
+class _Client:
+    """One keep-alive HTTP connection (one per thread); reconnects after an error."""
+
+    def __init__(self, port: int, key: str, timeout: float = 300):
+        self.port, self.key, self.timeout, self.conn = port, key, timeout, None
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            self.conn.request("POST", path, json.dumps(body),
+                              {"Content-Type": "application/json", "X-API-Key": self.key})
+            resp = self.conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"{}")
+        except BaseException:
+            self.conn.close()
+            self.conn = None
+            raise
+
+    def ok(self, path: str, body: dict) -> dict:
+        status, answer = self.post(path, body)
+        if status != 200:
+            raise RuntimeError(f"POST {path}: HTTP {status}: {json.dumps(answer)[:300]}")
+        return answer
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class _Events:
+    """Valid lead_events rows for the export's leads: each after that lead's last exported (or
+    earlier generated) event and never in the future, with an event_id unique to this run."""
+
+    def __init__(self, home: Settings):
+        events = pd.read_parquet(home.raw_dir / "lead_events.parquet", columns=["lead_id", "occurred_at"])
+        last = events.groupby("lead_id")["occurred_at"].max()
+        self.leads = [str(x) for x in last.index]
+        self._next = {str(k): v for k, v in last.items()}
+        self._run = f"{time.time_ns():x}"
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def row(self, lead: str) -> dict:
+        with self._lock:
+            self._n += 1
+            n = self._n
+            now = pd.Timestamp.now(tz="UTC").floor("us")
+            at = self._next[lead] = min(self._next[lead] + pd.Timedelta(minutes=1), now)
+        return {"event_id": f"E-bench-{self._run}-{n}", "lead_id": lead, "occurred_at": at.isoformat(),
+                "event_type": "page_view", "page": PAGES[n % len(PAGES)], "dwell_seconds": float(15 + n % 120)}
+
+    def push_body(self, lead: str) -> dict:
+        return {"table": "lead_events", "rows": [self.row(lead)]}
+
+
+def _fill_live(home: Settings, events: _Events, total: int) -> tuple[int, float]:
+    """Append typed, contract-valid lead_events rows (spread over the leads) straight to the live
+    store until it holds ``total`` rows: the state that many pushes leave there, without the
+    online pushes. Returns (rows added, seconds)."""
+    from features.live import open_live
+    from features.store import FeatureContext, id_violations
+    from salesml.contract import TABLES
+    from salesml.validation import ContractError, validate_table
+
+    t0 = time.perf_counter()
+    spec = TABLES["lead_events"]
+    with open_live(home) as live:
+        need = total - live.count("lead_events")
+        if need <= 0:
+            return 0, time.perf_counter() - t0
+        frame = pd.DataFrame([events.row(events.leads[i % len(events.leads)]) for i in range(need)])
+        extra = FeatureContext.of(home, home.raw_dir).extra_columns.get("lead_events", ())
+        typed, problems = validate_table(frame, spec, extra=extra, optional=set(spec.omittable))
+        problems += id_violations(home.raw_dir, "lead_events", typed)
+        if problems:
+            raise ContractError(problems)
+        live.append("lead_events", typed)
+        if live.count("lead_events") != total:
+            raise RuntimeError(f"the live store holds {live.count('lead_events')} rows, expected {total}")
+    return need, time.perf_counter() - t0
+
+
 def _drive(call: Callable[[int], None], clients: int, seconds: float, warmup: int = 20) -> np.ndarray:
     """Run ``call(i)`` from ``clients`` threads for ``seconds``; per-call latencies in ms."""
     for i in range(warmup):
@@ -70,38 +172,96 @@ def _drive(call: Callable[[int], None], clients: int, seconds: float, warmup: in
     return np.array([x for part in lat for x in part])
 
 
-def _event_to_score(home: Settings, port: int, key: str, n: int = 20) -> np.ndarray:
-    """ms from sending an event to an /intent answer that counts it."""
-    from serving.runner import post
+class _Background(threading.Thread):
+    """Calls ``call(i)`` over and over until stopped: every ``interval`` s (paced; a late call is
+    not made up by a burst) or back to back (``interval`` 0). Records each call's ms."""
 
-    events = pd.read_parquet(home.raw_dir / "lead_events.parquet", columns=["lead_id", "occurred_at"])
-    last = events.groupby("lead_id")["occurred_at"].max().tail(n)
+    def __init__(self, call: Callable[[int], None], interval: float = 0.0):
+        super().__init__(daemon=True)
+        self.call, self.interval = call, interval
+        self.stopping = threading.Event()
+        self.ms: list[float] = []
+        self.error: BaseException | None = None
+        self.started_at = self.ended_at = 0.0
+
+    def run(self) -> None:
+        self.started_at = due = time.perf_counter()
+        i = 0
+        try:
+            while not self.stopping.is_set():
+                wait = due - time.perf_counter()
+                if wait > 0 and self.stopping.wait(wait):
+                    break
+                t0 = time.perf_counter()
+                self.call(i)
+                self.ms.append(1000 * (time.perf_counter() - t0))
+                i += 1
+                due = max(due + self.interval, time.perf_counter()) if self.interval else 0
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+        self.ended_at = time.perf_counter()
+
+    def finish(self) -> np.ndarray:
+        self.stopping.set()
+        self.join()
+        if self.error is not None:
+            raise RuntimeError(f"background load failed: {self.error}") from self.error
+        return np.array(self.ms)
+
+    @property
+    def rate(self) -> float:
+        return len(self.ms) / max(self.ended_at - self.started_at, 1e-9)
+
+
+def _push_window(client: _Client, events: _Events, leads: list[str]) -> np.ndarray:
+    """ms of one POST /events (one row) per lead in ``leads``, one after another."""
     out = []
-    for k, (lead, at) in enumerate(last.items()):
-        _, before = post(port, "/intent", {"lead_ids": [lead], "view": "csm"}, key)
+    for lead in leads:
+        body = events.push_body(lead)
+        t0 = time.perf_counter()
+        answer = client.ok("/events", body)
+        out.append(1000 * (time.perf_counter() - t0))
+        if answer.get("accepted") != 1:
+            raise RuntimeError(f"POST /events for {lead}: {answer}")
+    return np.array(out)
+
+
+def _event_to_score(reader: _Client, writer: _Client, events: _Events, n: int = 20) -> np.ndarray:
+    """ms from sending an event to an /intent answer that counts it."""
+    out = []
+    for lead in events.leads[-n:]:
+        before = reader.ok("/intent", {"lead_ids": [lead], "view": "csm"})
         count = before["results"][0]["features"]["events_total"]
         t0 = time.perf_counter()
-        post(port, "/events", {"table": "lead_events", "rows": [{
-            "event_id": f"E-bench-{time.time_ns()}-{k}", "lead_id": lead,
-            "occurred_at": (at + pd.Timedelta(minutes=1)).isoformat(), "event_type": "page_view",
-            "page": "pricing", "dwell_seconds": 60.0}]}, key)
-        _, after = post(port, "/intent", {"lead_ids": [lead], "view": "csm"}, key)
+        writer.ok("/events", events.push_body(lead))
+        after = reader.ok("/intent", {"lead_ids": [lead], "view": "csm"})
         if after["results"][0]["features"]["events_total"] != count + 1:
             raise RuntimeError(f"lead {lead}: the pushed event is not in the next score")
         out.append(1000 * (time.perf_counter() - t0))
     return np.array(out)
 
 
+def _pct(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q)) if len(a) else float("nan")
+
+
 def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int = 5, seconds: float = 8.0,
-        log: Callable[[str], None] = print):
+        log: Callable[[str], None] = print, contention_seconds: float = 6.0, push_rate: float = 20.0):
     from serving.auth import Caller, KeyStore
     from serving.core import ScoringCore
     from serving.runner import start_background, stop
 
+    started = time.perf_counter()
     settings.ensure_dirs()
     home = _prepare(settings, accounts, leads, seed, log)
+    stop(home)  # a server an interrupted earlier run left behind
+    log("serving bench: emptying the live-event store, resetting the online store to the export")
+    reset_s = _fresh_live_store(home)
     ids = pd.read_parquet(home.raw_dir / "accounts.parquet", columns=["account_id"])["account_id"].tolist()
-    key = KeyStore(home.api_keys_path).add("csm", "bench")[1]
+    keys = KeyStore(home.api_keys_path)
+    key = keys.add("csm", "bench")[1]  # read scope: /health, /intent, /match
+    write_key = keys.add("ingest", "bench-ingest")[1]  # write scope: /events
+    events = _Events(home)
     log("serving bench: starting the service")
     _, port = start_background(home, _free_port())
     local = threading.local()
@@ -127,8 +287,15 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
             core.health(caller, [ids[(i * batch + j) % len(ids)] for j in range(batch)])
         return call
 
-    rows = []
+    reader, writer = _Client(port, key), _Client(port, write_key)
+    push_leads = events.leads[:50]
+    rows, contention, match_ms = [], [], {}
     try:
+        # 1. Push latency, part one: the first 10 pushes into the empty live store.
+        log("serving bench: POST /events, pushes 1-10 on an empty live store")
+        first = _push_window(writer, events, push_leads[:10])
+
+        # 2. Throughput and latency table.
         for batch in (1, 100):
             for clients in (1, 16):
                 for mode, make in (("HTTP (salesml serve)", http_health), ("in-process core", local_health)):
@@ -138,17 +305,80 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
                     rate = len(lat) / seconds
                     rows.append({"scenario": f"/health, {batch} account{'s' if batch > 1 else ''} per call",
                                  "path": mode, "clients": clients, "calls": len(lat),
-                                 "p50 ms": float(np.percentile(lat, 50)), "p99 ms": float(np.percentile(lat, 99)),
+                                 "p50 ms": _pct(lat, 50), "p99 ms": _pct(lat, 99),
                                  "calls/s": rate, "accounts/s": rate * batch})
+
         log("serving bench: /events then /intent, 20 times")
-        fresh = _event_to_score(home, port, key)
+        fresh = _event_to_score(reader, writer, events)
+
+        # 3. /health, one account, one sequential client, alone and under other load.
+        local.__dict__.clear()
+        all_leads = pd.read_parquet(home.raw_dir / "leads.parquet", columns=["lead_id"])["lead_id"].astype(str)
+        match_body = {"lead_ids": all_leads.tolist()[:1000], "top": 3}
+        log(f"serving bench: /match over {len(match_body['lead_ids']):,} leads, alone (3 calls)")
+        match_ms["alone"] = np.array([_timed(lambda: reader.ok("/match", match_body)) for _ in range(3)])
+
+        def pusher():
+            client = _Client(port, write_key)
+            return lambda i: client.ok("/events", events.push_body(events.leads[i % len(events.leads)]))
+
+        def matcher():
+            client = _Client(port, key)
+            return lambda i: client.ok("/match", match_body)
+
+        pushes = ("push", pusher, 1 / push_rate)
+        scenarios = [("idle", []),
+                     (f"{push_rate:.0f} pushes/s (one event per POST /events, paced)", [pushes]),
+                     ("1,000-lead /match back to back", [("match", matcher, 0.0)]),
+                     (f"1,000-lead /match back to back + {push_rate:.0f} pushes/s",
+                      [("match", matcher, 0.0), pushes])]
+        idle_p99 = None
+        for name, loads in scenarios:
+            log(f"serving bench: /health 1 account, 1 client, {contention_seconds:.0f} s: {name}")
+            bg = {kind: _Background(make(), interval) for kind, make, interval in loads}
+            for b in bg.values():
+                b.start()
+            if "match" in bg:  # measure while a /match is in flight, not before the first one arrives
+                time.sleep(0.2)
+            try:
+                lat = _drive(http_health(1), 1, contention_seconds, warmup=5)
+            finally:
+                took = {kind: b.finish() for kind, b in bg.items()}
+            local.__dict__.clear()
+            idle_p99 = idle_p99 if idle_p99 is not None else _pct(lat, 99)
+            if "match" in took:
+                match_ms[name] = took["match"]
+            contention.append({"load besides the /health client": name, "calls": len(lat),
+                               "p50 ms": _pct(lat, 50), "p99 ms": _pct(lat, 99),
+                               "p99 / idle p99": _pct(lat, 99) / idle_p99,
+                               "pushes/s done": bg["push"].rate if "push" in bg else 0.0,
+                               "push p50 ms": _pct(took.get("push", np.array([])), 50),
+                               "/match calls": len(took.get("match", ())),
+                               "/match p50 ms": _pct(took.get("match", np.array([])), 50)})
+
+        # 4. Push latency, part two: fill the live store to PUSH_TOTAL rows, then 50 more pushes.
+        added, fill_s = _fill_live(home, events, PUSH_TOTAL)
+        log(f"serving bench: live store filled to {PUSH_TOTAL:,} rows ({added:,} appended in {fill_s:.1f} s); "
+            "50 more pushes")
+        later = _push_window(writer, events, push_leads)
+        from features.live import open_live
+
+        with open_live(home) as live:
+            live_rows = live.count("lead_events")
     finally:
+        reader.close()
+        writer.close()
         stop(home)
+    took_s = time.perf_counter() - started
     table = pd.DataFrame(rows)
+    ratio = _pct(later, 50) / _pct(first, 50), _pct(later, 99) / _pct(first, 99)
+    per_lead = PUSH_TOTAL / len(events.leads)
     lines = ["# Serving benchmark", "",
              f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-             f"Python {platform.python_version()}; command: `make bench` (`salesml bench serving`).", "",
-             f"Export: {accounts:,} accounts, SQLite online store, one BentoML worker; every call reads the "
+             f"Python {platform.python_version()}; command: `make bench` (`salesml bench serving`), "
+             f"{took_s:.0f} s in all.", "",
+             f"Export: {accounts:,} accounts, {len(events.leads):,} leads with events, SQLite online store, "
+             f"one BentoML worker with {home.serve_threads} threads; every call reads the "
              f"online features, scores churn and the three layer models, explains with TreeSHAP and appends "
              f"to the prediction log. Each cell ran {seconds:.0f} s; the load generator runs in the benchmark's "
              f"own process on the same cores as the server.", "",
@@ -158,8 +388,49 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
              "## A live event reaches the next score", "",
              "POST /events (one pricing-page view for a lead, pushed through Feast's push source), then "
              "POST /intent for that lead; time until the intent answer shows the new event count "
-             f"(20 leads): p50 {np.percentile(fresh, 50):.0f} ms, max {np.max(fresh):.0f} ms.", ""]
+             f"(20 leads): p50 {np.percentile(fresh, 50):.0f} ms, max {np.max(fresh):.0f} ms.", "",
+             "## Push latency as the live store grows", "",
+             "POST /events over HTTP, one lead_events row per request (a page view for an exported lead, "
+             "timed after that lead's last exported event), one request at a time on a keep-alive "
+             f"connection with an `ingest` key. The bench's live store is emptied and its online store "
+             f"re-materialized from the export before the service starts ({reset_s:.1f} s).", "",
+             "| window | pushes | p50 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|",
+             f"| pushes 1-10 (empty live store; the first push of the service included: {first[0]:.0f} ms) "
+             f"| {len(first)} | {_pct(first, 50):.1f} | {_pct(first, 99):.1f} | {first.max():.1f} |",
+             f"| 50 pushes after {PUSH_TOTAL:,} (live store at {PUSH_TOTAL:,} rows) | {len(later)} | "
+             f"{_pct(later, 50):.1f} | {_pct(later, 99):.1f} | {later.max():.1f} |",
+             f"| ratio, after / first 10 | | {ratio[0]:.2f} | {ratio[1]:.2f} | |", "",
+             f"Goal: within 20% (ratio <= 1.2). How the {PUSH_TOTAL:,} rows got there: "
+             f"{PUSH_TOTAL - added:,} came from real HTTP pushes made earlier in this run (the pushes above, "
+             f"the event-to-score check and the pushes of the contention scenarios below); the other "
+             f"{added:,} were appended straight to the live store (`features.live.open_live(home).append`) as "
+             f"contract-validated, typed rows spread evenly over the {len(events.leads):,} leads (~{per_lead:.0f} "
+             "per lead), each after its lead's latest event: the rows 10,000 pushes would leave there, "
+             f"without spending ~15 min on the HTTP calls ({fill_s:.1f} s instead). Those appended rows were "
+             "not pushed to the online store; the 50 measured pushes read each lead's live rows (the "
+             "appended ones included) and push the recomputed features as usual. The live store held "
+             f"{live_rows:,} rows at the end.", "",
+             "## /health under concurrent pushes and /match", "",
+             f"/health for one account, one sequential client over HTTP, {contention_seconds:.0f} s per scenario, "
+             "while other threads of the bench process drive the same service: pushes paced at "
+             f"{push_rate:.0f}/s (one event per request, spread over the leads), and/or a `/match` of "
+             f"{len(match_body['lead_ids']):,} leads against every active rep (`top` 3) repeated back to back. "
+             "Goal: p99 within 2x the idle p99.", "",
+             pd.DataFrame(contention).to_markdown(index=False, floatfmt=".1f"), "",
+             f"The 1,000-lead /match itself: alone {_ms_list(match_ms['alone'])} ms (3 calls); "
+             + "; ".join(f"under '{k}' p50 {_pct(v, 50):.0f} ms, max {v.max():.0f} ms ({len(v)} calls)"
+                         for k, v in match_ms.items() if k != "alone") + ".", ""]
     report = settings.reports_dir / "bench_serving.md"
     report.write_text("\n".join(lines))
     log(f"report: {report}")
     return report
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - t0)
+
+
+def _ms_list(a: np.ndarray) -> str:
+    return " / ".join(f"{x:.0f}" for x in a)
