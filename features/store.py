@@ -407,7 +407,7 @@ def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.Data
     from features import transforms
     from features.live import open_live
     from salesml.contract import TABLES
-    from salesml.validation import ContractError, validate_table
+    from salesml.validation import ContractError, Violation, ignored_columns, validate_table
 
     if table not in PUSHABLE:
         raise ValueError(f"no push source for table '{table}': expected one of {', '.join(PUSHABLE)}")
@@ -416,6 +416,10 @@ def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.Data
     ctx = FeatureContext.of(settings, raw_dir)
     extra = ctx.extra_columns.get(table, ())
     typed, problems = validate_table(new_rows, spec, extra=extra, optional=set(spec.omittable))
+    unknown = ignored_columns(new_rows.columns, spec, extra)
+    if unknown:  # an export lists the columns it ignores; a push refuses them rather than drop them unsaid
+        problems.append(Violation(table, None, [], "only contract columns or declared custom_columns",
+                                  f"unknown column(s) {', '.join(map(str, unknown))}"))
     problems += id_violations(raw_dir, table, typed)
     if problems:
         raise ContractError(problems)

@@ -83,8 +83,79 @@ class KnownRoutesOnly:
         await self.app(scope, receive, send)
 
 
-def amend_openapi(spec):
-    """BentoML's OpenAPI document with the one-of rule and every error response the service gives."""
+def column_schema(col, is_id: bool) -> dict:
+    """JSON schema of one contract (or declared custom) column: type, nulls, allowed values, range."""
+    from salesml.contract import ID_MAX_LENGTH, ID_PATTERN, UTC_TEXT
+
+    out: dict = {"str": {"type": "string"}, "int": {"type": "integer"}, "float": {"type": "number"},
+                 "bool": {"type": "boolean"},
+                 "ts": {"type": "string", "pattern": UTC_TEXT,
+                        "description": "UTC: ISO-8601 ending in Z or +00:00, or a date"}}[col.dtype].copy()
+    if is_id:
+        out.update(pattern=ID_PATTERN, minLength=1, maxLength=ID_MAX_LENGTH)
+    for check in col.checks:
+        stats = getattr(check, "statistics", None) or {}
+        if "allowed_values" in stats:
+            out["enum"] = list(stats["allowed_values"])
+        if "min_value" in stats:
+            out["minimum"] = stats["min_value"]
+        if "max_value" in stats:
+            out["maximum"] = stats["max_value"]
+    if col.doc:
+        out["description"] = col.doc
+    if col.nullable:
+        out["nullable"] = True
+    return out
+
+
+def events_body(max_batch: int, extra: dict | None = None) -> dict:
+    """The /events body: a table and its rows, each row described by the contract (one variant per table)."""
+    from features.store import PUSHABLE
+    from salesml.contract import TABLES
+
+    variants = []
+    for table in PUSHABLE:
+        spec = TABLES[table]
+        cols = [*spec.columns, *(extra or {}).get(table, ())]
+        ids = {*spec.key, *spec.foreign_keys}
+        row = {"type": "object", "additionalProperties": False,
+               "properties": {c.name: column_schema(c, c.dtype == "str" and c.name in ids) for c in cols},
+               "required": [c.name for c in spec.columns if c.required and c.name not in spec.omittable]}
+        variants.append({"type": "object", "required": ["table", "rows"], "additionalProperties": False,
+                         "properties": {"table": {"type": "string", "enum": [table]},
+                                        "rows": {"type": "array", "minItems": 1, "maxItems": max_batch,
+                                                 "items": row}}})
+    return {"oneOf": variants}
+
+
+def _schema(doc: dict):
+    """A JSON-schema dict as BentoML's ``Schema`` objects (nested)."""
+    from bentoml._internal.service.openapi.specification import Schema
+
+    def conv(v):
+        if isinstance(v, dict):
+            return _schema(v)
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        return v
+
+    out = {}
+    for k, v in doc.items():
+        key = "not_" if k == "not" else k
+        if k == "properties":
+            out[key] = {name: _schema(p) for name, p in v.items()}
+        elif k in ("items", "not", "additionalProperties") and isinstance(v, dict):
+            out[key] = _schema(v)
+        elif k in ("oneOf", "anyOf", "allOf"):
+            out[key] = [_schema(x) for x in v]
+        else:
+            out[key] = v if k in ("enum", "required") else conv(v)
+    return Schema(**out)
+
+
+def amend_openapi(spec, max_batch: int = 1000, extra: dict | None = None):
+    """BentoML's OpenAPI document with the one-of rules, the /events rows as the contract describes
+    them (``extra``: the project's declared custom columns) and every error response the service gives."""
     import attrs
     from bentoml._internal.service.openapi.specification import MediaType, Response, Schema
 
@@ -97,6 +168,10 @@ def amend_openapi(spec):
             continue
         if "requestBody" in op:
             op["requestBody"]["required"] = True  # every endpoint takes a JSON body (415 without one)
+        if path == "/events":
+            media = op["requestBody"]["content"]["application/json"]
+            op["requestBody"]["content"]["application/json"] = attrs.evolve(
+                media, schema=_schema(events_body(max_batch, extra)))
         if path in ONE_OF:
             content = op["requestBody"]["content"]
             media = content["application/json"]

@@ -73,6 +73,7 @@ class _Client:
         self.port, self.key, self.timeout, self.conn = port, key, timeout, None
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
+        reused = self.conn is not None
         if self.conn is None:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         try:
@@ -80,9 +81,13 @@ class _Client:
                               {"Content-Type": "application/json", "X-API-Key": self.key})
             resp = self.conn.getresponse()
             return resp.status, json.loads(resp.read() or b"{}")
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self.close()
+            if not reused:
+                raise
+            return self.post(path, body)  # the server closed an idle keep-alive connection: once more, anew
         except BaseException:
-            self.conn.close()
-            self.conn = None
+            self.close()
             raise
 
     def ok(self, path: str, body: dict) -> dict:
@@ -94,6 +99,7 @@ class _Client:
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
+            self.conn = None
 
 
 class _Events:

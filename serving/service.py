@@ -252,7 +252,12 @@ class ScoringService(bentoml.Service):
     def openapi_spec(self):
         from serving.asgi import amend_openapi
 
-        return amend_openapi(super().openapi_spec)
+        settings = Settings()
+        try:  # the project's custom columns join the /events row schema; none without a project file
+            extra = settings.project().extra_columns()
+        except Exception:  # noqa: BLE001 - the document must render even where the project file is broken
+            extra = {}
+        return amend_openapi(super().openapi_spec, settings.max_batch, extra)
 
 
 @bentoml.service(
