@@ -166,3 +166,11 @@ def test_match_with_only_unknown_reps_is_a_400(client, keys, ids, counts):
 def test_wrong_method_answers_405_with_allow(client, keys):
     r = client.get("/health", headers={"X-API-Key": keys["csm"]})
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_a_pushed_column_the_contract_does_not_know_is_refused(client, keys, ids, counts):
+    before = counts()
+    row = {**_event(ids["leads"][3], 7), "bogus_column": 1.0}
+    r = post(client, "/events", {"table": "lead_events", "rows": [row]}, keys["ingest"])
+    assert r.status_code == 400 and "bogus_column" in r.text, r.text
+    assert counts() == before

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -188,7 +189,7 @@ def test_schemathesis_all_checks_per_role(server, served_settings, keys, role, s
 def test_sigkill_under_load_loses_no_acknowledged_request(server, served_settings, keys, tmp_path):
     """Reads and writes in one concurrent mix, the server SIGKILLed mid-load: every acknowledged
     request is in the logs and stores after restart, and a rebuild includes every acknowledged event."""
-    from features.live import open_live
+    from features.live import live_path, open_live
     from features.store import build_feature_files, materialize, online_features
     from serving.predlog import PredictionLog
 
@@ -255,6 +256,8 @@ def test_sigkill_under_load_loses_no_acknowledged_request(server, served_setting
     assert all(rid in access for part in acked.values() for rid, _ in part), "an acknowledged call has no access row"
     with open_live(served_settings) as live:
         pushed = set(live.rows("lead_events", list(last.index))["event_id"])
+    with sqlite3.connect(live_path(served_settings)) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert all(e["event_id"] in pushed for _, e in acked["events"])
 
     # a rebuild and materialize include every acknowledged event: each lead's event count grows by its pushes
