@@ -161,7 +161,7 @@ def st_known(served_settings, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("role", ["sales", "csm", "admin", "ingest"])
-def test_schemathesis_all_checks_per_role(server, served_settings, keys, role, st_known, tmp_path):
+def test_schemathesis_all_checks_per_role(server, served_settings, keys, role, st_known, tmp_path, capsys):
     """Generated requests, each role's key on the endpoints its scopes allow: no check fails, and
     generated requests reach the scoring code (a 200) on every one of those endpoints."""
     from serving.predlog import PredictionLog
@@ -180,7 +180,8 @@ def test_schemathesis_all_checks_per_role(server, served_settings, keys, role, s
     access = PredictionLog(served_settings.prediction_log_path).access().iloc[since:]
     mine = access[access["api_key_id"].fillna("").str.startswith(f"test-{role}-")]
     reached = mine[mine["status"] == 200].groupby("endpoint").size()
-    print(f"schemathesis, {role}: {len(mine)} requests; reached the scoring code (200): {reached.to_dict()}")
+    with capsys.disabled():  # the figure belongs in the suite's output, passed or not
+        print(f"\nschemathesis, {role}: {len(mine)} requests; reached the scoring code (200): {reached.to_dict()}")
     assert run.returncode == 0, run.stdout[-6000:]
     for path in ROLE_PATHS[role]:
         assert reached.get(path, 0) > 0, f"no generated {path} request reached the scoring code"
@@ -279,6 +280,30 @@ def test_sigkill_under_load_loses_no_acknowledged_request(server, served_setting
         assert body["request_id"] in set(PredictionLog(served_settings.prediction_log_path).predictions()["request_id"])
     finally:
         _kill(proc2)
+
+
+def test_plain_bentoml_serve_binds_loopback(served_settings, tmp_path):
+    """`bentoml serve` without --host listens on 127.0.0.1 only, like `salesml serve`."""
+    import psutil
+
+    port = _free_port()
+    env = {**os.environ, "SALESML_HOME": str(served_settings.root)}
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    from salesml.settings import REPO_ROOT
+
+    proc = subprocess.Popen([bentoml, "serve", "serving.service:SalesScoring", "--port", str(port)], cwd=REPO_ROOT,
+                            env=env, start_new_session=True, stdout=(tmp_path / "log").open("wb"),
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline, listening = time.time() + 120, []
+        while time.time() < deadline and not listening:
+            assert proc.poll() is None, (tmp_path / "log").read_text()[-3000:]
+            listening = [c.laddr.ip for c in psutil.net_connections("inet")
+                         if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+            time.sleep(0.5)
+        assert listening == ["127.0.0.1"], listening
+    finally:
+        _kill(proc)
 
 
 def test_bentoml_build_packages_the_service(tmp_path):
