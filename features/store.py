@@ -438,7 +438,11 @@ def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.Data
                         if table == "usage_weekly" else getattr(transforms, transform)(rows, custom))
             latest = features.sort_values("event_timestamp").groupby(key).tail(1)
             live.append(table, typed)
-            store.push(source, latest, to=_push_mode("ONLINE"))  # raises: the append is rolled back
+            # What Feast's store.push(source) does, without its registry scan: push() lists and decodes
+            # every view and service of the registry on each call (~40 ms of a ~100 ms push); the views a
+            # push source feeds are known from our definitions. A failure raises: the append rolls back.
+            for view in _views_fed_by(source):
+                store.write_to_online_store(view, latest, allow_registry_cache=True)
     finally:
         if own:
             live.close()
@@ -467,7 +471,7 @@ def push_lead_events(settings: Settings, raw_dir: Path, new_events: pd.DataFrame
     return push_events(settings, raw_dir, "lead_events", new_events, store)
 
 
-def _push_mode(name: str):
-    from feast.data_source import PushMode
+def _views_fed_by(source: str) -> list[str]:
+    from features.definitions import PUSHED
 
-    return getattr(PushMode, name)
+    return [view for view, push_source in PUSHED.items() if push_source == source]

@@ -261,7 +261,7 @@ class ScoringService(bentoml.Service):
 
 
 @bentoml.service(
-    name="salesml-scoring", service_class=ScoringService, workers=1, threads=_LIMITS.serve_threads,
+    name="salesml-scoring", service_class=ScoringService, workers=_LIMITS.serve_workers, threads=_LIMITS.serve_threads,
     traffic={"timeout": 60, "max_concurrency": _LIMITS.serve_max_concurrency},
     # BentoML skips its concurrency limit on the livez path, "/health" unless told: ours is a scoring endpoint.
     endpoints={"livez": "/livez", "readyz": "/readyz"},

@@ -23,8 +23,8 @@ class RecordingStore:
     def __init__(self):
         self.pushed: list[tuple[str, pd.DataFrame]] = []
 
-    def push(self, source, df, to=None):
-        self.pushed.append((source, df.copy()))
+    def write_to_online_store(self, view, df, allow_registry_cache=True):
+        self.pushed.append((view, df.copy()))
 
 
 @pytest.fixture
@@ -233,7 +233,7 @@ def test_a_failed_online_push_keeps_nothing(store_settings, store, export_dir, r
     def down(*args, **kwargs):
         raise ConnectionError("online store down")
 
-    monkeypatch.setattr(store, "push", down)
+    monkeypatch.setattr(store, "write_to_online_store", down)
     with pytest.raises(ConnectionError):
         push_events(store_settings, export_dir, "lead_events", events(lead, ["lost-1"]), store)
     monkeypatch.undo()
