@@ -86,7 +86,8 @@ class Settings(BaseSettings):
                                                        "FULL also a power loss.")
     max_batch: int = Field(1000, description="Most ids or rows per scoring request.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted.")
-    serve_workers: int = Field(1, ge=1, description="Worker processes of the scoring service (each loads the models).")
+    serve_workers: int = Field(2, ge=1, description="Worker processes of the scoring service (each loads the models; "
+                                                     "a long /match in one leaves the other free).")
     serve_threads: int = Field(4, ge=1, description="Requests one worker scores at once (a slow /match or a push "
                                                      "does not hold up a /health call).")
     serve_max_concurrency: int = Field(64, ge=1, description="Requests in flight at once; more are answered 429.")

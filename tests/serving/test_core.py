@@ -93,6 +93,27 @@ def test_match_ranks_reps_and_proposes_within_capacity(core, served_settings):
     assert out["assignment"]["status"] == "proposal"
 
 
+def test_match_reasons_are_the_top_contributions_of_each_shown_pair(core, served_settings):
+    """The reasons come from TreeSHAP on the shown pairs only; the oracle explains every pair."""
+    from features.transforms import lead_rep_fit
+
+    leads = _ids(served_settings, "leads", "lead_id", 6, tail=True)
+    out = core.match(SALES, leads, top=3)
+    model = core.models["lead_match"]["champion"].model
+    lead_f = core.online(core.specs["intent"].feature_service, "lead_id", leads).drop(columns="_known")
+    reps = core.online_reps(core.active_reps)
+    reps = reps[reps["_known"]].drop(columns="_known").reset_index(drop=True)
+    pairs = lead_f.merge(reps, how="cross")
+    pairs = pd.concat([pairs, lead_rep_fit(pairs)], axis=1)
+    contrib = model.contributions(pairs).drop(columns="bias")
+    rep_pos = {r: j for j, r in enumerate(reps["rep_id"])}
+    for k, result in enumerate(out["results"]):
+        assert [x["rep_id"] for x in result["ranked_reps"]]  # three reps shown
+        for shown in result["ranked_reps"]:
+            row = contrib.iloc[k * len(reps) + rep_pos[shown["rep_id"]]]
+            assert shown["reasons"] == [f for f, v in row.sort_values(ascending=False).head(3).items() if v > 0]
+
+
 def test_every_prediction_is_logged_with_model_version_and_variant(core, served_settings):
     acc = _ids(served_settings, "accounts", "account_id", 4)
     rid = core.health(CSM, acc, request_id="req-log-test")["request_id"]
