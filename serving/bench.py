@@ -395,7 +395,7 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
              f"Python {platform.python_version()}; command: `make bench` (`salesml bench serving`), "
              f"{took_s:.0f} s in all.", "",
              f"Export: {accounts:,} accounts, {len(events.leads):,} leads with events, SQLite online store, "
-             f"one BentoML worker with {home.serve_threads} threads; every call reads the "
+             f"{home.serve_workers} BentoML worker(s) with {home.serve_threads} threads each; every call reads the "
              f"online features, scores churn and the three layer models, explains with TreeSHAP and appends "
              f"to the prediction log. Each cell ran {seconds:.0f} s; the load generator runs in the benchmark's "
              f"own process on the same cores as the server.", "",
