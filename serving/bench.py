@@ -1,6 +1,6 @@
 """Serving benchmark: /health latency and throughput over HTTP against the same core in-process,
 push (POST /events) latency on a fresh and on a filled live store, and /health latency while
-pushes and a 1,000-lead /match run at the same time.
+pushes and a 1,000-lead /match run at the same time (each background load in a process of its own).
 
 Builds its own small environment under ``$SALESML_HOME/bench/serving`` (export, Feast store,
 three registered models), empties its live-event store and resets its online store to the
@@ -178,46 +178,61 @@ def _drive(call: Callable[[int], None], clients: int, seconds: float, warmup: in
     return np.array([x for part in lat for x in part])
 
 
-class _Background(threading.Thread):
-    """Calls ``call(i)`` over and over until stopped: every ``interval`` s (paced; a late call is
-    not made up by a burst) or back to back (``interval`` 0). Records each call's ms."""
+def _background_loop(port: int, key: str, path: str, bodies: list[dict], interval: float, delay: float,
+                     stopping, results) -> None:
+    """One background load, in its own process: POST ``bodies`` in turn to ``path``, every ``interval``
+    s (paced; a late call is not made up by a burst) or back to back (``interval`` 0), until
+    ``stopping`` is set; then put (ms per call, seconds run, error) on ``results``."""
+    client = _Client(port, key)
+    results.put("ready")
+    ms: list[float] = []
+    error = None
+    started = time.perf_counter()
+    due, i = started + delay, 0
+    try:
+        while not stopping.is_set():
+            wait = due - time.perf_counter()
+            if wait > 0 and stopping.wait(wait):
+                break
+            t0 = time.perf_counter()
+            client.ok(path, bodies[i % len(bodies)])
+            ms.append(1000 * (time.perf_counter() - t0))
+            i += 1
+            due = max(due + interval, time.perf_counter()) if interval else 0
+    except BaseException as exc:  # reported by finish()
+        error = f"{type(exc).__name__}: {exc}"
+    results.put((ms, time.perf_counter() - started, error))
+    client.close()
 
-    def __init__(self, call: Callable[[int], None], interval: float = 0.0, delay: float = 0.0):
-        super().__init__(daemon=True)
-        self.call, self.interval, self.delay = call, interval, delay
-        self.stopping = threading.Event()
-        self.ms: list[float] = []
-        self.error: BaseException | None = None
-        self.started_at = self.ended_at = 0.0
 
-    def run(self) -> None:
-        self.started_at = time.perf_counter()
-        due = self.started_at + self.delay
-        i = 0
-        try:
-            while not self.stopping.is_set():
-                wait = due - time.perf_counter()
-                if wait > 0 and self.stopping.wait(wait):
-                    break
-                t0 = time.perf_counter()
-                self.call(i)
-                self.ms.append(1000 * (time.perf_counter() - t0))
-                i += 1
-                due = max(due + self.interval, time.perf_counter()) if self.interval else 0
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-        self.ended_at = time.perf_counter()
+class _Background:
+    """A background load in a separate process (spawned): a thread of the bench process would share
+    its interpreter lock with the measured /health client, and a 1,000-lead /match answer takes the
+    lock for a while to parse, inflating the very latencies measured."""
+
+    def __init__(self, port: int, key: str, path: str, bodies: list[dict], interval: float = 0.0,
+                 delay: float = 0.0):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.stopping, self.results = ctx.Event(), ctx.Queue()
+        self.process = ctx.Process(target=_background_loop, daemon=True,
+                                   args=(port, key, path, bodies, interval, delay, self.stopping, self.results))
+        self.ms, self.rate = np.array([]), 0.0
+
+    def start(self) -> None:
+        self.process.start()
+        if self.results.get(timeout=120) != "ready":
+            raise RuntimeError("background load did not start")
 
     def finish(self) -> np.ndarray:
         self.stopping.set()
-        self.join()
-        if self.error is not None:
-            raise RuntimeError(f"background load failed: {self.error}") from self.error
-        return np.array(self.ms)
-
-    @property
-    def rate(self) -> float:
-        return len(self.ms) / max(self.ended_at - self.started_at, 1e-9)
+        ms, seconds, error = self.results.get(timeout=600)
+        self.process.join(timeout=30)
+        if error is not None:
+            raise RuntimeError(f"background load failed: {error}")
+        self.ms, self.rate = np.array(ms), len(ms) / max(seconds, 1e-9)
+        return self.ms
 
 
 def _push_window(client: _Client, events: _Events, leads: list[str]) -> np.ndarray:
@@ -330,21 +345,23 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
             """``threads`` pushing threads, each paced at push_rate / threads, starts staggered: together
             push_rate pushes/s offered, at most ``threads`` in flight."""
             out = []
+            per_thread = int(push_rate / threads * (contention_seconds + 5)) + 10  # more than it can send
             for t in range(threads):
-                call = _push_call(_Client(port, write_key), events, threads, t)
-                out.append(("push", _Background(call, threads / push_rate, delay=t / push_rate)))
+                bodies = [events.push_body(events.leads[(i * threads + t) % len(events.leads)])
+                          for i in range(per_thread)]
+                out.append(("push", _Background(port, write_key, "/events", bodies, threads / push_rate,
+                                                delay=t / push_rate)))
             return out
 
         def matcher() -> list[tuple[str, _Background]]:
-            client = _Client(port, key)
-            return [("match", _Background(lambda i: client.ok("/match", match_body)))]
+            return [("match", _Background(port, key, "/match", [match_body]))]
 
         offered = f"{push_rate:.0f} pushes/s"
         scenarios = [("idle", list),
-                     (f"{offered} asked of 1 pushing thread (one event per POST /events, paced)", lambda: pushers(1)),
-                     (f"{offered} offered by 4 pushing threads ({push_rate / 4:.0f}/s each)", lambda: pushers(4)),
+                     (f"{offered} asked of 1 pushing process (one event per POST /events, paced)", lambda: pushers(1)),
+                     (f"{offered} offered by 4 pushing processes ({push_rate / 4:.0f}/s each)", lambda: pushers(4)),
                      ("1,000-lead /match back to back", matcher),
-                     (f"1,000-lead /match back to back + {offered} asked of 1 pushing thread",
+                     (f"1,000-lead /match back to back + {offered} asked of 1 pushing process",
                       lambda: matcher() + pushers(1))]
         idle_p99 = None
         for name, make in scenarios:
@@ -435,10 +452,11 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
              f"held {live_rows:,} rows at the end.", "",
              "## /health under concurrent pushes and /match", "",
              f"/health for one account, one sequential client over HTTP, {contention_seconds:.0f} s per scenario, "
-             "while other threads of the bench process drive the same service: pushes (one event per request, "
+             "while other processes (spawned by the bench, one per load, so that they do not share the measured "
+             "client's interpreter lock) drive the same service: pushes (one event per request, "
              "spread over the leads) paced at "
-             f"{push_rate:.0f}/s, each pushing thread waiting for its answer before the next push (so one "
-             "thread manages at most 1 / push latency per second), and/or a `/match` of "
+             f"{push_rate:.0f}/s, each pushing process waiting for its answer before the next push (so one "
+             "manages at most 1 / push latency per second), and/or a `/match` of "
              f"{len(match_body['lead_ids']):,} leads against every active rep (`top` 3) repeated back to back "
              "(one in flight at a time; the /health client starts 0.2 s after the first). "
              "Goal: p99 within 2x the idle p99.", "",
@@ -454,13 +472,6 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
 
 def _push_row(name: str, ms: np.ndarray) -> str:
     return f"| {name} | {len(ms)} | {_pct(ms, 50):.1f} | {_pct(ms, 99):.1f} | {ms.max():.1f} |"
-
-
-def _push_call(client: _Client, events: _Events, stride: int, offset: int) -> Callable[[int], None]:
-    """One pushing thread's call: its i-th push goes to lead ``i * stride + offset`` (mod the leads)."""
-    def call(i: int) -> None:
-        client.ok("/events", events.push_body(events.leads[(i * stride + offset) % len(events.leads)]))
-    return call
 
 
 def _timed(fn: Callable[[], object]) -> float:

@@ -35,14 +35,23 @@ def env(tmp_path_factory):
 
 
 def _serve_rows(settings, rows: pd.DataFrame) -> None:
-    """Score feature rows through the real scoring core, which logs them like served traffic."""
+    """Score feature rows through the real scoring core and log them as the champion's served traffic.
+
+    The core logs a ``rows=`` score as ``direct`` (features a caller made up, left out of drift windows);
+    these rows stand for accounts scored by id, so the test logs the core's own records as an id request
+    would have them."""
     from serving.auth import Caller
     from serving.core import ScoringCore
 
     core = ScoringCore.load(settings)
     records = rows.astype(object).where(rows.notna(), None).to_dict("records")
     for s in range(0, len(records), 500):
-        core.health(Caller("drift-test", "csm"), rows=records[s:s + 500])
+        rid = core.health(Caller("drift-test", "csm"), rows=records[s:s + 500])["request_id"]
+        logged = core.log.predictions(model="chs")
+        mine = logged[logged["request_id"] == rid]
+        assert (mine["variant"] == "direct").all() and len(mine) == len(records[s:s + 500])
+        core.log.append_predictions([{**r, "request_id": f"{rid}-served", "variant": "champion"}
+                                     for r in mine.to_dict("records")])
 
 
 def _reference(settings):
