@@ -89,32 +89,74 @@ class Gate:
         caller, status = None, {"code": 500}
         state = scope.setdefault("state", {})
         t0 = time.perf_counter()
+        recorded, pending = False, {}
+
+        def record() -> bool:
+            """The call's access-log row, committed once; False when it could not be written."""
+            nonlocal recorded
+            if recorded:
+                return True
+            recorded = True
+            client = scope.get("client")
+            try:
+                self.access_log.append_access({
+                    "ts": datetime.now(timezone.utc), "request_id": request_id,
+                    "api_key_id": caller.key_id if caller else None, "role": caller.role if caller else None,
+                    "endpoint": scope["path"], "entities": state.get("entities", []), "status": status["code"],
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    "detail": f"{1000 * (time.perf_counter() - t0):.1f} ms"})
+                return True
+            except Exception:
+                log.exception("access log write failed")
+                return False
+
+        async def send_logged(message):
+            """The answer goes out only once its access-log row is committed: an acknowledged call always
+            has its row (a kill right after the reply cannot lose it), and a call whose row cannot be
+            written is answered 503 instead of its data (every access to scores is attributable)."""
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                pending["start"] = message
+                return
+            start = pending.pop("start", None)
+            if message["type"] == "http.response.body" and not message.get("more_body") and start is not None:
+                if not record():
+                    status["code"] = 503
+                    body = b'{"error": "the access log could not be written; nothing was answered", "field": null}'
+                    start = {**start, "status": 503, "headers": [
+                        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                        (b"x-request-id", request_id.encode())]}
+                    message = {"type": "http.response.body", "body": body}
+            if start is not None:
+                await send(start)
+            await send(message)
+
         try:
             try:
                 caller = self.keys.resolve(key_from_headers(headers))
             except KeyFileError as exc:  # refuse every call, say why, keep serving the probes
                 log.error("%s", exc)
                 status["code"] = 503
-                return await self._reply(send, 503, {"error": "the service's API key file is unreadable; "
+                return await self._reply(send_logged, 503, {"error": "the service's API key file is unreadable; "
                                                               "an operator must fix it", "field": None}, request_id)
             if caller is None:
                 status["code"] = 401
-                return await self._reply(send, 401, {"error": "missing or unknown API key: send X-API-Key",
+                return await self._reply(send_logged, 401, {"error": "missing or unknown API key: send X-API-Key",
                                                      "field": "X-API-Key"}, request_id)
             if scope["method"] != "POST":
                 status["code"] = 405
-                return await self._reply(send, 405, {"error": "use POST", "field": None}, request_id,
+                return await self._reply(send_logged, 405, {"error": "use POST", "field": None}, request_id,
                                          headers=[(b"allow", b"POST")])
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 status["code"] = 415
-                return await self._reply(send, 415, {"error": f"Content-Type must be application/json, "
+                return await self._reply(send_logged, 415, {"error": f"Content-Type must be application/json, "
                                                               f"got '{ctype or 'none'}'",
                                                      "field": "Content-Type"}, request_id)
             limit = self.settings.max_body_bytes
             if int(headers.get("content-length") or 0) > limit:
                 status["code"] = 413
-                return await self._reply(send, 413, {"error": f"body larger than {limit} bytes",
+                return await self._reply(send_logged, 413, {"error": f"body larger than {limit} bytes",
                                                      "field": None}, request_id)
             chunks, size = [], 0
             while True:
@@ -122,7 +164,7 @@ class Gate:
                     message = await asyncio.wait_for(receive(), self.settings.serve_body_timeout)
                 except asyncio.TimeoutError:
                     status["code"] = 408
-                    return await self._reply(send, 408, {"error": f"the body did not arrive within "
+                    return await self._reply(send_logged, 408, {"error": f"the body did not arrive within "
                                                                   f"{self.settings.serve_body_timeout:g} s",
                                                          "field": None}, request_id, headers=[(b"connection",
                                                                                                 b"close")])
@@ -132,7 +174,7 @@ class Gate:
                 size += len(chunks[-1])
                 if size > limit:
                     status["code"] = 413
-                    return await self._reply(send, 413, {"error": f"body larger than {limit} bytes",
+                    return await self._reply(send_logged, 413, {"error": f"body larger than {limit} bytes",
                                                          "field": None}, request_id)
                 if not message.get("more_body"):
                     break
@@ -141,13 +183,13 @@ class Gate:
                 doc = json.loads(body)
             except ValueError as exc:
                 status["code"] = 400
-                return await self._reply(send, 400, {"error": f"the body is not valid JSON: {exc}", "field": None},
-                                         request_id)
+                return await self._reply(send_logged, 400, {"error": f"the body is not valid JSON: {exc}",
+                                                            "field": None}, request_id)
             state["entities"] = _entities_in(doc)
             needed = SCOPE[scope["path"]]
             if not caller.may(needed):  # after the body is read: the refusal names the entities asked for
                 status["code"] = 403
-                return await self._reply(send, 403, {
+                return await self._reply(send_logged, 403, {
                     "error": f"role '{caller.role}' may not call {scope['path']}: it needs the '{needed}' scope",
                     "field": "X-API-Key"}, request_id)
             sent = False
@@ -175,23 +217,14 @@ class Gate:
                         return
                     start, data = held.pop("start"), _error_shape(held.pop("body"))
                     headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-                    await send({**start, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
+                    await send_logged({**start, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
                     message = {"type": "http.response.body", "body": data}
-                await send(message)
+                await send_logged(message)
 
             state.update(caller=caller, request_id=request_id)
             await self.app(scope, replay, send_with_id)
         finally:
-            client = scope.get("client")
-            try:
-                self.access_log.append_access({
-                    "ts": datetime.now(timezone.utc), "request_id": request_id,
-                    "api_key_id": caller.key_id if caller else None, "role": caller.role if caller else None,
-                    "endpoint": scope["path"], "entities": state.get("entities", []), "status": status["code"],
-                    "client": f"{client[0]}:{client[1]}" if client else None,
-                    "detail": f"{1000 * (time.perf_counter() - t0):.1f} ms"})
-            except Exception:  # the access log must never take a response down with it
-                log.exception("access log write failed")
+            record()  # calls that ended without a full answer (a disconnect, an error) get their row too
 
 
 def _error_shape(data: bytes) -> bytes:
@@ -288,7 +321,7 @@ class SalesScoring:
     def _prepare(self, ctx, entities: list[str], requested: str | None):
         """(caller, role, request id) or an error response."""
         state = ctx.request.state
-        state.entities = list(entities)[:MAX_BATCH]
+        state.entities = [str(e) for e in entities if e is not None][:MAX_BATCH]  # rows= without ids name none
         if self.core is None:
             return error(ctx, 503, None, f"not ready: {self.load_error}")
         caller = getattr(state, "caller", None)

@@ -80,3 +80,18 @@ def test_concurrent_keys_add_keeps_every_key(tmp_path):
     store = KeyStore(Settings(home=tmp_path).api_keys_path)
     assert store.check() == 6
     assert all(store.resolve(key) is not None for key in printed)
+
+
+def test_an_answer_whose_access_row_cannot_be_written_is_withheld(tmp_path):
+    """Every access to scores is attributable: no row, no data (503), and nothing half-sent."""
+    settings = Settings(home=tmp_path)
+    key = KeyStore(settings.api_keys_path).add("csm", "t-csm")[1]
+    gate = Gate(_ok, settings)
+
+    class Broken:
+        def append_access(self, record):
+            raise OSError("disk full")
+
+    gate._log = Broken()
+    r = TestClient(gate).post("/health", json={"account_ids": ["A1"]}, headers={"X-API-Key": key})
+    assert r.status_code == 503 and "access log" in r.json()["error"] and r.headers["x-request-id"]
