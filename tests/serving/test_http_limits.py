@@ -425,7 +425,7 @@ def test_half_open_connections_count_against_the_cap(idle_server):
 # -- abandoned half-open connections -------------------------------------------------------------------
 
 
-def _abandon_200(server: Server) -> None:
+def _assert_200_abandoned_are_reclaimed(server: Server) -> None:
     t0 = time.monotonic()
     socks = []
     try:
@@ -448,9 +448,9 @@ def _abandon_200(server: Server) -> None:
 
 
 def test_200_abandoned_half_open_connections_are_all_reclaimed(idle_server):
-    _abandon_200(idle_server)  # 5 admitted and timed out, 195 refused at once
+    _assert_200_abandoned_are_reclaimed(idle_server)  # 5 admitted and timed out, 195 refused at once
 
 
 def test_200_abandoned_half_open_connections_are_reclaimed_without_the_cap(tmp_path):
     with run_server(tmp_path, HEADER_TIMEOUT, 10_000, None) as srv:  # only the header timeout acts
-        _abandon_200(srv)
+        _assert_200_abandoned_are_reclaimed(srv)
