@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 
 from salesml.settings import Settings
 from serving.auth import SCOPES, Caller, KeyFileError, KeyStore
+from serving.gate import SCOPE, Gate
 from serving.predlog import PredictionLog
-from serving.service import SCOPE, Gate
 
 SALESML = str(Path(sys.executable).with_name("salesml"))
 
