@@ -310,9 +310,13 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
         ran = run_worker(study, trials, objective, log, lambda: study_lock(settings, url, study.study_name),
                          heartbeat, seed=seed)
         done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        if done:
-            mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
-            mlflow.log_metric("best_valid_roc_auc", study.best_value)
+        if done:  # every worker of a shared study ends here: one at a time, and a param is logged once
+            with study_lock(settings, url, study.study_name):
+                logged = mlflow.get_run(parent_id).data.params
+                best = {f"best_{k}": v for k, v in study.best_params.items() if f"best_{k}" not in logged}
+                if best:
+                    mlflow.log_params(best)
+                mlflow.log_metric("best_valid_roc_auc", study.best_value)
     log(f"worker {worker}: ran {ran} trial(s); study {study.study_name} holds {trials} finished")
     summary = {"study": study.study_name, "best_params": study.best_params if done else {},
                "best_value": study.best_value if done else float("nan"), "parent_run_id": parent_id,
