@@ -86,8 +86,9 @@ class Settings(BaseSettings):
                                                        "FULL also a power loss.")
     max_batch: int = Field(1000, description="Most ids or rows per scoring request.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted.")
-    serve_workers: int = Field(2, ge=1, description="Worker processes of the scoring service (each loads the models; "
-                                                     "a long /match in one leaves the other free).")
+    serve_workers: int = Field(2, ge=1, description="Worker processes of the scoring service (each loads the models).")
+    serve_match_nice: int = Field(10, ge=0, le=19, description="CPU niceness of the /match process: a 1,000-lead "
+                                                               "match then yields the cores to /health and /intent.")
     serve_threads: int = Field(4, ge=1, description="Requests one worker scores at once (a slow /match or a push "
                                                      "does not hold up a /health call).")
     serve_max_concurrency: int = Field(64, ge=1, description="Requests in flight at once; more are answered 429.")
@@ -96,6 +97,23 @@ class Settings(BaseSettings):
                                                                 "(from connecting, or between keep-alive requests).")
     serve_body_timeout: float = Field(10.0, gt=0, description="Seconds a client may pause while sending a body "
                                                               "(answered 408).")
+    # From score to action (``salesml score``, ``salesml warnings``): warnings, playbooks, interventions.
+    playbooks_file: Path | None = Field(
+        None, description="Playbooks per level (YAML); default the four shipped in salesml/specs/playbooks.yaml.")
+    warning_due_hours: float = Field(4.0, gt=0, description="A warning is due this many hours after it is raised; "
+                                                            "past that without an intervention it escalates.")
+    warning_owner_fallback: str = Field("csm-team", description="Owner of a warning whose account has no CSM "
+                                                                "in the export.")
+    warning_webhook_url: str | None = Field(None, description="POST each warning and escalation here (JSON); "
+                                                              "the inbox (GET /warnings) keeps them either way.")
+    warning_webhook_attempts: int = Field(5, ge=1, description="Delivery attempts per webhook event "
+                                                               "(exponential back-off between them).")
+    warning_webhook_backoff: float = Field(1.0, ge=0, description="Seconds before the second attempt; doubles "
+                                                                  "after each failure.")
+    playbook_holdout_share: float = Field(0.1, ge=0, lt=1, description="Share of warnings raised without a "
+                                          "playbook prompt, so each playbook's effect can be measured.")
+    playbook_fuse: int = Field(5, ge=1, description="A playbook marked 'not applicable' this many times in a row "
+                                                    "is frozen (no longer offered) and sent for review.")
     # Drift monitoring (``salesml drift check``).
     drift_alpha: float = Field(0.05, gt=0, lt=1, description="False-alarm level of a drift check: on drift-free "
                                "traffic at most this share of checks flag a feature or the prediction "
@@ -222,6 +240,16 @@ class Settings(BaseSettings):
     @property
     def chs_weights_dir(self) -> Path:
         return self.root / "chs_weights"
+
+    @property
+    def scores_dir(self) -> Path:
+        """Dated score tables of ``salesml score`` (one file per model and date)."""
+        return self.root / "data" / "scores"
+
+    @property
+    def actions_dir(self) -> Path:
+        """Warnings, their deliveries, interventions and playbook state."""
+        return self.root / "actions"
 
     def ensure_dirs(self) -> None:
         for d in (self.raw_dir, self.feature_data_dir, self.feast_dir, self.reports_dir):

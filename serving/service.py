@@ -3,11 +3,17 @@
 Start it with ``salesml serve`` or ``bentoml serve serving.service:SalesScoring``.  Every
 endpoint needs an API key (``X-API-Key`` or ``Authorization: Bearer``) with the endpoint's scope;
 the key gate (``serving.gate``) checks it and writes the access log.
+
+``/match`` is scored by a second service, ``Matching``, in its own process at a lower CPU
+priority (``SALESML_SERVE_MATCH_NICE``): a 1,000-lead match is about a second of CPU, and in a
+worker's threads it held the GIL and a core that ``/health`` and ``/intent`` calls were waiting for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from datetime import date, datetime, timezone
 from datetime import time as dtime
 from typing import Annotated, Literal, Optional, Union
@@ -50,6 +56,34 @@ def error(ctx, status: int, field: str | None, message: str, **extra) -> JSONRes
     return JSONResponse({"error": message, "field": field, **extra}, status_code=status)
 
 
+ERROR_KEY = "_error"  # how Matching hands an error answer back across the process boundary
+
+
+def run_core(fn) -> dict:
+    """``fn()``'s answer, or ``{ERROR_KEY: {...}}`` for what the caller got wrong or a model that is missing."""
+    from salesml.validation import ContractError
+    from serving.core import ModelUnavailable, RequestError
+
+    try:
+        return fn()
+    except ModelUnavailable as exc:
+        return {ERROR_KEY: {"status": 503, "field": None, "error": str(exc)}}
+    except ContractError as exc:
+        return {ERROR_KEY: {"status": 400, "field": "rows", "error": "rows violate the raw-data contract: " + "; ".join(
+            str(v) for v in exc.violations[:5]), "violations": [str(v) for v in exc.violations][:50]}}
+    except RequestError as exc:
+        return {ERROR_KEY: {"status": 400, "field": exc.field, "error": str(exc)}}
+
+
+def answer(ctx, result: dict):
+    """``run_core``'s result as the HTTP answer."""
+    bad = result.get(ERROR_KEY) if isinstance(result, dict) else None
+    if bad is None:
+        return result
+    extra = {k: v for k, v in bad.items() if k not in ("status", "field", "error")}
+    return error(ctx, bad["status"], bad["field"], bad["error"], **extra)
+
+
 def _since(value: date | None) -> datetime | None:
     return None if value is None else datetime.combine(value, dtime.max, tzinfo=timezone.utc)
 
@@ -78,6 +112,34 @@ class ScoringService(bentoml.Service):
         return amend_openapi(super().openapi_spec, settings.max_batch, extra)
 
 
+@bentoml.service(name="salesml-matching", workers=1, threads=2, traffic={"timeout": 60})
+class Matching:
+    """Scores ``/match`` for ``SalesScoring``, which checked the key and the request: an internal
+    service (BentoML serves it on a local socket) with the models of its own."""
+
+    def __init__(self) -> None:
+        from serving.core import ScoringCore
+
+        self.core, self.load_error = None, None
+        if bentoml.server_context.service_name == "salesml-matching":  # its own process, not a test's
+            os.nice(_LIMITS.serve_match_nice)
+        try:
+            self.core = ScoringCore.load(Settings())
+        except Exception as exc:  # noqa: BLE001 - answered as 503 per call, like SalesScoring
+            log.exception("matching: scoring core failed to load")
+            self.load_error = f"{type(exc).__name__}: {exc}"
+
+    @bentoml.api
+    def match(self, key_id: str, caller_role: str, lead_ids: list[str], rep_ids: Optional[list[str]], assign: bool,
+              top: int, role: str, request_id: Optional[str]) -> dict:
+        from serving.auth import Caller
+
+        if self.core is None:
+            return {ERROR_KEY: {"status": 503, "field": None, "error": f"not ready: {self.load_error}"}}
+        caller = Caller(key_id=key_id, role=caller_role)
+        return run_core(lambda: self.core.match(caller, lead_ids, rep_ids, assign, top, role, request_id))
+
+
 @bentoml.service(
     name="salesml-scoring", service_class=ScoringService, workers=_LIMITS.serve_workers, threads=_LIMITS.serve_threads,
     traffic={"timeout": 60, "max_concurrency": _LIMITS.serve_max_concurrency},
@@ -87,6 +149,8 @@ class ScoringService(bentoml.Service):
 )
 class SalesScoring:
     """Intent, lead matching and Customer Health Score, with live Feast features."""
+
+    matching = bentoml.depends(Matching)
 
     def __init__(self) -> None:
         from serving.core import ScoringCore
@@ -138,7 +202,7 @@ class SalesScoring:
         return self._call(ctx, lambda: self.core.intent(caller, lead_ids, rows, role, rid))
 
     @bentoml.api(route="/match")
-    def match(self, ctx: bentoml.Context, lead_ids: Ids, rep_ids: Optional[Ids] = None, assign: bool = False,
+    async def match(self, ctx: bentoml.Context, lead_ids: Ids, rep_ids: Optional[Ids] = None, assign: bool = False,
               top: Annotated[int, Field(ge=1, le=50)] = 5, view: Optional[View] = None) -> dict:
         """Ranked reps per lead with expected conversion and reasons; ``assign`` adds a
         capacity-respecting proposal for the batch (a proposal only: nothing is assigned)."""
@@ -146,7 +210,12 @@ class SalesScoring:
         if isinstance(prep, JSONResponse):
             return prep
         caller, role, rid = prep
-        return self._call(ctx, lambda: self.core.match(caller, lead_ids, rep_ids, assign, top, role, rid))
+        if bentoml.server_context.service_name is None:  # in-process (tests' ASGI client): no Matching process
+            return answer(ctx, await asyncio.to_thread(
+                run_core, lambda: self.core.match(caller, lead_ids, rep_ids, assign, top, role, rid)))
+        return answer(ctx, await self.matching.to_async.match(
+            key_id=caller.key_id, caller_role=caller.role, lead_ids=lead_ids, rep_ids=rep_ids, assign=assign,
+            top=top, role=role, request_id=rid))
 
     @bentoml.api(route="/health")
     def health(self, ctx: bentoml.Context, account_ids: Optional[Ids] = None, rows: Optional[Rows] = None,
@@ -186,18 +255,7 @@ class SalesScoring:
 
     @staticmethod
     def _call(ctx, fn):
-        from salesml.validation import ContractError
-        from serving.core import ModelUnavailable, RequestError
-
-        try:
-            return fn()
-        except ModelUnavailable as exc:
-            return error(ctx, 503, None, str(exc))
-        except ContractError as exc:
-            return error(ctx, 400, "rows", "rows violate the raw-data contract: " + "; ".join(
-                str(v) for v in exc.violations[:5]), violations=[str(v) for v in exc.violations][:50])
-        except RequestError as exc:
-            return error(ctx, 400, exc.field, str(exc))
+        return answer(ctx, run_core(fn))
 
 
 SalesScoring.add_asgi_middleware(Gate)

@@ -175,6 +175,8 @@ def test_schemathesis_all_checks_per_role(server, served_settings, keys, role, s
     run = subprocess.run([st, "run", f"http://127.0.0.1:{port}/docs.json", "--checks", CHECKS,
                           "--include-path-regex", paths, "-H", f"X-API-Key: {keys[role]}",
                           "--max-examples", "15", "--seed", "1", "--mode", "positive",
+                          # a 1,000-row /health explains every row: seconds on 2 busy cores, not 10
+                          "--request-timeout", "60",
                           "--report-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=600, env=env)
     access = PredictionLog(served_settings.prediction_log_path).access().iloc[since:]
