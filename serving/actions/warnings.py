@@ -1,0 +1,398 @@
+"""Warnings raised from CHS level changes, with their playbook, owner, deadline and interventions.
+
+File
+    ``<home>/actions/warnings.db`` (``warnings_path``). SQLite in WAL mode, ``busy_timeout`` so
+    writers from several processes (the scoring job, service workers, the CLI) queue; every write
+    is one ``BEGIN IMMEDIATE`` transaction, so reading the per-account state, deciding and writing
+    cannot interleave with another writer. One connection per store, guarded by a lock: an
+    instance may be shared by the threads of a process (the background webhook deliverer).
+
+Tables
+    ``warnings``        one row per warning; ``key`` (account|as_of|kind|level) is UNIQUE.
+    ``account_state``   per account, what the idempotency rule needs (``serving.actions.rules``).
+    ``events``          the outbox: ``warning.raised`` / ``warning.escalated``, written in the same
+                        transaction as the change they announce, UNIQUE (event, warning_id).
+    ``deliveries``      every webhook attempt (``serving.actions.webhook``).
+    ``interventions``   who did what when: ``applied`` (a playbook), ``other`` (no playbook named)
+                        or ``not_applicable`` (with a reason).
+    ``playbook_state``  the fuse: consecutive not-applicable marks, frozen, flagged reason.
+
+Raising (``raise_warnings``) follows the rule written in ``serving.actions.rules``: re-running a
+scoring date raises nothing new, and a worsening seen first by a live push is not raised again
+by the next scheduled run. A share ``holdout_share`` of warnings is held out: raised, owned,
+delivered and tracked like any other, but without the playbook prompt; the playbook that would
+have been offered is recorded (``playbook_id``, ``prompted`` = 0) so each playbook's effect can
+be estimated by comparing prompted with held-out warnings. The person-facing view
+(``public_view``, ``inbox``, webhook payloads) never shows a held-out warning's playbook.
+
+The fuse: a playbook marked not applicable ``fuse`` times in a row (over all its warnings; an
+intervention that applied it resets the count) is frozen, no longer offered, and flagged for
+review; ``flag_playbook`` lets the effect estimate flag (and freeze) a harmful one too.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from serving.actions.fuse import FuseMixin
+from serving.actions.owners import OwnerDirectory
+from serving.actions.playbooks import Playbooks, load_playbooks
+from serving.actions.rules import SOURCES, AccountState, WarningError, decide, holdout, iso, normalize, now_utc
+
+__all__ = ["WarningConfig", "WarningError", "WarningStore", "open_warning_store", "public_view", "warnings_path"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS warnings (
+    warning_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL, as_of TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('level', 'early_warning')), old_level TEXT, new_level TEXT NOT NULL,
+    level TEXT NOT NULL, score REAL, previous_score REAL, early_warning INTEGER, churn_probability REAL,
+    change_text TEXT, change_points REAL, playbook_id TEXT, playbook_version TEXT, playbook_text TEXT,
+    playbook_note TEXT, prompted INTEGER NOT NULL, holdout INTEGER NOT NULL, owner TEXT NOT NULL,
+    team TEXT NOT NULL, raised_at TEXT NOT NULL, due_at TEXT NOT NULL, status TEXT NOT NULL,
+    escalated_at TEXT, source TEXT NOT NULL CHECK (source IN ('run', 'live')));
+CREATE INDEX IF NOT EXISTS warnings_owner_status ON warnings (owner, status);
+CREATE INDEX IF NOT EXISTS warnings_status_due ON warnings (status, due_at);
+CREATE INDEX IF NOT EXISTS warnings_account ON warnings (account_id);
+CREATE TABLE IF NOT EXISTS account_state (
+    account_id TEXT PRIMARY KEY, as_of TEXT NOT NULL, level TEXT NOT NULL, warned_rank INTEGER NOT NULL,
+    ew_warned INTEGER NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY, event TEXT NOT NULL, warning_id TEXT NOT NULL REFERENCES warnings,
+    payload TEXT NOT NULL, created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    claimed_at TEXT, delivered_at TEXT, UNIQUE (event, warning_id));
+CREATE INDEX IF NOT EXISTS events_status ON events (status);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, event TEXT NOT NULL,
+    warning_id TEXT NOT NULL, attempt INTEGER NOT NULL, at TEXT NOT NULL, url TEXT, http_status INTEGER,
+    error TEXT, delivered INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id, attempt);
+CREATE TABLE IF NOT EXISTS interventions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, warning_id TEXT NOT NULL REFERENCES warnings,
+    recorded_by TEXT NOT NULL, at TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('applied', 'other', 'not_applicable')), playbook_id TEXT, reason TEXT);
+CREATE INDEX IF NOT EXISTS interventions_warning ON interventions (warning_id, at);
+CREATE TABLE IF NOT EXISTS playbook_state (
+    playbook_id TEXT PRIMARY KEY, consecutive_not_applicable INTEGER NOT NULL DEFAULT 0,
+    frozen INTEGER NOT NULL DEFAULT 0, frozen_at TEXT, flagged_reason TEXT, flagged_at TEXT, updated_at TEXT);
+"""
+CLOCK_SKEW = timedelta(minutes=5)  # an intervention time this far ahead of our clock is still accepted
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class WarningConfig:
+    due_hours: float = 4.0
+    holdout_share: float = 0.1
+    salt: str = "ab-1"
+    fuse: int = 5
+
+    @classmethod
+    def from_settings(cls, settings) -> WarningConfig:
+        return cls(settings.warning_due_hours, settings.playbook_holdout_share, settings.experiment_salt,
+                   settings.playbook_fuse)
+
+
+def warnings_path(settings) -> Path:
+    return settings.actions_dir / "warnings.db"
+
+
+def open_warning_store(settings) -> WarningStore:
+    """The store of ``settings``: its file, playbooks, owners (from the export) and rules."""
+    return WarningStore(warnings_path(settings), config=WarningConfig.from_settings(settings),
+                        playbooks=load_playbooks(settings), owners=OwnerDirectory.from_settings(settings),
+                        synchronous=settings.log_synchronous)
+
+
+def public_view(w: dict) -> dict:
+    """A warning as its owner sees it: a held-out warning shows no playbook (nor that it is held out)."""
+    out = {k: w[k] for k in ("warning_id", "account_id", "as_of", "kind", "old_level", "new_level", "level",
+                             "score", "previous_score", "early_warning", "churn_probability", "change_text",
+                             "change_points", "owner", "team", "raised_at", "due_at", "status",
+                             "escalated_at", "source")}
+    shown = bool(w["prompted"]) and w["playbook_id"] is not None
+    out["playbook"] = ({"id": w["playbook_id"], "version": w["playbook_version"], **json.loads(w["playbook_text"])}
+                       if shown else None)
+    out["playbook_note"] = w["playbook_note"] if w["prompted"] else None
+    out["early_warning"] = None if w["early_warning"] is None else bool(w["early_warning"])
+    return out
+
+
+class WarningStore(FuseMixin):
+    def __init__(self, path: Path | str, *, config: WarningConfig | None = None, playbooks: Playbooks | None = None,
+                 owners: OwnerDirectory | None = None, synchronous: str = "NORMAL", timeout_s: float = 30.0):
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        self.path = Path(path)
+        self.config = config or WarningConfig()
+        self.playbooks = playbooks or load_playbooks()
+        self.owners = owners or OwnerDirectory("csm-team")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._con = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        self._con.row_factory = sqlite3.Row
+        try:
+            self._con.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            self._con.execute("PRAGMA journal_mode = WAL")
+            self._con.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            self._con.executescript(SCHEMA)
+        except BaseException:
+            self._con.close()
+            raise
+
+    # --- plumbing --------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> WarningStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _write(self, work):
+        """``work(con)`` in one BEGIN IMMEDIATE transaction (the write lock up front, so a concurrent
+        writer waits on busy_timeout instead of failing on upgrade); all or nothing."""
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                out = work(self._con)
+                self._con.execute("COMMIT")
+                return out
+            except BaseException:
+                if self._con.in_transaction:
+                    self._con.execute("ROLLBACK")
+                raise
+
+    def _rows(self, sql: str, params=()) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self._con.execute(sql, params).fetchall()]
+
+    @staticmethod
+    def _event(con, event: str, warning: dict, at: str) -> None:
+        payload = {"event": event, "warning": public_view(warning)}
+        con.execute("INSERT OR IGNORE INTO events (event_id, event, warning_id, payload, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)", (f"{event}:{warning['warning_id']}", event, warning["warning_id"],
+                                               json.dumps(payload), at))
+
+    # --- raising ---------------------------------------------------------------------------------
+    def raise_warnings(self, transitions: pd.DataFrame, *, source: str, now=None,
+                       owners: OwnerDirectory | None = None) -> list[dict]:
+        """Raise the warnings ``transitions`` call for (see the module docstring); returns the new ones."""
+        if source not in SOURCES:
+            raise WarningError("source", f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        rows = normalize(transitions)
+        if not rows:
+            return []
+        raised_at = iso(now or now_utc())
+        due_at = iso(pd.Timestamp(raised_at) + pd.Timedelta(hours=self.config.due_hours))
+        who = (owners or self.owners).lookup({t.account_id for t in rows})  # file reads outside the write lock
+
+        def work(con) -> list[dict]:
+            ids = sorted(who)
+            state = {}
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                for r in con.execute(f"SELECT * FROM account_state WHERE account_id IN ({','.join('?' * len(chunk))})",
+                                     chunk):
+                    state[r["account_id"]] = AccountState(r["as_of"], r["level"], r["warned_rank"],
+                                                          bool(r["ew_warned"]))
+            decisions, new_state = decide(rows, state)
+            frozen, out = self._frozen(con), []
+            for d in decisions:
+                t = d.transition
+                offer = self.playbooks.pick(d.level, frozen)
+                held = holdout(self.config.salt, d.key, self.config.holdout_share)
+                owner, team = who[t.account_id]
+                w = dict(warning_id=d.warning_id, key=d.key, account_id=t.account_id, as_of=t.as_of, kind=d.kind,
+                         old_level=t.old_level, new_level=t.new_level, level=d.level,
+                         early_warning=None if t.early_warning is None else int(t.early_warning), **t.values,
+                         playbook_id=offer.playbook.id if offer.playbook else None,
+                         playbook_version=offer.version if offer.playbook else None,
+                         playbook_text=json.dumps({"title": offer.playbook.title, "steps": offer.playbook.steps})
+                         if offer.playbook else None,
+                         playbook_note=offer.note, prompted=int(not held), holdout=int(held), owner=owner, team=team,
+                         raised_at=raised_at, due_at=due_at, status="open", escalated_at=None, source=source)
+                cur = con.execute(f"INSERT OR IGNORE INTO warnings ({', '.join(w)}) VALUES ({', '.join('?' * len(w))})",
+                                  list(w.values()))
+                if cur.rowcount == 1:  # 0: the same warning was raised before (the last guard of the rule)
+                    self._event(con, "warning.raised", w, raised_at)
+                    out.append(w)
+            con.executemany(
+                "INSERT INTO account_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET "
+                "as_of = excluded.as_of, level = excluded.level, warned_rank = excluded.warned_rank, "
+                "ew_warned = excluded.ew_warned, updated_at = excluded.updated_at",
+                [(a, s.as_of, s.level, s.warned_rank, int(s.ew_warned), raised_at) for a, s in new_state.items()
+                 if state.get(a) != s])
+            return out
+
+        return self._write(work)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def get(self, warning_id: str) -> dict | None:
+        """The full record (held-out fields included) with its interventions; ``public_view`` for people."""
+        rows = self._rows("SELECT * FROM warnings WHERE warning_id = ?", (warning_id,))
+        if not rows:
+            return None
+        rows[0]["interventions"] = self._rows(
+            "SELECT recorded_by AS by, at, recorded_at, kind, playbook_id, reason FROM interventions "
+            "WHERE warning_id = ? ORDER BY at, seq", (warning_id,))
+        return rows[0]
+
+    def inbox(self, owner: str | None = None, status: str | None = None, level: str | None = None,
+              limit: int = 100) -> list[dict]:
+        """Warnings as their owners see them (``public_view``), newest first."""
+        where = {k: v for k, v in (("owner", owner), ("status", status), ("level", level)) if v is not None}
+        sql = ("SELECT * FROM warnings" + (" WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else "")
+               + " ORDER BY raised_at DESC, warning_id LIMIT ?")
+        return [public_view(w) for w in self._rows(sql, (*where.values(), int(limit)))]
+
+    def frame(self) -> pd.DataFrame:
+        """Every warning with its first intervention (by time done), for reports and effect estimates."""
+        with self._lock:
+            df = pd.read_sql_query(
+                "WITH ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY warning_id ORDER BY at, seq) AS n, "
+                "COUNT(*) OVER (PARTITION BY warning_id) AS n_interventions, "
+                "SUM(kind = 'not_applicable') OVER (PARTITION BY warning_id) AS not_applicable_marks "
+                "FROM interventions) "
+                "SELECT w.*, r.at AS first_intervention_at, r.kind AS first_intervention_kind, "
+                "r.playbook_id AS first_intervention_playbook, COALESCE(r.n_interventions, 0) AS n_interventions, "
+                "COALESCE(r.not_applicable_marks, 0) AS not_applicable_marks "
+                "FROM warnings w LEFT JOIN ranked r ON r.warning_id = w.warning_id AND r.n = 1 "
+                "ORDER BY w.raised_at, w.warning_id", self._con)
+        for c in ("as_of", "raised_at", "due_at", "escalated_at", "first_intervention_at"):
+            df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
+        for c in ("prompted", "holdout"):
+            df[c] = df[c].astype(bool)
+        for c in ("score", "previous_score", "churn_probability", "change_points"):
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+        df["early_warning"] = df["early_warning"].astype("boolean")
+        df["hours_to_first_intervention"] = (df["first_intervention_at"] - df["raised_at"]).dt.total_seconds() / 3600
+        return df.drop(columns="playbook_text")
+
+    # --- interventions and the fuse --------------------------------------------------------------
+    def intervene(self, warning_id: str, by: str, at=None, playbook_id: str | None = None,
+                  not_applicable: bool = False, reason: str | None = None, *, now=None) -> dict:
+        """Record an intervention; returns the warning's new record. Errors are ``WarningError``s with ``field``.
+
+        ``playbook_id`` given: that playbook was applied (or, with ``not_applicable``, is the one judged
+        not applicable). Not applicable without a playbook counts against the playbook the warning
+        prompted; a held-out warning prompted none, so its not-applicable marks feed no fuse."""
+        now_ts = pd.Timestamp(iso(now or now_utc()))
+        if not by or not str(by).strip():
+            raise WarningError("by", "say who intervened")
+        if not_applicable and not (reason and reason.strip()):
+            raise WarningError("reason", "a not-applicable mark needs a reason")
+        if playbook_id is not None and self.playbooks.get(playbook_id) is None:
+            known = ", ".join(p.id for p in self.playbooks.items)
+            raise WarningError("playbook_id", f"unknown playbook {playbook_id!r} (playbooks file version "
+                                              f"{self.playbooks.version}: {known})")
+        try:
+            at_ts = pd.Timestamp(iso(at if at is not None else now_ts))
+        except (ValueError, TypeError):
+            raise WarningError("at", f"not a time: {at!r}") from None
+        if at_ts > now_ts + CLOCK_SKEW:
+            raise WarningError("at", f"{at_ts.isoformat()} is in the future")
+
+        def work(con) -> None:
+            w = con.execute("SELECT * FROM warnings WHERE warning_id = ?", (warning_id,)).fetchone()
+            if w is None:
+                raise WarningError("warning_id", f"unknown warning {warning_id!r}")
+            if at_ts < pd.Timestamp(w["raised_at"]):
+                raise WarningError("at", f"{at_ts.isoformat()} is before the warning was raised ({w['raised_at']})")
+            if playbook_id is not None and not not_applicable and playbook_id in self._frozen(con):
+                raise WarningError("playbook_id", f"playbook {playbook_id!r} is frozen for review")
+            kind = "not_applicable" if not_applicable else ("applied" if playbook_id else "other")
+            target = playbook_id or (w["playbook_id"] if not_applicable and w["prompted"] else None)
+            con.execute("INSERT INTO interventions (warning_id, recorded_by, at, recorded_at, kind, playbook_id, "
+                        "reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (warning_id, str(by), iso(at_ts), iso(now_ts), kind, target, reason))
+            con.execute("UPDATE warnings SET status = ? WHERE warning_id = ?",
+                        ("not_applicable" if not_applicable else "handled", warning_id))
+            if target is not None and kind != "other":
+                self._fuse(con, target, not_applicable, reason, iso(now_ts))
+
+        self._write(work)
+        return self.get(warning_id)
+
+    # --- escalation ------------------------------------------------------------------------------
+    def escalate(self, now=None) -> list[dict]:
+        """Escalate, once, every open warning past its due time without any intervention."""
+        at = iso(now or now_utc())
+
+        def work(con) -> list[dict]:
+            due = [dict(r) for r in con.execute(
+                "SELECT * FROM warnings w WHERE status = 'open' AND due_at <= ? AND NOT EXISTS "
+                "(SELECT 1 FROM interventions i WHERE i.warning_id = w.warning_id)", (at,))]
+            for w in due:
+                w.update(status="escalated", escalated_at=at)
+                con.execute("UPDATE warnings SET status = 'escalated', escalated_at = ? WHERE warning_id = ?",
+                            (at, w["warning_id"]))
+                self._event(con, "warning.escalated", w, at)
+            return due
+
+        return self._write(work)
+
+    # --- the outbox (serving.actions.webhook delivers it) ---------------------------------------------------
+    def claim_event(self, now, lease_s: float) -> dict | None:
+        """The oldest pending event nobody else is delivering, marked as claimed now (one at a time, so
+        a claim never outlives its lease while earlier events are retried). A claim older than
+        ``lease_s`` is taken to be from a deliverer that died."""
+        at = iso(now)
+        stale = iso(pd.Timestamp(at) - pd.Timedelta(seconds=lease_s))
+
+        def work(con) -> dict | None:
+            r = con.execute("SELECT * FROM events WHERE status = 'pending' AND (claimed_at IS NULL OR claimed_at < ?) "
+                            "ORDER BY created_at, event_id LIMIT 1", (stale,)).fetchone()
+            if r is not None:
+                con.execute("UPDATE events SET claimed_at = ? WHERE event_id = ?", (at, r["event_id"]))
+            return None if r is None else dict(r)
+
+        return self._write(work)
+
+    def requeue_failed(self) -> int:
+        """Failed events (every attempt spent) become pending again, to be retried."""
+        return self._write(lambda con: con.execute(
+            "UPDATE events SET status = 'pending', claimed_at = NULL WHERE status = 'failed'").rowcount)
+
+    def note_undeliverable(self, note: str, at) -> int:
+        """Log ``note`` once (attempt 0) for each pending event that does not have it yet; events stay pending."""
+        return self._write(lambda con: con.execute(
+            "INSERT INTO deliveries (event_id, event, warning_id, attempt, at, url, http_status, error, delivered) "
+            "SELECT e.event_id, e.event, e.warning_id, 0, ?, NULL, NULL, ?, 0 FROM events e WHERE e.status = 'pending' "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.error = ?)",
+            (iso(at), note, note)).rowcount)
+
+    def attempts_made(self, event_id: str) -> int:
+        rows = self._rows("SELECT MAX(attempt) AS n FROM deliveries WHERE event_id = ?", (event_id,))
+        return int(rows[0]["n"] or 0)
+
+    def log_delivery(self, event: dict, attempt: int, at, url: str | None, http_status: int | None,
+                     error: str | None, delivered: bool) -> None:
+        self._write(lambda con: con.execute(
+            "INSERT INTO deliveries (event_id, event, warning_id, attempt, at, url, http_status, error, delivered) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (event["event_id"], event["event"], event["warning_id"], attempt,
+                                                   iso(at), url, http_status, error, int(delivered))))
+
+    def finish_event(self, event_id: str, status: str, at=None) -> None:
+        """``delivered`` or ``failed`` (all attempts spent), or ``pending`` again (released, e.g. no webhook)."""
+        self._write(lambda con: con.execute(
+            "UPDATE events SET status = ?, claimed_at = NULL, delivered_at = ? WHERE event_id = ?",
+            (status, iso(at) if status == "delivered" and at is not None else None, event_id)))
+
+    def events(self, status: str | None = None) -> pd.DataFrame:
+        with self._lock:
+            return pd.read_sql_query("SELECT * FROM events" + (" WHERE status = ?" if status else "")
+                                     + " ORDER BY created_at, event_id", self._con, params=(status,) if status else ())
+
+    def deliveries(self, event_id: str | None = None) -> pd.DataFrame:
+        with self._lock:
+            return pd.read_sql_query("SELECT * FROM deliveries" + (" WHERE event_id = ?" if event_id else "")
+                                     + " ORDER BY seq", self._con, params=(event_id,) if event_id else ())
