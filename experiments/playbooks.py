@@ -270,3 +270,34 @@ def log_effects(settings, table: pd.DataFrame, *, as_of, extra_params: dict | No
         mlflow.log_text(render(table), "effects/effects.md")
         tracking.save_figure(forest_plot(table), "playbook_effects")
     return run.info.run_id
+
+
+def churn_outcomes(settings) -> tuple[pd.DataFrame, str]:
+    """(account_id, churned_at) from the export's ``churn_events`` (the CHS label's outcome kinds)
+    and from churn outcomes posted to the service (``/outcomes``); and a line that says which
+    sources were found: an export without churn events is said, not silently read as "no churn"."""
+    from salesml.contract import TABLES
+    from salesml.validation import find_table_file, read_raw
+
+    spec = settings.spec("chs")
+    kinds = spec.label.outcome.kinds if spec.label.outcome else ["churn", "downgrade"]
+    parts, said = [], []
+    path = find_table_file(settings.export_dir, "churn_events")
+    if path is not None:
+        events = read_raw(path, TABLES["churn_events"])
+        events = events[events["kind"].isin(kinds)]
+        parts.append(pd.DataFrame({"account_id": events["account_id"].astype(str),
+                                   "churned_at": _utc(events["occurred_at"])}))
+        said.append(f"{len(events):,} churn events ({', '.join(kinds)}) from the export")
+    else:
+        said.append("the export has no churn_events table")
+    if settings.prediction_log_path.exists():
+        from serving.predlog import PredictionLog
+
+        posted = PredictionLog(settings.prediction_log_path).outcomes("account")
+        posted = posted[(posted["outcome"] == "churned") & (posted["value"].astype(bool))]
+        parts.append(pd.DataFrame({"account_id": posted["entity_id"].astype(str),
+                                   "churned_at": _utc(posted["occurred_at"])}))
+        said.append(f"{len(posted):,} churn outcomes posted to /outcomes")
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(OUTCOME_COLUMNS))
+    return frame.drop_duplicates(), "; ".join(said)

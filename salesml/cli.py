@@ -10,8 +10,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from salesml.cli_base import console, out
+from salesml.cli_base import fail as _fail_on_contract
+from salesml.cli_base import overrides as _overrides
+from salesml.cli_base import progress as _progress
+from salesml.cli_base import quiet as _quiet
+from salesml.cli_base import settings as _settings
 from salesml.modelspec import MODEL_NAMES
 
 app = typer.Typer(help="Sales-intelligence ML platform: data, features, models, serving, drift.",
@@ -34,28 +39,7 @@ team_app = typer.Typer(help="Team profile services: PostgreSQL databases, the ML
                        no_args_is_help=True)
 app.add_typer(team_app, name="team")
 
-console = Console(stderr=True)
-out = Console()
 MODEL_HELP = " | ".join(MODEL_NAMES)
-# Libraries whose warnings and INFO chatter (Feast "experimental", ibis, pandera, SQLAlchemy, MLflow
-# schema hints, alembic migrations) would bury the one line that matters; --verbose shows them.
-NOISY_LOGGERS = ("feast", "mlflow", "alembic", "bentoml", "evidently", "sqlalchemy", "ibis", "pandera",
-                 "urllib3", "distributed", "numexpr", "py.warnings")
-
-
-def _quiet(verbose: bool) -> None:
-    import logging
-    import os
-    import warnings
-
-    if verbose:
-        return
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # subprocesses (bentoml serve) too
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow resets its loggers when imported
-    logging.captureWarnings(True)
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @app.callback()
@@ -70,26 +54,6 @@ def main(
     _overrides.clear()
     if as_of:
         _overrides["export_as_of"] = as_of
-
-
-_overrides: dict[str, str] = {}  # global options of this invocation, applied to its settings
-
-def _settings():
-    from salesml.settings import Settings
-
-    return Settings(**_overrides)
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console)
-
-
-def _fail_on_contract(exc) -> None:
-    console.print(f"[red]{exc}[/red]")
-    raise typer.Exit(code=2)
 
 
 @data_app.command("generate")
@@ -672,3 +636,9 @@ def bench_tuning(
 
 if __name__ == "__main__":
     app()
+
+
+from salesml.cli_actions import playbooks_app, warnings_app  # noqa: E402  (after the app: groups of their own module)
+
+app.add_typer(warnings_app, name="warnings")
+app.add_typer(playbooks_app, name="playbooks")
