@@ -102,7 +102,9 @@ def warnings_intervene(
                                    not_applicable=not_applicable, reason=reason)
         except WarningError as exc:
             fail(f"{exc.field}: {exc}")
-    out.print_json(json.dumps(done, default=str))
+    from serving.actions.warnings import public_view
+
+    out.print_json(json.dumps({**public_view(done), "interventions": done["interventions"]}, default=str))
 
 
 @warnings_app.command("escalate")

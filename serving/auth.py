@@ -4,13 +4,15 @@ Keys live in a JSON file (``Settings.api_keys_path``) as SHA-256 digests, never 
 ``salesml keys add --role csm --name success-console`` prints the key once.  Keys are 32
 random bytes, so a plain digest is enough (there is nothing to brute-force).
 
-Roles and their scopes (``read``: the scoring endpoints; ``write``: ``/events`` and ``/outcomes``,
-which change what a score sees):
+Roles and their scopes (``read``: the scoring endpoints, score history and the warnings inbox;
+``write``: ``/events`` and ``/outcomes``, which change what a score sees; ``intervene``:
+``/interventions``, recording what was done about a warning):
 
 - ``sales`` (read): scores, probabilities, levels, bands, trends (change totals) and rep proposals;
-- ``csm`` (read): also layer sub-scores, feature-level drivers, the input feature values
+  warnings without their attribution text;
+- ``csm`` (read, intervene): also layer sub-scores, feature-level drivers, the input feature values
   (behaviour details) and attribution by feature;
-- ``admin`` (read, write): also the account's recent relationship notes (free text from the CRM);
+- ``admin`` (read, write, intervene): also the account's recent relationship notes (free text from the CRM);
 - ``ingest`` (write): pipelines and the CRM connector that push live events and outcomes; it reads
   no score.
 
@@ -34,8 +36,8 @@ from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 
 VIEWS = ("sales", "csm", "admin")  # narrowest first
 RANK = {r: i for i, r in enumerate(VIEWS)}
-SCOPES = {"sales": frozenset({"read"}), "csm": frozenset({"read"}), "admin": frozenset({"read", "write"}),
-          "ingest": frozenset({"write"})}
+SCOPES = {"sales": frozenset({"read"}), "csm": frozenset({"read", "intervene"}),
+          "admin": frozenset({"read", "write", "intervene"}), "ingest": frozenset({"write"})}
 ROLES = tuple(SCOPES)
 
 
@@ -156,10 +158,11 @@ def effective_role(caller: Caller, requested: str | None) -> str:
 
 # Fields removed from each scoring result below a role (keys of the result dicts).
 HIDDEN = {
-    "sales": {"drivers", "layers", "features", "attribution", "notes"},
+    "sales": {"drivers", "layers", "features", "attribution", "notes", "change_text"},
     "csm": {"notes"},
     "admin": set(),
-    "ingest": {"drivers", "layers", "features", "attribution", "notes"},  # never reached: ingest reads no score
+    # never reached: ingest reads no score
+    "ingest": {"drivers", "layers", "features", "attribution", "notes", "change_text"},
 }
 
 

@@ -287,7 +287,10 @@ class ScoringCore:
 
     # --- health --------------------------------------------------------------------------------
     def health(self, caller: Caller, account_ids: list[str] | None = None, rows: list[dict] | None = None,
-               since: datetime | None = None, role: str | None = None, request_id: str | None = None) -> dict:
+               since: datetime | None = None, role: str | None = None, request_id: str | None = None,
+               record: bool = True) -> dict:
+        """``record=False``: score without logging a served prediction (the live warning check, which
+        no client asked for, must not count in drift windows or A/B exposure)."""
         self._require("chs")
         request_id = request_id or uuid.uuid4().hex
         role = role or caller.role
@@ -319,7 +322,8 @@ class ScoringCore:
                                             variant=DIRECT if rows is not None and not account_ids else None))
         self._unknown(frame, "account_id", results)
         answer = {"request_id": request_id, "results": [view(r, role) for r in results]}
-        self.log.append_predictions(records)  # only once the answer is built: the log holds what was served
+        if record:
+            self.log.append_predictions(records)  # only once the answer is built: the log holds what was served
         return answer
 
     def _features_at(self, frame: pd.DataFrame, when: datetime) -> pd.DataFrame:

@@ -21,7 +21,8 @@ from serving.auth import KeyFileError, KeyStore, key_from_headers
 
 log = logging.getLogger("salesml.serving")
 # The scope each endpoint needs (serving.auth.SCOPES says which role has which).
-SCOPE = {"/intent": "read", "/match": "read", "/health": "read", "/events": "write", "/outcomes": "write"}
+SCOPE = {"/intent": "read", "/match": "read", "/health": "read", "/health/history": "read", "/warnings": "read",
+         "/events": "write", "/outcomes": "write", "/interventions": "intervene"}
 PROTECTED = set(SCOPE)
 
 

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 from salesml.contract import ID_MAX_LENGTH, ID_PATTERN
 from salesml.settings import Settings
 from serving.auth import effective_role
+from serving.auth import view as view_of
 from serving.gate import Gate
 
 log = logging.getLogger("salesml.serving")
@@ -40,6 +41,10 @@ Row = Annotated[dict[FeatureName, Value], Field(max_length=100)]
 Ids = Annotated[list[Id], Field(min_length=1, max_length=MAX_BATCH)]
 Rows = Annotated[list[Row], Field(min_length=1, max_length=MAX_BATCH)]
 View = Literal["sales", "csm", "admin"]
+
+
+WarningId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^w-[0-9a-f]+$")]
+PlaybookId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
 class Outcome(BaseModel):
@@ -158,11 +163,26 @@ class SalesScoring:
         self.settings = Settings()
         self.core = None
         self.load_error = None
+        self.warnings = self.deliverer = self.warnings_error = None
         try:
             self.core = ScoringCore.load(self.settings)
         except Exception as exc:  # stay up, not ready, and say why
             log.exception("scoring core failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
+        try:  # the inbox, and a thread that delivers its events so that no request waits on the webhook
+            from serving.actions.warnings import open_warning_store
+            from serving.actions.webhook import BackgroundDeliverer
+
+            self.warnings = open_warning_store(self.settings)
+            self.deliverer = BackgroundDeliverer(self.warnings, self.settings).start()
+        except Exception as exc:  # a broken playbooks file: scores still answer, /warnings says why
+            log.exception("warnings store failed to open")
+            self.warnings_error = f"{type(exc).__name__}: {exc}"
+
+    @bentoml.on_shutdown
+    def _stop_deliverer(self) -> None:
+        if self.deliverer is not None:
+            self.deliverer.stop()
 
     def __is_ready__(self) -> bool:
         return self.core is not None and self.core.ready
@@ -235,13 +255,71 @@ class SalesScoring:
 
     @bentoml.api(route="/events")
     def events(self, ctx: bentoml.Context, table: Literal["lead_events", "usage_weekly"], rows: Rows) -> dict:
-        """Live behaviour rows (the raw-data contract's columns), pushed to the online store."""
+        """Live behaviour rows (the raw-data contract's columns), pushed to the online store. Usage
+        rows rescore their accounts: a level that worsened raises its warning at once."""
         key = "lead_id" if table == "lead_events" else "account_id"
         prep = self._prepare(ctx, [str(r.get(key)) for r in rows], None)
         if isinstance(prep, JSONResponse):
             return prep
         caller, _, rid = prep
-        return self._call(ctx, lambda: self.core.events(caller, table, [dict(r) for r in rows], rid))
+        result = self._call(ctx, lambda: self.core.events(caller, table, [dict(r) for r in rows], rid))
+        if isinstance(result, dict) and table == "usage_weekly" and self.warnings is not None:
+            result["warnings"] = self._live_warnings(result["entities_updated"])
+        return result
+
+    def _live_warnings(self, account_ids: list[str]) -> dict:
+        from datetime import datetime, timezone
+
+        from serving.actions.live import live_warnings
+
+        try:  # the push is stored already: a failed check is said in the answer, not turned into an error
+            summary = live_warnings(self.core, self.warnings, account_ids, datetime.now(timezone.utc))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("live warning check failed")
+            return {"error": f"the live warning check failed ({type(exc).__name__}); the next run will see it"}
+        if summary["raised"]:
+            self.deliverer.notify()
+        return summary
+
+    @bentoml.api(route="/warnings")
+    def warnings_inbox(self, ctx: bentoml.Context, owner: Optional[Id] = None,
+                       status: Optional[Literal["open", "handled", "not_applicable", "escalated"]] = None,
+                       level: Optional[Literal["yellow", "orange", "red"]] = None,
+                       limit: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 100, view: Optional[View] = None) -> dict:
+        """The warnings inbox, newest first: account, old and new level, score, attribution text
+        (not for sales), the level's playbook, owner, raised and due times, status."""
+        prep = self._prepare(ctx, [], view)
+        if isinstance(prep, JSONResponse):
+            return prep
+        _, role, rid = prep
+        if self.warnings is None:
+            return error(ctx, 503, None, f"warnings unavailable: {self.warnings_error}")
+        rows = self.warnings.inbox(owner=owner, status=status, level=level, limit=limit)
+        return {"request_id": rid, "warnings": [view_of(w, role) for w in rows]}
+
+    @bentoml.api(route="/interventions")
+    def interventions(self, ctx: bentoml.Context, warning_id: WarningId, at: Optional[AwareDatetime] = None,
+                      playbook_id: Optional[PlaybookId] = None, not_applicable: bool = False,
+                      reason: Optional[Text] = None) -> dict:
+        """Record what was done about a warning: the playbook applied, or "not applicable" with a
+        reason; who is the calling key. Five "not applicable" marks in a row freeze a playbook."""
+        from serving.actions.rules import WarningError
+        from serving.actions.warnings import public_view
+
+        prep = self._prepare(ctx, [warning_id], None)
+        if isinstance(prep, JSONResponse):
+            return prep
+        caller, _, rid = prep
+        if self.warnings is None:
+            return error(ctx, 503, None, f"warnings unavailable: {self.warnings_error}")
+        try:
+            done = self.warnings.intervene(warning_id, caller.key_id, at, playbook_id=playbook_id,
+                                           not_applicable=not_applicable, reason=reason)
+        except WarningError as exc:
+            return error(ctx, 404 if exc.field == "warning_id" and "unknown" in str(exc) else 400, exc.field,
+                         str(exc))
+        # as its owner sees it: a held-out warning shows no playbook, nor that it is held out
+        return {"request_id": rid, "warning": {**public_view(done), "interventions": done["interventions"]}}
 
     @bentoml.api(route="/outcomes")
     def outcomes(self, ctx: bentoml.Context, outcomes: Annotated[list[Outcome], Field(min_length=1,

@@ -246,6 +246,18 @@ class WarningStore(FuseMixin):
             "WHERE warning_id = ? ORDER BY at, seq", (warning_id,))
         return rows[0]
 
+    def account_levels(self, account_ids) -> dict[str, dict]:
+        """The last level seen per account (by a run or a live event) and its date: what a live event
+        is compared with. Accounts never scored are absent."""
+        ids = sorted({str(a) for a in account_ids})
+        out: dict[str, dict] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            for r in self._rows(f"SELECT account_id, as_of, level FROM account_state WHERE account_id IN "
+                                f"({','.join('?' * len(chunk))})", chunk):
+                out[r["account_id"]] = {"as_of": r["as_of"], "level": r["level"]}
+        return out
+
     def inbox(self, owner: str | None = None, status: str | None = None, level: str | None = None,
               limit: int = 100) -> list[dict]:
         """Warnings as their owners see them (``public_view``), newest first."""

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from serving.actions.owners import OwnerDirectory
-from serving.actions.warnings import WarningConfig, WarningStore
 from serving.actions.report import SMALL_TEAMS, render_markdown, report
+from serving.actions.warnings import WarningConfig, WarningStore
 
 T0 = pd.Timestamp("2026-11-02 08:00", tz="UTC")
 H = pd.Timedelta(hours=1)
