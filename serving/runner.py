@@ -88,9 +88,22 @@ def sample_calls(settings: Settings, port: int, key: str, show: Callable[[str], 
         ("/outcomes", {"outcomes": [{"entity_type": "lead", "entity_id": leads[0], "outcome": "converted",
                                      "value": True, "occurred_at": pd.Timestamp.now(tz="UTC").isoformat()}]}),
     ]
-    for path, body in calls:
-        status, answer = post(port, path, body, key)
-        text = json.dumps(answer, default=str)
-        show(f"\n$ curl -s -X POST http://127.0.0.1:{port}{path} -H 'X-API-Key: $KEY' "
-             f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'")
-        show(f"HTTP {status}: {text[:700]}{' ...' if len(text) > 700 else ''}")
+    calls.append(("/warnings", {"status": "open", "limit": 3}))
+    answers = [_show_call(port, path, body, key, show) for path, body in calls]
+    inbox = answers[-1].get("warnings") or []
+    if not inbox:
+        show("\n(no open warning to act on: `salesml score chs` raises them when a level worsens between runs)")
+        return
+    first = inbox[0]  # one sample intervention: the owner applies the playbook the warning carries
+    body = {"warning_id": first["warning_id"], **({"playbook_id": first["playbook"]["id"]} if first.get("playbook")
+                                                 else {"not_applicable": True, "reason": "demo: no playbook shown"})}
+    _show_call(port, "/interventions", body, key, show)
+
+
+def _show_call(port: int, path: str, body: dict, key: str, show: Callable[[str], None]) -> dict:
+    status, answer = post(port, path, body, key)
+    text = json.dumps(answer, default=str)
+    show(f"\n$ curl -s -X POST http://127.0.0.1:{port}{path} -H 'X-API-Key: $KEY' "
+         f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'")
+    show(f"HTTP {status}: {text[:700]}{' ...' if len(text) > 700 else ''}")
+    return answer
