@@ -81,6 +81,18 @@ SERVICES = {
     "intent_profile_only": ("lead_profile",),
 }
 FIT_FEATURES = ("industry_match", "product_match", "region_match")
+# Views the scoring job (serving/scoring_job.py) writes, not ``features build``: view -> (entity,
+# file relative to the feature folder, features). Their files live with the score history, outside
+# the folder a rebuild rewrites; each is registered once its file exists, and is written online by
+# the job after each run (``materialize`` leaves it alone).
+SCORE_VIEWS = {
+    # The latest CHS of every account, so applications read it online instead of recomputing it.
+    "chs_scores": ("account", "../scores/chs/latest.parquet",
+                   [("score", Float64), ("level", String), ("churn_probability", Float64),
+                    ("layer_contract", Float64), ("layer_behaviour", Float64), ("layer_relationship", Float64),
+                    ("early_warning", Float64), ("as_of", String), ("status", String),
+                    ("model_version", String), ("weights_version", String)]),
+}
 
 # A customer account: the unit the health score and churn model are about.
 account = Entity(name="account", join_keys=["account_id"], value_type=ValueType.STRING)
@@ -124,7 +136,7 @@ class Repo:
 
 def repo(custom: dict[str, list[CustomFeature]] | None = None, present: set[str] | None = None) -> Repo:
     """Entities, sources, views and services for this project; ``present``: views with a feature file
-    (None: all of them)."""
+    (None: all of VIEWS; a SCORE_VIEWS view only when named)."""
     present = set(VIEWS) if present is None else set(present)
     pushes = {v: PushSource(name=p, batch_source=_source(v)) for v, p in PUSHED.items()}
     views = {}
@@ -134,6 +146,12 @@ def repo(custom: dict[str, list[CustomFeature]] | None = None, present: set[str]
             continue
         views[name] = FeatureView(name=name, entities=[ENTITIES[entity]], ttl=ttl, schema=schema,
                                   source=pushes.get(name) or _source(name))
+    for name, (entity, path, fields) in SCORE_VIEWS.items():
+        if name in present:  # a score is valid until the next run replaces it: no TTL
+            views[name] = FeatureView(name=name, entities=[ENTITIES[entity]], ttl=timedelta(0),
+                                      schema=[Field(name=n, dtype=t) for n, t in fields],
+                                      source=FileSource(name=f"{name}_source", path=path,
+                                                        timestamp_field="event_timestamp"))
     odfv = None
     if {"lead_profile", "rep_state"} <= set(views):
         # Lead x rep fit depends on the pair, so it is computed at request time, not stored.

@@ -168,7 +168,11 @@ def _with_live_rows(settings: Settings, frames: dict[str, pd.DataFrame]) -> dict
 
 
 def present_views(settings: Settings) -> set[str]:
-    return {p.stem for p in settings.feature_data_dir.glob("*.parquet")}
+    """Views whose file exists: the feature files, and the score views the scoring job has written."""
+    from features.definitions import SCORE_VIEWS
+
+    found = {p.stem for p in settings.feature_data_dir.glob("*.parquet")}
+    return found | {name for name, (_, path, _) in SCORE_VIEWS.items() if (settings.feature_data_dir / path).exists()}
 
 
 def project_repo(settings: Settings, raw_dir: Path | None = None):
@@ -209,10 +213,13 @@ def feature_time_range(settings: Settings) -> tuple[datetime, datetime]:
 def materialize(settings: Settings, end: datetime | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
     """Load the latest value per entity up to ``end`` into the online store, view by view."""
+    from features.definitions import SCORE_VIEWS
+
     store = open_store(settings)
     start, last = feature_time_range(settings)
     end = end or last
-    views = list(project_repo(settings).views.values())
+    # score views are written online by the scoring job itself, after each run
+    views = [v for v in project_repo(settings).views.values() if v.name not in SCORE_VIEWS]
     counts = {}
     for i, view in enumerate(views):
         if progress:

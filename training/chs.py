@@ -12,15 +12,20 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from training.chs_text import MATERIAL, Attribution, change_texts, round_like_python, top_k
+from training.chs_text import layer_drivers as _layer_drivers
 from training.data import FeatureSpec, prepare_features
 from training.models import ScoringModel, fit_xgboost
 
 LAYERS = ("contract", "behaviour", "relationship")
+_LAST = threading.local()  # HealthModel._inputs: per thread, the last frame's prepared inputs
 DEFAULT_LEVELS = {"green": 65.0, "yellow": 50.0, "orange": 35.0}  # score >= threshold -> level
 PLAYBOOK = {
     "green": "no action",
@@ -114,38 +119,92 @@ class HealthModel:
 
     def attribute_change(self, before: pd.Series, after: pd.Series, top: int = 2) -> dict:
         """Split CHS(after) - CHS(before) by layer, and each layer's part across its features."""
-        frame = pd.DataFrame([before, after])
-        frame.index = [0, 1]
-        subs = self.layer_scores(frame)
-        total = float(self.score(frame)[1] - self.score(frame)[0])
+        one = self._attribution(pd.DataFrame([before]), pd.DataFrame([after]), top, every_layer=True)
         layers = {}
-        for name, model in self.layers.items():
-            delta = self.weights[name] * float(subs.loc[1, name] - subs.loc[0, name])
-            c = model.contributions(frame).drop(columns="bias")
-            dc = c.loc[1] - c.loc[0]
-            dz = float(dc.sum())
-            shares = (dc / dz * delta) if abs(dz) > 1e-12 else dc * 0.0
-            drivers = []
-            for feat, part in shares.reindex(shares.abs().sort_values(ascending=False).index).head(top).items():
-                if abs(part) < 0.05:
-                    continue
-                drivers.append({"feature": feat, "points": round(float(part), 2),
-                                "before": _num(before.get(feat)), "after": _num(after.get(feat)),
-                                "change_pct": _pct(before.get(feat), after.get(feat))})
-            layers[name] = {"points": round(delta, 2), "drivers": drivers}
-        total = round(total, 2)  # the text shows the same number the payload carries
+        for k, name in enumerate(one.layers):
+            drivers = [{"feature": d.feature, "points": d.points, "before": d.before, "after": d.after,
+                        "change_pct": d.change_pct} for d in one.drivers(k, 0)]
+            layers[name] = {"points": float(one.points[0, k]), "drivers": drivers}
+        total = float(one.total[0])
         return {"change": total, "layers": layers, "text": explain(total, layers)}
 
+    def attribute_changes(self, before: pd.DataFrame, after: pd.DataFrame, top: int = 2) -> pd.DataFrame:
+        """``attribute_change`` for many rows at once (row i of ``before`` pairs with row i of
+        ``after``): ``change_points``, ``change_<layer>`` per layer, ``change_text`` and
+        ``before_score`` (the CHS of ``before``, rounded as ``health`` rounds it), indexed like
+        ``after``. The same numbers and text as the per-row call, without a Python loop over rows:
+        the drivers are worked out only where the text shows them (layers moved >= 0.05 points)."""
+        parts = self._attribution(before, after, top, every_layer=False)
+        out = pd.DataFrame({"change_points": parts.total}, index=after.index)
+        for k, name in enumerate(parts.layers):
+            out[f"change_{name}"] = parts.points[:, k]
+        out["change_text"] = change_texts(parts)
+        out["before_score"] = parts.before
+        return out
 
-def _num(v):
-    return None if v is None or pd.isna(v) else float(v)
+    def _attribution(self, before: pd.DataFrame, after: pd.DataFrame, top: int, every_layer: bool) -> Attribution:
+        if len(before) != len(after):
+            raise ValueError(f"attribute_changes: before has {len(before)} rows and after {len(after)}; "
+                             "rows pair by position")
+        xb, sub_b = self._inputs(before)
+        xa, sub_a = self._inputs(after)
+        names = list(self.layers)
+        # the same additions in the same order as score(): the totals match it to the bit
+        score_b = sum(self.weights[n] * sub_b[:, k] for k, n in enumerate(names))
+        total = sum(self.weights[n] * sub_a[:, k] for k, n in enumerate(names)) - score_b
+        delta = np.column_stack([self.weights[n] * (sub_a[:, k] - sub_b[:, k]) for k, n in enumerate(names)])
+        points = round_like_python(delta, 2)
+        found = []
+        for k, model in enumerate(self.layers.values()):
+            rows = np.arange(len(after)) if every_layer else np.flatnonzero(np.abs(points[:, k]) >= MATERIAL)
+            found.append(_layer_drivers(model, xb, xa, rows, delta[:, k], top))
+        return Attribution(names, round_like_python(total, 2), points, found, round_like_python(score_b, 2))
 
+    def _inputs(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """(prepared features, layer sub-scores as a rows x layers array) of ``frame``. The last one of
+        each thread is kept by weak reference: a scoring run asks for the change and then the health
+        of one frame."""
+        last = getattr(_LAST, "inputs", None)
+        if last is not None and last[0]() is self and last[1]() is frame:
+            return last[2], last[3]
+        x = prepare_features(frame, self.full.spec)
+        subs = self.layer_scores(x, prepared=True)[list(self.layers)].to_numpy()
+        _LAST.inputs = (weakref.ref(self), weakref.ref(frame), x, subs)
+        return x, subs
 
-def _pct(a, b):
-    a, b = _num(a), _num(b)
-    if a is None or b is None or a == 0:
-        return None
-    return round(100.0 * (b - a) / abs(a), 1)
+    def health_frame(self, frame: pd.DataFrame, top: int = 3) -> pd.DataFrame:
+        """``health`` for many rows as one frame indexed like ``frame``: score, level,
+        churn_probability, layer_<name> for every CHS layer (NaN where the model has no such layer),
+        early_warning, driver_<k> / driver_<k>_effect (k = 1..top; empty where fewer features raise
+        the risk) and weights_version. The same numbers as ``health`` to the last digit shown."""
+        from training import treeshap
+
+        x, subs = self._inputs(frame)
+        score = sum(self.weights[n] * subs[:, k] for k, n in enumerate(self.layers))
+        t = self.thresholds
+        out = pd.DataFrame({
+            "score": round_like_python(score, 2),
+            "level": np.select([score >= t["green"], score >= t["yellow"], score >= t["orange"]],
+                               ["green", "yellow", "orange"], "red").astype(object),
+            "churn_probability": np.asarray(self.full.predict_proba(x, prepared=True), dtype=np.float64),
+        }, index=frame.index)
+        for name in LAYERS:
+            k = list(self.layers).index(name) if name in self.layers else None
+            out[f"layer_{name}"] = round_like_python(subs[:, k], 2) if k is not None else np.nan
+        ew = (pd.to_numeric(frame["early_warning"], errors="coerce").to_numpy(np.float64)
+              if "early_warning" in frame else np.full(len(frame), np.nan))
+        out["early_warning"] = pd.array(np.where(np.isnan(ew), None, ew == 1), dtype="boolean")
+        c = treeshap.contributions(self.full, x)
+        names = np.asarray(self.full.spec.columns, dtype=object)
+        order = top_k(c, top)
+        for j in range(order.shape[1]):
+            effect = np.take_along_axis(c, order[:, j:j + 1], axis=1)[:, 0].astype(np.float64)
+            shown = effect > 0
+            out[f"driver_{j + 1}"] = np.where(shown, names[order[:, j]], None)
+            out[f"driver_{j + 1}_effect"] = np.where(shown, round_like_python(effect, 4), np.nan)
+        out["weights_version"] = self.weights_version
+        _LAST.inputs = None  # the frame is scored: keep no chunk of features alive after the run
+        return out
 
 
 def explain(total: float, layers: dict) -> str:

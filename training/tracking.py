@@ -48,10 +48,8 @@ def use_experiment(settings: Settings, name: str) -> str:
 
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
-        remote = settings.tracking_uri.startswith(("http://", "https://", "databricks"))
-        location = None if remote else (settings.root / "mlartifacts" / name).as_uri()
         try:
-            exp_id = mlflow.create_experiment(name, artifact_location=location)
+            exp_id = mlflow.create_experiment(name, artifact_location=_artifact_location(settings, name))
         except MlflowException:  # created by another process in the meantime
             exp = mlflow.get_experiment_by_name(name)
             if exp is None:
@@ -61,6 +59,29 @@ def use_experiment(settings: Settings, name: str) -> str:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def experiment_id(settings: Settings, name: str) -> str:
+    """``use_experiment`` through this settings' client, leaving the process-wide tracking URI and
+    active experiment alone (for jobs that log with an ``MlflowClient``)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=_artifact_location(settings, name))
+    except MlflowException:  # created by another process in the meantime
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _artifact_location(settings: Settings, name: str) -> str | None:
+    remote = settings.tracking_uri.startswith(("http://", "https://", "databricks"))
+    return None if remote else (settings.root / "mlartifacts" / name).as_uri()
 
 
 def git_commit() -> str:
