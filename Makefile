@@ -34,7 +34,7 @@ browser: ## Install Debian's chromium (headless screenshots of the MLflow UI) if
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-demo: install ## Simulate data, build the feature store, train + register 3 models, start the scoring service and call it
+demo: install ## Simulate data, build the feature store, train + register 3 models, score the book (warnings), start the scoring service and call it
 	$(BIN)/salesml team up
 	$(BIN)/salesml data generate $(DEMO_ARGS)
 	$(BIN)/salesml data validate $(SALESML_HOME)/data/raw
@@ -47,6 +47,9 @@ demo: install ## Simulate data, build the feature store, train + register 3 mode
 	$(BIN)/salesml train intent
 	$(BIN)/salesml train lead_match
 	$(BIN)/salesml train chs
+	$(BIN)/salesml score chs --backfill 4
+	$(BIN)/salesml score intent
+	$(BIN)/salesml warnings list --limit 10
 	@echo "Everything is under $(SALESML_HOME)/: data/raw (export), data/features (Feast sources), feast/ (registry, online store),"
 	@echo "data/training (training sets), mlflow.db + mlartifacts/ (runs, registered models), reports/ (plots)."
 	@echo "Compare runs in the MLflow UI: make mlflow-ui  (= $(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db), then open http://127.0.0.1:5000; under SALESML_PROFILE=team open the MLflow server that salesml team up printed"
@@ -86,6 +89,7 @@ bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/report
 	$(BIN)/salesml bench training
 	$(BIN)/salesml bench exports
 	$(BIN)/salesml bench serving
+	$(BIN)/salesml bench scoring
 	$(BIN)/salesml bench experiments
 	$(BIN)/salesml bench drift
 	$(BIN)/salesml bench tuning

@@ -603,6 +603,17 @@ def bench_serving(
     out.print(report.read_text())
 
 
+@bench_app.command("scoring")
+def bench_scoring(
+    sizes: Annotated[str, typer.Option(help="Book sizes to score, comma-separated.")] = "100000,1000000",
+) -> None:
+    """The scheduled scoring job's rate (CHS with attribution) at each size, in memory."""
+    from serving.bench_scoring import run
+
+    report = run(_settings(), sizes=tuple(int(x) for x in sizes.split(",")), log=console.print)
+    out.print(report.read_text())
+
+
 @bench_app.command("drift")
 def bench_drift(
     sizes: Annotated[str, typer.Option(help="Comma-separated window sizes.")] = "10000,100000,1000000",
@@ -638,7 +649,8 @@ if __name__ == "__main__":
     app()
 
 
-from salesml.cli_actions import playbooks_app, warnings_app  # noqa: E402  (after the app: groups of their own module)
+from salesml.cli_actions import playbooks_app, score_app, warnings_app  # noqa: E402  (groups of their own module)
 
+app.add_typer(score_app, name="score")
 app.add_typer(warnings_app, name="warnings")
 app.add_typer(playbooks_app, name="playbooks")

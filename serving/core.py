@@ -173,7 +173,7 @@ class ScoringCore:
     def ready(self) -> bool:
         return any(self.models.get(m, {}).get("champion") for m in MODELS) and self.store is not None
 
-    def _require(self, model: str) -> None:
+    def require(self, model: str) -> None:
         if not self.models.get(model, {}).get("champion"):
             raise ModelUnavailable(f"model '{model}' is not served: it has no champion in the registry "
                                    f"(train it with `salesml train {model}`)")
@@ -243,7 +243,7 @@ class ScoringCore:
     # --- intent --------------------------------------------------------------------------------
     def intent(self, caller: Caller, lead_ids: list[str] | None = None, rows: list[dict] | None = None,
                role: str | None = None, request_id: str | None = None) -> dict:
-        self._require("intent")
+        self.require("intent")
         request_id = request_id or uuid.uuid4().hex
         role = role or caller.role
         spec = self.models["intent"]["champion"].model.spec
@@ -291,7 +291,7 @@ class ScoringCore:
                record: bool = True) -> dict:
         """``record=False``: score without logging a served prediction (the live warning check, which
         no client asked for, must not count in drift windows or A/B exposure)."""
-        self._require("chs")
+        self.require("chs")
         request_id = request_id or uuid.uuid4().hex
         role = role or caller.role
         spec = self.models["chs"]["champion"].model.spec
@@ -384,7 +384,7 @@ class ScoringCore:
         from features.transforms import lead_rep_fit
         from training.assignment import propose_assignment
 
-        self._require("lead_match")
+        self.require("lead_match")
         request_id = request_id or uuid.uuid4().hex
         role = role or caller.role
         reps = list(dict.fromkeys(rep_ids or self.active_reps))

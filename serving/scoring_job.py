@@ -86,7 +86,7 @@ def score_book(settings: Settings, model: str = "chs", as_of: date | None = None
     started = time.perf_counter()
     step("loading models", 0, 1)
     core = core or ScoringCore.load(settings)
-    core._require(model)
+    core.require(model)
     loaded = core.models[model]["champion"]
     spec = settings.spec(model)
     store = open_store(settings)
