@@ -13,7 +13,7 @@ import math
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,13 @@ class ScoringCore:
         self.raw_dir = raw_dir or settings.export_dir
         self.specs = specs or {m: settings.spec(m, self.raw_dir) for m in MODELS}
         self._services = {}
+        from serving.actions.playbooks import PlaybookError, load_playbooks
+
+        try:  # each level's playbook (salesml/specs/playbooks.yaml or SALESML_PLAYBOOKS_FILE)
+            self.playbooks, self.playbooks_error = load_playbooks(settings), None
+        except PlaybookError as exc:  # scores still answer; the playbook field says why it is empty
+            self.playbooks, self.playbooks_error = None, str(exc)
+        self.frozen_playbooks: Callable[[], set[str]] = set  # the service points it at the warnings store
 
     # --- loading -------------------------------------------------------------------------------
     @classmethod
@@ -300,14 +307,15 @@ class ScoringCore:
         previous = self._features_at(frame, since) if since is not None and account_ids else None
         results: list[dict | None] = [None] * len(frame)
         records = []
+        frozen = self.frozen_playbooks()
         for loaded, idx in self._groups("chs", frame, "account_id"):
             part = frame.iloc[idx]
             scored = loaded.model.health(part)
             for k, i in enumerate(idx):
                 row, h = part.iloc[k], scored[k]
                 acc = str(row["account_id"])
-                out = {"account_id": acc, **h, "features": {c: _clean(row.get(c)) for c in loaded.columns},
-                       "model": loaded.tag}
+                out = {"account_id": acc, **h, "playbook": self._playbook(h["level"], frozen),
+                       "features": {c: _clean(row.get(c)) for c in loaded.columns}, "model": loaded.tag}
                 if previous is not None and acc in previous.index:
                     change = loaded.model.attribute_change(previous.loc[acc], row)
                     before = loaded.model.health(previous.loc[[acc]])[0]["score"]
@@ -325,6 +333,14 @@ class ScoringCore:
         if record:
             self.log.append_predictions(records)  # only once the answer is built: the log holds what was served
         return answer
+
+    def _playbook(self, level: str, frozen: set[str]) -> dict | None:
+        if self.playbooks is None:
+            return {"id": None, "version": None, "note": self.playbooks_error}
+        offer = self.playbooks.pick(level, frozen)
+        if offer.playbook is None:
+            return {"id": None, "version": offer.version, "note": offer.note}
+        return {"id": offer.playbook.id, "version": offer.version, "title": offer.playbook.title}
 
     def _features_at(self, frame: pd.DataFrame, when: datetime) -> pd.DataFrame:
         """Point-in-time CHS features of the known accounts at ``when`` (offline store).

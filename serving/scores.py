@@ -162,7 +162,7 @@ def account_events(settings: Settings, account_id: str) -> tuple[pd.DataFrame, d
 
     def table(name: str, cols: list[str]) -> pd.DataFrame | None:
         if find_table_file(raw, name) is None:
-            sources[name] = f"absent: the export ({raw}) has no {name} table"
+            sources[name] = f"absent: the export has no {name} table"
             return None
         rows = _exported_history(raw, name, "account_id", {account_id})
         missing = [c for c in cols if c not in rows.columns]

@@ -89,6 +89,21 @@ def answer(ctx, result: dict):
     return error(ctx, bad["status"], bad["field"], bad["error"], **extra)
 
 
+def _json_value(v):
+    """A stored value as JSON: dates and times as ISO text, missing as null."""
+    import math
+
+    import pandas as pd
+
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT or v is pd.NA:
+        return None
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    if hasattr(v, "item"):  # numpy scalars
+        return v.item()
+    return v
+
+
 def _since(value: date | None) -> datetime | None:
     return None if value is None else datetime.combine(value, dtime.max, tzinfo=timezone.utc)
 
@@ -175,6 +190,8 @@ class SalesScoring:
 
             self.warnings = open_warning_store(self.settings)
             self.deliverer = BackgroundDeliverer(self.warnings, self.settings).start()
+            if self.core is not None:  # /health offers no playbook the fuse froze
+                self.core.frozen_playbooks = self.warnings.frozen_playbooks
         except Exception as exc:  # a broken playbooks file: scores still answer, /warnings says why
             log.exception("warnings store failed to open")
             self.warnings_error = f"{type(exc).__name__}: {exc}"
@@ -252,6 +269,33 @@ class SalesScoring:
             return prep
         caller, role, rid = prep
         return self._call(ctx, lambda: self.core.health(caller, account_ids, rows, _since(since), role, rid))
+
+    @bentoml.api(route="/health/history")
+    def health_history(self, ctx: bentoml.Context, account_id: Id, view: Optional[View] = None) -> dict:
+        """An account's timeline from the scheduled runs (``salesml score chs``): per run its score,
+        level and the change since the run before with its attribution (layers and text: not for
+        sales), and the events of each interval (renewals, interactions, pushed usage)."""
+        from serving.scores import history
+
+        prep = self._prepare(ctx, [account_id], view)
+        if isinstance(prep, JSONResponse):
+            return prep
+        _, role, rid = prep
+        h = history(self.settings, account_id)
+        if h.timeline.empty:
+            return error(ctx, 404, "account_id", f"no scheduled run scored account {account_id!r} "
+                                                 "(run `salesml score chs`)")
+        layers = role != "sales"  # as /health: sales sees the trend, not its make-up
+        timeline = []
+        for r in h.timeline.to_dict("records"):
+            row = {k: _json_value(v) for k, v in r.items()
+                   if layers or not (k.startswith("change_") and k != "change_points")}
+            timeline.append(row)
+        events = [{k: _json_value(v) for k, v in e.items()} for e in h.events.to_dict("records")]
+        return {"request_id": rid, "account_id": account_id, "timeline": timeline,
+                "events": events if layers else [{k: e[k] for k in ("at", "kind", "as_of") if k in e}
+                                                 for e in events],
+                "sources": h.sources, "thresholds": h.thresholds}
 
     @bentoml.api(route="/events")
     def events(self, ctx: bentoml.Context, table: Literal["lead_events", "usage_weekly"], rows: Rows) -> dict:

@@ -27,12 +27,6 @@ from training.models import ScoringModel, fit_xgboost
 LAYERS = ("contract", "behaviour", "relationship")
 _LAST = threading.local()  # HealthModel._inputs: per thread, the last frame's prepared inputs
 DEFAULT_LEVELS = {"green": 65.0, "yellow": 50.0, "orange": 35.0}  # score >= threshold -> level
-PLAYBOOK = {
-    "green": "no action",
-    "yellow": "send the self-service troubleshooting guide",
-    "orange": "CSM call within a week",
-    "red": "executive-level response",
-}
 
 
 def layer_features(columns: list[str], custom=None) -> dict[str, list[str]]:
@@ -108,7 +102,7 @@ class HealthModel:
             level = level_of(scores[i], self.thresholds)
             order = np.argsort(-c[i], kind="stable")[:top]
             out.append({
-                "score": round(float(scores[i]), 2), "level": level, "playbook": PLAYBOOK[level],
+                "score": round(float(scores[i]), 2), "level": level,
                 "layers": {n: round(float(layer_arr[i, k]), 2) for k, n in enumerate(self.layers)},
                 "churn_probability": float(churn[i]),
                 "early_warning": bool(ew[i] == 1) if ew[i] is not None and pd.notna(ew[i]) else None,

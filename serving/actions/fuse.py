@@ -22,6 +22,10 @@ class FuseMixin:
     def _frozen(self, con) -> set[str]:
         return {r[0] for r in con.execute("SELECT playbook_id FROM playbook_state WHERE frozen = 1")}
 
+    def frozen_playbooks(self) -> set[str]:
+        """The playbooks frozen now (no longer offered)."""
+        return {r["playbook_id"] for r in self._rows("SELECT playbook_id FROM playbook_state WHERE frozen = 1")}
+
     def _fuse(self, con, playbook_id: str, not_applicable: bool, reason: str | None, at: str) -> None:
         con.execute("INSERT OR IGNORE INTO playbook_state (playbook_id, updated_at) VALUES (?, ?)", (playbook_id, at))
         if not not_applicable:  # applied: the run of not-applicable marks is broken

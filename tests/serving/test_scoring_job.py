@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def home(served_settings, tmp_path_factory) -> Settings:
     # mlartifacts stay behind: the registry records the served home's artifact paths and reads them there
     dst = tmp_path_factory.mktemp("scoring") / "home"
-    shutil.copytree(served_settings.root, dst, ignore=shutil.ignore_patterns("mlartifacts", "predictions.db*"))
+    shutil.copytree(served_settings.root, dst,
+                    ignore=shutil.ignore_patterns("mlartifacts", "predictions.db*", "scores", "actions"))
     return Settings(home=dst)
 
 

@@ -96,3 +96,43 @@ def test_a_pushed_event_that_worsens_a_level_raises_one_warning_at_once(client, 
     row["week_start"] = (last["week_start"] + pd.Timedelta(weeks=2)).isoformat()
     again = _post(client, "/events", {"table": "usage_weekly", "rows": [row]}, keys["admin"])
     assert again.status_code == 200 and again.json()["warnings"]["raised"] == []
+
+
+def test_history_timeline_by_role(client, keys, served_settings):
+    from datetime import date
+
+    from serving import scores
+
+    account = _accounts(served_settings)[5]
+    base = {"account_id": account, "churn_probability": 0.2, "early_warning": False, "restated": False,
+            "model_version": "1", "weights_version": "initial", "run_id": "r"}
+    first = pd.DataFrame([{**base, "as_of": date(2026, 8, 31), "score": 61.0, "level": "yellow",
+                           "change_points": None, "change_text": None, "previous_as_of": None,
+                           "previous_score": None}])
+    second = pd.DataFrame([{**base, "as_of": date(2026, 9, 7), "score": 47.5, "level": "orange",
+                            "change_points": -13.5, "change_contract": 0.0, "change_behaviour": -13.5,
+                            "change_relationship": 0.0, "change_text": "CHS fell 13.5 points, mainly because "
+                            "api_calls fell 60%", "previous_as_of": date(2026, 8, 31), "previous_score": 61.0}])
+    written = [scores.write(served_settings, "chs", date(2026, 8, 31), first),
+               scores.write(served_settings, "chs", date(2026, 9, 7), second)]
+    try:
+        _check_history(client, keys, served_settings, account)
+    finally:  # the served environment is shared: leave no score run behind
+        for path in written:
+            path.unlink()
+
+
+def _check_history(client, keys, served_settings, account):
+
+    csm = _post(client, "/health/history", {"account_id": account}, keys["csm"])
+    assert csm.status_code == 200, csm.text
+    timeline = csm.json()["timeline"]
+    assert [(r["as_of"], r["level"], r["score"]) for r in timeline] == [("2026-08-31", "yellow", 61.0),
+                                                                       ("2026-09-07", "orange", 47.5)]
+    assert timeline[1]["change_text"].startswith("CHS fell 13.5") and timeline[1]["change_behaviour"] == -13.5
+    assert "interactions" in csm.json()["sources"]
+    sales = _post(client, "/health/history", {"account_id": account}, keys["sales"]).json()["timeline"]
+    assert sales[1]["change_points"] == -13.5 and "change_text" not in sales[1] and "change_behaviour" not in sales[1]
+    unknown = _post(client, "/health/history", {"account_id": _accounts(served_settings)[6]}, keys["csm"])
+    assert unknown.status_code == 404 and unknown.json()["field"] == "account_id"
+    assert _post(client, "/health/history", {"account_id": account}, keys["ingest"]).status_code == 403
