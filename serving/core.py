@@ -137,8 +137,9 @@ class ScoringCore:
 
     # --- loading -------------------------------------------------------------------------------
     @classmethod
-    def load(cls, settings: Settings | None = None) -> ScoringCore:
-        """Models by alias from MLflow, CHS weights, Feast store, prediction log, active reps."""
+    def load(cls, settings: Settings | None = None, only: tuple[str, ...] = MODELS) -> ScoringCore:
+        """Models by alias from MLflow, CHS weights, Feast store, prediction log, active reps.
+        ``only``: the models to load (the /match process needs lead_match alone)."""
         import mlflow
         from mlflow.exceptions import MlflowException
 
@@ -150,7 +151,7 @@ class ScoringCore:
         tracking.configure(settings)
         client = tracking.client(settings)
         models: dict[str, dict[str, Loaded]] = {}
-        for name in MODELS:
+        for name in only:
             aliases = ["champion"] + (["challenger"] if settings.challenger_share.get(name, 0) > 0 else [])
             try:
                 champion = client.get_model_version_by_alias(name, "champion")

@@ -144,7 +144,7 @@ class Matching:
         if bentoml.server_context.service_name == "salesml-matching":  # its own process, not a test's
             os.nice(_LIMITS.serve_match_nice)
         try:
-            self.core = ScoringCore.load(Settings())
+            self.core = ScoringCore.load(Settings(), only=("lead_match",))
         except Exception as exc:  # noqa: BLE001 - answered as 503 per call, like SalesScoring
             log.exception("matching: scoring core failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"

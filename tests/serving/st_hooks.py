@@ -6,7 +6,7 @@ body's shape and values and swaps only what must refer to the export: entity ids
 known ones by a hash of the generated id, so runs are reproducible), an outcome's kind (the one its
 entity type has), and times (a generated time is moved into the export's range; a week start to a
 Monday). ``SALESML_ST_KNOWN`` names a JSON file: {"accounts": [...], "leads": [...], "reps": [...],
-"since": "YYYY-MM-DD", "at": "ISO time", "week": "ISO Monday"}."""
+"since": "YYYY-MM-DD", "at": "ISO time", "week": "ISO Monday", "warnings": [warning ids]}."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def map_body(ctx, body):
         _ids(body, "lead_ids", "leads")
         _ids(body, "rep_ids", "reps")
         _rows(body, "lead_id", "leads")
+    elif path == "/health/history":
+        if "account_id" in body:
+            body["account_id"] = _pick("accounts", body["account_id"])
+    elif path == "/warnings":
+        body.pop("owner", None)  # a generated owner owns nothing: the filter would always answer []
+    elif path == "/interventions":
+        body["warning_id"] = _pick("warnings", body.get("warning_id"))
+        body.pop("at", None)  # now: a generated time is before the warning or in the future
+        # an intervention that applies no playbook: the fuse of the shared environment stays as it is
+        body.pop("playbook_id", None)
+        body["not_applicable"] = False
     elif path == "/outcomes":
         for o in body.get("outcomes") or []:
             if isinstance(o, dict) and o.get("entity_type") in KINDS:

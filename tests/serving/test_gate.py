@@ -43,7 +43,8 @@ def test_scopes_per_role_and_endpoint(gated):
     access = PredictionLog(settings.prediction_log_path).access()
     assert len(access) == len(keys) * len(SCOPE)
     refused = access[access["status"] == 403]
-    assert len(refused) == 2 * 2 + 3  # sales, csm: 2 writes each; ingest: 3 reads
+    # sales: 2 writes + /interventions; csm: 2 writes; ingest: 5 reads + /interventions
+    assert len(refused) == 3 + 2 + 6
     assert refused["client"].notna().all() and refused["api_key_id"].notna().all()
     assert (refused["entities"].map(lambda e: e == ["A1"])).all()
 

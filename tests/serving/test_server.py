@@ -140,12 +140,13 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,r
           "response_headers_conformance,negative_data_rejection,missing_required_header,"
           "unsupported_method,use_after_free,ensure_resource_availability,ignored_auth")
 # What each role's key may call: schemathesis generates valid requests for those endpoints only.
-ROLE_PATHS = {"sales": ["/health", "/intent", "/match"], "csm": ["/health", "/intent", "/match"],
-              "admin": ["/health", "/intent", "/match", "/events", "/outcomes"], "ingest": ["/events", "/outcomes"]}
+READS = ["/health", "/health/history", "/intent", "/match", "/warnings"]
+ROLE_PATHS = {"sales": READS, "csm": [*READS, "/interventions"],
+              "admin": [*READS, "/events", "/outcomes", "/interventions"], "ingest": ["/events", "/outcomes"]}
 
 
 @pytest.fixture(scope="module")
-def st_known(served_settings, tmp_path_factory) -> Path:
+def st_known(served_settings, tmp_path_factory):
     """The export's entities and times, for the hooks that make generated requests name them."""
     raw = served_settings.raw_dir
     week = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=7)
@@ -155,9 +156,33 @@ def st_known(served_settings, tmp_path_factory) -> Path:
              "since": (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=120)).date().isoformat(),
              "at": (pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1)).isoformat(),
              "week": (week - pd.Timedelta(days=week.dayofweek)).isoformat()}
+    known["warnings"], written = _history_and_warnings(served_settings, known["accounts"])
     path = tmp_path_factory.mktemp("st") / "known.json"
     path.write_text(json.dumps(known))
-    return path
+    yield path
+    for p in written:  # the served environment is shared: no score run stays behind
+        p.unlink()
+
+
+def _history_and_warnings(settings, accounts: list[str]):
+    """Two stored CHS runs for every account (so /health/history has timelines) and warnings for a
+    few (so /interventions has something to act on); (warning ids, the score files written)."""
+    from datetime import date
+
+    from serving import scores
+    from serving.actions.warnings import open_warning_store
+
+    written = []
+    for d, level, score in ((date(2026, 8, 31), "yellow", 58.0), (date(2026, 9, 7), "orange", 44.0)):
+        written.append(scores.write(settings, "chs", d, pd.DataFrame({
+            "account_id": accounts, "as_of": d, "score": score, "level": level, "churn_probability": 0.3,
+            "early_warning": False, "change_points": score - 58.0, "change_text": "CHS fell", "restated": False,
+            "model_version": "1", "weights_version": "initial", "run_id": "st"})))
+    with open_warning_store(settings) as store:
+        raised = store.raise_warnings(pd.DataFrame({"account_id": accounts[:5], "as_of": "2026-09-07",
+                                                    "old_level": "yellow", "new_level": "orange"}), source="run")
+        ids = [w["warning_id"] for w in raised] or store.frame()["warning_id"].head(5).tolist()
+    return ids, written
 
 
 @pytest.mark.parametrize("role", ["sales", "csm", "admin", "ingest"])
