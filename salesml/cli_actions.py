@@ -256,7 +256,7 @@ def _score(model: str, as_of: Optional[str], backfill: int = 1) -> None:
 
     console.print("loading the champion from the registry ...")
     try:
-        core = ScoringCore.load(s)
+        core = ScoringCore.load(s, only=(model,))  # the job needs its own model alone
         core.require(model)
     except ModelUnavailable as exc:
         fail(exc)

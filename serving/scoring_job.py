@@ -85,7 +85,7 @@ def score_book(settings: Settings, model: str = "chs", as_of: date | None = None
     step = _Progress(progress)
     started = time.perf_counter()
     step("loading models", 0, 1)
-    core = core or ScoringCore.load(settings)
+    core = core or ScoringCore.load(settings, only=(model,))
     core.require(model)
     loaded = core.models[model]["champion"]
     spec = settings.spec(model)
