@@ -234,6 +234,58 @@ def playbooks_effects(
         console.print(f"logged to MLflow experiment salesml-playbooks, run {run_id}")
 
 
+@playbooks_app.command("replay")
+def playbooks_replay(
+    seed: Annotated[int, typer.Option(help="Seed of the replay's draws (delays, marks, churn).")] = 0,
+    delay_median_hours: Annotated[float, typer.Option(help="Median hours from a warning to its intervention.")] = 3.0,
+    record: Annotated[bool, typer.Option(help="Record the replayed interventions in the warnings store "
+                                              "(the fuse acts on them).")] = False,
+) -> None:
+    """Simulated exports only: play what CSMs do about the store's warnings and which accounts churn
+    after, with the simulator's planted playbook effects; estimate each effect beside its truth."""
+    import pandas as pd
+
+    from experiments.playbooks import estimate_effects, first_per_window
+    from salesml.simulator_playbooks import LoopConfig, record_interventions, replay, write_truth
+
+    s = settings()
+    hazards_path = s.export_dir / "truth" / "truth_churn_weekly.parquet"
+    if not hazards_path.exists():
+        fail(f"no simulator truth at {hazards_path.name} in the export's truth/ folder: the replay needs the "
+             "simulator's weekly churn hazards; on a real export use `salesml playbooks effects`")
+    weeks = s.spec("chs").label.horizon_days // 7
+    with _store(s) as store:
+        warnings = store.frame()
+        if warnings.empty:
+            fail("no warnings yet: run `salesml score chs` on two or more dates first")
+        kept = warnings[first_per_window(warnings, pd.Timedelta(weeks=weeks))]
+        try:
+            played = replay(kept, pd.read_parquet(hazards_path), LoopConfig(
+                seed=seed, delay_median_hours=delay_median_hours, horizon_weeks=weeks))
+        except ValueError as exc:
+            fail(f"replay: {exc}")
+        skipped = ", ".join(f"{n:,} {why}" for why, n in played.skipped.items())
+        console.print(f"replayed {len(played.warnings):,} of {len(warnings):,} warnings "
+                      f"({len(warnings) - len(kept):,} later ones in an account's {weeks}-week window"
+                      f"{'; skipped: ' + skipped if skipped else ''})")
+        if played.warnings.empty:
+            fail(f"nothing to replay: a warning needs {weeks} weeks of the export's hazards after it; score "
+                 f"earlier dates (`salesml score chs --as-of DATE`)")
+        path = write_truth(played, s.export_dir)
+        if record:
+            done, refused = record_interventions(store, played)
+            console.print(f"recorded {done:,} interventions in the warnings store; {refused:,} refused (the "
+                          "playbook was frozen by then)")
+    as_of = played.warnings["raised_at"].max() + pd.Timedelta(weeks=weeks, days=1)
+    table = estimate_effects(played.warnings, played.outcomes, horizon_days=7 * weeks, as_of=as_of)
+    both = table.merge(played.truth[["playbook_id", "hazard_ratio", "true_effect"]], on="playbook_id")
+    both["covered"] = (both["ci_low"] <= both["true_effect"]) & (both["true_effect"] <= both["ci_high"])
+    cols = ["playbook_id", "hazard_ratio", "true_effect", "effect", "ci_low", "ci_high", "verdict", "covered",
+            "n_prompted", "n_holdout"]
+    out.print(both[cols].to_markdown(index=False, floatfmt=".3f"), soft_wrap=True, markup=False, highlight=False)
+    console.print(f"truth written to {path.relative_to(s.export_dir)} in the export")
+
+
 score_app = typer.Typer(help="Scheduled scoring of the whole book, and score history.", no_args_is_help=True)
 
 

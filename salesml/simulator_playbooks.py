@@ -232,3 +232,39 @@ def write_truth(result: Replay, out_dir: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     result.truth.to_parquet(path, index=False)
     return path
+
+
+def synthetic_hazards(n: int, weeks: int, start: pd.Timestamp, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """A small world for replay studies without a simulated export: (account ids, each account's base
+    weekly hazard, the ``truth_churn_weekly``-shaped frame). Bases are uniform in 0.01-0.03 per week,
+    each week wobbles lognormally (sigma 0.2) around its account's base; weeks start at ``start``."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.01, 0.03, n)
+    h = np.clip(base[:, None] * rng.lognormal(0, 0.2, (n, weeks)), 0, 1)
+    acc = np.array([f"A{i:05d}" for i in range(n)], dtype=object)
+    frame = pd.DataFrame({"account_id": np.repeat(acc, weeks),
+                          "week_start": np.tile(start + pd.to_timedelta(7 * np.arange(weeks), unit="D"), n),
+                          "churn_hazard": h.ravel()})
+    return acc, base, frame
+
+
+def record_interventions(store, result: Replay) -> tuple[int, int]:
+    """Record ``result``'s interventions in a warnings store, in the order they happened (so the fuse
+    sees each playbook's marks in sequence); (recorded, refused). Refused: applying a playbook that
+    the fuse froze after the warning was raised, as the store refuses it from a CSM."""
+    from serving.actions.rules import WarningError
+
+    offered = result.warnings.set_index("warning_id")["playbook_id"]
+    recorded = refused = 0
+    for iv in result.interventions.sort_values(["at", "warning_id"]).itertuples():
+        try:
+            store.intervene(iv.warning_id, iv.by, iv.at,
+                            playbook_id=None if iv.not_applicable else offered[iv.warning_id],
+                            not_applicable=bool(iv.not_applicable), reason=iv.reason, now=iv.at)
+            recorded += 1
+        except WarningError as exc:
+            if exc.field != "playbook_id":
+                raise
+            refused += 1
+    return recorded, refused

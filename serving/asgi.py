@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 
+import attrs
+
 ERROR_BODY = {
     "type": "object",
     "required": ["error"],
@@ -32,7 +34,7 @@ ERRORS = {
     401: "Missing or unknown API key",
     403: "The key's role may not do this (scope or view)",
     404: "No such path",
-    405: "Wrong method (Allow: POST)",
+    405: "Wrong method (Allow: POST; GET too where the path has a GET)",
     408: "The body did not arrive in time",
     413: "Body larger than the limit",
     415: "Content-Type is not application/json",
@@ -41,6 +43,8 @@ ERRORS = {
     503: "Not ready, model not served, or the key file is unreadable",
     504: "The request took longer than the time limit",
 }
+# Read-only endpoints that answer GET too (the gate turns the query string into the JSON body).
+GET_AS_POST = ("/warnings",)
 # Scoring endpoints that take ids or feature rows: exactly one of the two.
 ONE_OF = {"/intent": "lead_ids", "/health": "account_ids"}
 
@@ -156,7 +160,6 @@ def _schema(doc: dict):
 def amend_openapi(spec, max_batch: int = 1000, extra: dict | None = None):
     """BentoML's OpenAPI document with the one-of rules, the /events rows as the contract describes
     them (``extra``: the project's declared custom columns) and every error response the service gives."""
-    import attrs
     from bentoml._internal.service.openapi.specification import MediaType, Response, Schema
 
     error = Schema(**{k: v for k, v in ERROR_BODY.items() if k != "properties"},
@@ -181,7 +184,30 @@ def amend_openapi(spec, max_batch: int = 1000, extra: dict | None = None):
         for code, text in ERRORS.items():
             op["responses"][code] = Response(description=text,
                                              content={"application/json": MediaType(schema=error)})
+    for path in GET_AS_POST:
+        if path in spec.paths and spec.paths[path].post:
+            spec.paths[path] = attrs.evolve(spec.paths[path], get=get_operation(spec.paths[path].post))
     return spec
+
+
+def _plain(obj) -> dict:
+    return obj if isinstance(obj, dict) else attrs.asdict(obj, recurse=False)
+
+
+def get_operation(post: dict) -> dict:
+    """The GET twin of a read-only POST operation (``serving.gate.GET_AS_POST``): each top-level field
+    of its JSON body as an optional query parameter, the same responses (405 answers Allow: GET, POST)."""
+    schema = _plain(post["requestBody"]["content"]["application/json"].schema)
+    params = []
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = _plain(prop)
+        fields = {k: v for k, v in prop.items()
+                  if v is not None and k in ("type", "enum", "minimum", "maximum", "minLength", "maxLength",
+                                             "pattern", "default")}
+        params.append({"name": name, "in": "query", "required": False, "schema": fields,
+                       **({"description": prop["title"]} if prop.get("title") else {})})
+    return {"tags": post.get("tags"), "description": post.get("description"), "parameters": params,
+            "operationId": f"{post['operationId']}_get", "responses": dict(post["responses"])}
 
 
 class OneLineRejections(logging.Filter):

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 from salesml.contract import ID_MAX_LENGTH
 from salesml.settings import Settings
+from serving.asgi import GET_AS_POST as ASGI_GET_AS_POST
 from serving.auth import KeyFileError, KeyStore, key_from_headers
 
 log = logging.getLogger("salesml.serving")
@@ -24,6 +25,9 @@ log = logging.getLogger("salesml.serving")
 SCOPE = {"/intent": "read", "/match": "read", "/health": "read", "/health/history": "read", "/warnings": "read",
          "/events": "write", "/outcomes": "write", "/interventions": "intervene"}
 PROTECTED = set(SCOPE)
+# Read-only endpoints that also answer GET: the query string is the JSON body's fields (a repeated
+# name keeps its last value), validated exactly as the POST body is.
+GET_AS_POST = set(ASGI_GET_AS_POST)
 
 
 class Gate:
@@ -113,10 +117,14 @@ class Gate:
                 status["code"] = 401
                 return await self._reply(send_logged, 401, {"error": "missing or unknown API key: send X-API-Key",
                                                      "field": "X-API-Key"}, request_id)
+            if scope["method"] == "GET" and scope["path"] in GET_AS_POST:
+                scope, receive, headers = _get_as_post(scope)
             if scope["method"] != "POST":
+                allow = "GET, POST" if scope["path"] in GET_AS_POST else "POST"
                 status["code"] = 405
-                return await self._reply(send_logged, 405, {"error": "use POST", "field": None}, request_id,
-                                         headers=[(b"allow", b"POST")])
+                return await self._reply(send_logged, 405, {"error": f"use {allow.replace(', ', ' or ')}",
+                                                            "field": None}, request_id,
+                                         headers=[(b"allow", allow.encode())])
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 status["code"] = 415
@@ -195,6 +203,22 @@ class Gate:
             await self.app(scope, replay, send_with_id)
         finally:
             record()  # calls that ended without a full answer (a disconnect, an error) get their row too
+
+
+def _get_as_post(scope):
+    """(scope, receive, headers) of a GET with a query string as the POST with that JSON body."""
+    from urllib.parse import parse_qsl
+
+    fields = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+    body = json.dumps(fields).encode()
+    kept = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
+    scope = {**scope, "method": "POST", "query_string": b"",
+             "headers": [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return scope, receive, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def _error_shape(data: bytes) -> bytes:

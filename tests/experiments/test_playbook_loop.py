@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from experiments.playbooks import estimate_effects
-from salesml.simulator_playbooks import LoopConfig, PlaybookTruth, replay
+from salesml.simulator_playbooks import LoopConfig, PlaybookTruth, replay, synthetic_hazards
 from serving.actions.rules import WarningError
 from serving.actions.warnings import WarningConfig, WarningStore
 
@@ -28,13 +28,8 @@ TRUTH = {  # planted: harmful, helpful, mildly helpful; 'monitor' is offered on 
 
 def _world(seed: int = 3):
     """Weekly hazards per account and, per account, one worsening at a random week with a full horizon left."""
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0.01, 0.03, N)
-    h = np.clip(base[:, None] * rng.lognormal(0, 0.2, (N, WEEKS)), 0, 1)
-    acc = np.array([f"A{i:05d}" for i in range(N)], dtype=object)
-    hazards = pd.DataFrame({"account_id": np.repeat(acc, WEEKS),
-                            "week_start": np.tile(START + pd.to_timedelta(7 * np.arange(WEEKS), unit="D"), N),
-                            "churn_hazard": h.ravel()})
+    acc, base, hazards = synthetic_hazards(N, WEEKS, START, seed)
+    rng = np.random.default_rng(seed + 1)
     level = np.array(["yellow", "orange", "red"])[np.digitize(base, np.quantile(base, [1 / 3, 2 / 3]))]
     week = rng.integers(0, WEEKS - H + 1, N)
     transitions = pd.DataFrame({"account_id": acc, "week": week, "old_level": "green", "new_level": level,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from experiments.playbooks import estimate_effects
-from salesml.simulator_playbooks import LoopConfig, PlaybookTruth, replay, write_truth
+from salesml.simulator_playbooks import LoopConfig, PlaybookTruth, replay, synthetic_hazards, write_truth
 
 START = pd.Timestamp("2025-01-06", tz="UTC")  # a Monday
 PLAYBOOKS = ("monitor", "self-service-guide", "csm-call", "executive-response")
@@ -20,15 +20,7 @@ H = 26
 
 @functools.lru_cache(maxsize=4)
 def _hazards(n: int, weeks: int, seed: int):
-    """Synthetic weekly hazards: account base 0.01-0.03/week with a wobble (built once per shape and seed)."""
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0.01, 0.03, n)
-    h = np.clip(base[:, None] * rng.lognormal(0, 0.2, (n, weeks)), 0, 1)
-    acc = np.array([f"A{i:05d}" for i in range(n)], dtype=object)
-    frame = pd.DataFrame({"account_id": np.repeat(acc, weeks),
-                          "week_start": np.tile(START + pd.to_timedelta(7 * np.arange(weeks), unit="D"), n),
-                          "churn_hazard": h.ravel()})
-    return acc, base, frame
+    return synthetic_hazards(n, weeks, START, seed)  # built once per shape and seed
 
 
 def world(n=3000, weeks=60, holdout=0.3, seed=0, hazard_seed=0):
@@ -166,3 +158,43 @@ def test_interval_coverage_is_near_nominal_over_seeds():
     verdicts = tables.groupby("playbook_id")["verdict"].value_counts().unstack(fill_value=0)
     assert verdicts.loc["csm-call", "harmful"] >= 17 and verdicts.loc["self-service-guide", "helpful"] >= 17
     assert verdicts.loc["monitor"].get("inconclusive", 0) >= 17
+
+
+def test_replay_command_on_the_warnings_store(tmp_path, monkeypatch):
+    """`salesml playbooks replay --record` on a store of real warnings and a simulator truth folder: the
+    estimates beside their truth, the truth table written, the interventions recorded (the fuse sees them)."""
+    from typer.testing import CliRunner
+
+    from salesml.cli import app
+    from salesml.settings import Settings
+    from serving.actions.warnings import open_warning_store
+
+    monkeypatch.setenv("SALESML_HOME", str(tmp_path))
+    monkeypatch.setenv("SALESML_PLAYBOOK_HOLDOUT_SHARE", "0.3")
+    settings = Settings()
+    runner = CliRunner()
+    missing = runner.invoke(app, ["playbooks", "replay"])
+    assert missing.exit_code != 0 and "truth_churn_weekly" in missing.output
+    n, weeks = 1200, 40
+    acc, base, hazards = _hazards(n, weeks, 5)
+    (settings.raw_dir / "truth").mkdir(parents=True)
+    hazards.to_parquet(settings.raw_dir / "truth" / "truth_churn_weekly.parquet")
+    level = np.array(["yellow", "orange", "red"])[np.digitize(base, np.quantile(base, [1 / 3, 2 / 3]))]
+    with open_warning_store(settings) as store:
+        transitions = pd.DataFrame({"account_id": acc, "old_level": "green", "new_level": level,
+                                    "score": 100 * (1 - base), "change_text": "CHS fell", "as_of": "2025-01-13"})
+        store.raise_warnings(transitions.iloc[:-100], source="run", now=START + pd.Timedelta(days=7, hours=9))
+        late = START + pd.Timedelta(weeks=weeks - 2)  # no 26 weeks of hazards after: skipped, and said
+        store.raise_warnings(transitions.iloc[-100:].assign(as_of=str(late.date())), source="run", now=late)
+
+    result = runner.invoke(app, ["playbooks", "replay", "--record", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert f"replayed {n - 100:,} of {n:,} warnings" in result.output and "100 horizon runs past" in result.output
+    truth = pd.read_parquet(settings.raw_dir / "truth" / "truth_playbook_effects.parquet").set_index("playbook_id")
+    assert truth.loc["self-service-guide", "true_effect"] > 0 > truth.loc["csm-call", "true_effect"]
+    for pid in ("self-service-guide", "csm-call", "executive-response"):
+        assert pid in result.output
+    with open_warning_store(settings) as store:
+        handled = store.frame()
+        assert (handled["status"] != "open").sum() >= 0.6 * (n - 100)  # prompted ones got their intervention
+        assert (handled.loc[handled["holdout"], "status"] == "open").all()

@@ -51,6 +51,27 @@ def test_inbox_views_by_role_and_filters(client, keys, store, served_settings):
     assert bad.status_code == 400 and bad.json()["field"]
 
 
+def test_inbox_answers_get_with_the_filters_as_query(client, keys, store, served_settings):
+    account = _accounts(served_settings)[5]
+    wid = _raise(store, account, "green", "red")[0]["warning_id"]
+    got = client.get("/warnings", params={"level": "red", "limit": "1000"}, headers={"X-API-Key": keys["csm"]})
+    assert got.status_code == 200, got.text
+    assert got.json() == {**_post(client, "/warnings", {"level": "red", "limit": 1000}, keys["csm"]).json(),
+                          "request_id": got.json()["request_id"]}
+    assert wid in {w["warning_id"] for w in got.json()["warnings"]}
+    assert {w["level"] for w in got.json()["warnings"]} == {"red"}
+    sales = client.get("/warnings", headers={"X-API-Key": keys["sales"]})
+    assert sales.status_code == 200 and all("change_text" not in w for w in sales.json()["warnings"])
+    assert client.get("/warnings", headers={"X-API-Key": keys["ingest"]}).status_code == 403
+    assert client.get("/warnings").status_code == 401
+    bad = client.get("/warnings", params={"limit": "many"}, headers={"X-API-Key": keys["csm"]})
+    assert bad.status_code == 400 and bad.json()["field"] == "limit"
+    other = client.get("/health", headers={"X-API-Key": keys["csm"]})
+    assert other.status_code == 405 and other.headers["allow"] == "POST"
+    wrong = client.put("/warnings", headers={"X-API-Key": keys["csm"]})
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, POST"
+
+
 def test_interventions_record_who_and_refuse_what_they_cannot(client, keys, store, served_settings):
     account = _accounts(served_settings)[4]
     wid = _raise(store, account, "green", "orange")[0]["warning_id"]
