@@ -191,7 +191,8 @@ def run(settings: Settings, sizes=(100_000, 1_000_000), log: Callable[[str], Non
              "earlier, resampled to N with each account's numeric features scaled by its own 5% lognormal "
              "factors (so rows are distinct, as in a real book).", "",
              "Timed (the median of `runs`): `chs_frame` (score, level, churn probability, layer sub-scores, "
-             "early warning, three drivers, and the change since the previous run by layer and feature with its text) plus the "
+             "early warning, three drivers, and the change since the previous run by layer and feature with its "
+             "text) plus the "
              "transitions, in memory. Not timed: reading the features (two point-in-time reads of the "
              "book), the parquet write (shown), MLflow, the online publish.", "",
              pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), "",
