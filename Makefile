@@ -73,16 +73,17 @@ team-down: ## Stop the MLflow server that team-up started
 mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db --host 127.0.0.1 --port 5000
 
-test: install browser ## Run the test suite
+test: install browser lint ## Lint (ruff, import layers), then run the test suite
 	$(BIN)/pytest -q
 
 test-fast: install ## Run the tests not marked slow
 	$(BIN)/pytest -q -m "not slow"
 
-lint: install ## Lint with ruff
+lint: install ## Lint: ruff, and the import layers of pyproject.toml's [tool.importlinter] (lint-imports)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
-check: lint test ## Lint, then run the tests
+check: lint test ## Lint, then run the tests (= make test)
 
 bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/reports
 	$(BIN)/salesml bench features

@@ -204,9 +204,9 @@ def render(table: pd.DataFrame) -> str:
 
 def forest_plot(table: pd.DataFrame):
     """A matplotlib figure: effect and interval per playbook (percentage points), a line at 0."""
-    from training.plots import _plt
+    from training.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     n = max(len(table), 1)
     fig, ax = plt.subplots(figsize=(6.4, 0.6 * n + 1.4))
     colour = {"harmful": "#c0392b", "helpful": "#1e8449", "inconclusive": "#555555"}

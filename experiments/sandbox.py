@@ -221,9 +221,9 @@ def _png(fig) -> bytes:
 
 
 def _figures(comp: Comparison) -> dict[str, bytes]:
-    from training.plots import _plt, calibration, roc_pr_curves
+    from training.plots import calibration, pyplot, roc_pr_curves
 
-    plt = _plt()
+    plt = pyplot()
     pairs = comp.pairs
     metrics = list(dict.fromkeys(pairs["metric"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)

@@ -22,19 +22,11 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from features.feast_store import open_store
+from features.training_sets import export_end, optional_columns
 from salesml.settings import Settings
 
 Progress = Callable[[str], None]
-
-
-def open_store(settings: Settings):
-    from feast import FeatureStore
-
-    settings.ensure_dirs()
-    # Relative source paths in features/definitions.py resolve against repo_path.  Feast expands
-    # the yaml's ${VARS} once, here.
-    with settings.feast_environment():
-        return FeatureStore(repo_path=str(settings.feature_data_dir), fs_yaml_file=Path(settings.feast_yaml))
 
 
 @dataclass
@@ -52,7 +44,6 @@ class FeatureContext:
     @classmethod
     def of(cls, settings: Settings, raw_dir: Path, frames: dict[str, pd.DataFrame] | None = None) -> FeatureContext:
         from features.custom import custom_features
-        from features.training_sets import export_end
 
         project = settings.project(raw_dir)
         label = settings.spec("chs", raw_dir).label
@@ -131,7 +122,6 @@ def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = 
 
 def _optional_for_any(settings: Settings, raw_dir: Path) -> dict[str, set[str]]:
     """Contract columns some model can do without: the build reads every table any model might use."""
-    from features.training_sets import optional_columns
     from salesml.modelspec import MODEL_NAMES
 
     out: dict[str, set[str]] = {}
@@ -359,7 +349,7 @@ def _show_ids(values: pd.Series, most: int = 5) -> str:
     return ", ".join(one(v) for v in unique[:most]) + more
 
 
-def _exported_history(raw_dir: Path, table: str, key: str, ids: set[str], extra=()) -> pd.DataFrame:
+def exported_history(raw_dir: Path, table: str, key: str, ids: set[str], extra=()) -> pd.DataFrame:
     """The export's rows for these entities only (a filtered scan of the one table file)."""
     import pyarrow.dataset as ds
 
@@ -387,7 +377,7 @@ def _history(settings: Settings, raw_dir: Path, table: str, key: str, ids: set[s
     """
     from features.live import open_live
 
-    parts = [_exported_history(raw_dir, table, key, ids, extra)]
+    parts = [exported_history(raw_dir, table, key, ids, extra)]
     if live is None:
         with open_live(settings) as own:
             parts.append(own.rows(table, ids))
@@ -431,7 +421,7 @@ def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.Data
     if problems:
         raise ContractError(problems)
     ids = set(typed[key].astype(str))
-    exported = _exported_history(raw_dir, table, key, ids, extra)  # the export does not change: no lock
+    exported = exported_history(raw_dir, table, key, ids, extra)  # the export does not change: no lock
     store = store or open_store(settings)
     own = live is None
     live = open_live(settings) if own else live

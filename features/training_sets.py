@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.feast_store import open_store
 from salesml.contract import TABLES
 from salesml.modelspec import MODEL_NAMES, ModelSpec
 from salesml.settings import Settings
@@ -235,8 +236,6 @@ def build_training_set(settings: Settings, model: str, raw_dir: Path | None = No
                        feature_service: str | None = None, store=None,
                        labels: pd.DataFrame | None = None, spec: ModelSpec | None = None) -> TrainingSet:
     """Labelled point-in-time frame for ``model`` through Feast's historical retrieval."""
-    from features.store import open_store
-
     raw_dir = Path(raw_dir or settings.export_dir)
     spec = spec or settings.spec(model, raw_dir)
     keys, end = list(spec.keys), None

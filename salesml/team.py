@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from salesml.processes import mlflow_bin, mlflow_server_env
 from salesml.settings import Settings
 
 
@@ -170,8 +171,6 @@ def start_mlflow_server(settings: Settings, timeout: float = 180.0) -> ServerSta
     """Start ``mlflow server`` (PostgreSQL backend, proxied artifact root) detached; wait for /health."""
     import subprocess
 
-    from experiments.ui import _mlflow_bin, mlflow_server_env
-
     url = f"http://{settings.mlflow_server_host}:{settings.mlflow_server_port}"
     folder = _dirs(settings)
     pid_path, log_path = folder / "mlflow-server.pid", folder / "mlflow-server.log"
@@ -181,7 +180,7 @@ def start_mlflow_server(settings: Settings, timeout: float = 180.0) -> ServerSta
     artifacts = settings.mlflow_artifacts
     if "://" not in artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
-    cmd = [_mlflow_bin(), "server", "--backend-store-uri", settings.mlflow_backend,
+    cmd = [mlflow_bin(), "server", "--backend-store-uri", settings.mlflow_backend,
            "--artifacts-destination", artifacts, "--serve-artifacts",
            "--host", settings.mlflow_server_host, "--port", str(settings.mlflow_server_port), "--workers", "2"]
     with log_path.open("ab") as log:

@@ -154,7 +154,7 @@ def history(settings: Settings, account_id: str) -> History:
 def account_events(settings: Settings, account_id: str) -> tuple[pd.DataFrame, dict[str, str]]:
     """(events of one account, oldest first; per source the rows found or why there are none)."""
     from features.live import live_path, open_live
-    from features.store import _exported_history
+    from features.store import exported_history
     from salesml.validation import find_table_file
 
     raw = settings.export_dir
@@ -164,7 +164,7 @@ def account_events(settings: Settings, account_id: str) -> tuple[pd.DataFrame, d
         if find_table_file(raw, name) is None:
             sources[name] = f"absent: the export has no {name} table"
             return None
-        rows = _exported_history(raw, name, "account_id", {account_id})
+        rows = exported_history(raw, name, "account_id", {account_id})
         missing = [c for c in cols if c not in rows.columns]
         if missing and len(rows):
             sources[name] = f"absent: {name} has no column {', '.join(missing)}"

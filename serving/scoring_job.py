@@ -106,7 +106,7 @@ def score_book(settings: Settings, model: str = "chs", as_of: date | None = None
     frame.insert(1, "as_of", as_of)
     frame.insert(2, "scored_at", pd.Timestamp.now(tz="UTC").floor("us"))
     frame.insert(3, "model_version", loaded.version)
-    transitions = _transitions(frame, as_of) if prev_date else pd.DataFrame(columns=TRANSITIONS)
+    transitions = level_transitions(frame, as_of) if prev_date else pd.DataFrame(columns=TRANSITIONS)
     summary = _summary(model, as_of, as_of_source, loaded, book, frame, transitions, prev_date)
     step("storing", 0, 1)
     return _record(settings, model, as_of, frame, book, transitions, summary, started, step)
@@ -222,7 +222,7 @@ def _score_intent(model, book: Book, step) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["lead_id", "probability", "band"])
 
 
-def _transitions(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
+def level_transitions(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
     """Accounts whose level worsened or whose early warning turned on since the previous run."""
     both = frame[frame["previous_level"].notna()]
     worse = both["level"].map(RANK) > both["previous_level"].map(RANK)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend, imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,7 +19,7 @@ def _plt():
 def roc_pr_curves(y: np.ndarray, scores: dict[str, np.ndarray]):
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, p in scores.items():
         fpr, tpr, _ = roc_curve(y, p)
@@ -38,7 +39,7 @@ def roc_pr_curves(y: np.ndarray, scores: dict[str, np.ndarray]):
 def calibration(y: np.ndarray, scores: dict[str, np.ndarray], bins: int = 10):
     from sklearn.calibration import calibration_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, p in scores.items():
         frac, mean = calibration_curve(y, p, n_bins=bins, strategy="quantile")
@@ -51,7 +52,7 @@ def calibration(y: np.ndarray, scores: dict[str, np.ndarray], bins: int = 10):
 
 
 def score_distribution(y: np.ndarray, p: np.ndarray):
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0, 1, 41)
     ax.hist(p[y == 0], bins=bins, alpha=0.6, label="negative", density=True)
@@ -64,7 +65,7 @@ def score_distribution(y: np.ndarray, p: np.ndarray):
 
 def contribution_summary(contrib: pd.DataFrame, x: pd.DataFrame, top: int = 20):
     """SHAP-style summary from TreeSHAP contributions: mean |contribution| and a beeswarm."""
-    plt = _plt()
+    plt = pyplot()
     contrib = contrib.drop(columns=["bias"], errors="ignore")
     order = contrib.abs().mean().sort_values(ascending=True).tail(top)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.35 * len(order) + 1.5), sharey=True)
@@ -84,7 +85,7 @@ def contribution_summary(contrib: pd.DataFrame, x: pd.DataFrame, top: int = 20):
 
 def policy_comparison(totals: dict[str, dict[str, float]]):
     """Expected conversions and load balance of each assignment policy on held-out batches."""
-    plt = _plt()
+    plt = pyplot()
     names = list(totals)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.bar(names, [totals[n]["expected_conversions"] for n in names])

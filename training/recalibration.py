@@ -126,9 +126,9 @@ class WeightStore:
 
 
 def weights_plot(rows: list[dict]):
-    from training.plots import _plt
+    from training.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     quarters = [r["quarter"] for r in rows]
     for layer in LAYERS:

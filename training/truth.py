@@ -2,7 +2,7 @@
 
 Only simulated exports have ``truth/``; for a real export these functions return None. Two forms:
 our simulator's tables (``truth_churn_weekly``, ``truth_intent``, ``truth_assignments``) and the
-generic ``truth/truth.csv`` of the shaped exports (``salesml.simulator_shapes``): the model's entity
+generic ``truth/truth.csv`` of the shaped exports (``salesml.simulator.shapes``): the model's entity
 keys, ``event_timestamp`` (the observation) and ``p_true``.
 """
 
@@ -52,7 +52,7 @@ def _generic(frame: pd.DataFrame, truth: pd.DataFrame, keys: list[str]) -> np.nd
 
 def _churn_known(frame: pd.DataFrame, weekly: pd.DataFrame) -> np.ndarray | None:
     """P(event within the horizon | the account's state at the observation): the simulator's
-    Monte Carlo over the futures still open then (``salesml.simulator_truth``). None when the
+    Monte Carlo over the futures still open then (``salesml.simulator.truth``). None when the
     export has no such column or misses a row (then the realised-path oracle is used)."""
     if "p_event_horizon" not in weekly:
         return None

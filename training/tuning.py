@@ -71,6 +71,13 @@ def _lock_engine(url: str):
     return engine
 
 
+def release_lock_engine(url: str) -> None:
+    """Close this process's pool for the storage ``url`` (before its database is dropped)."""
+    engine = _LOCK_ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
 @contextlib.contextmanager
 def study_lock(settings, url: str, study_name: str):
     """One worker at a time decides whether the study needs another trial and asks for it.

@@ -29,7 +29,7 @@ DRIFT = pd.Timestamp("2026-08-10", tz="UTC")
 SIM = dict(accounts=3_000, leads=12_000, reps=30, weeks=36, seed=13, end=END)
 ALPHA = DriftConfig().alpha
 
-# The simulator's --drift-after shifts (salesml/simulator.py): usage_weekly.api_calls x1.8 and
+# The simulator's --drift-after shifts (salesml/simulator/export.py): usage_weekly.api_calls x1.8 and
 # usage_weekly.logins x Gamma(mean 1.4) for weeks starting on/after DRIFT; 35% of leads created after it
 # recorded as latam; pricing-page dwell_seconds x1.6 for events after it. Model inputs that move with them
 # (features/transforms.py), comparing the last week before DRIFT with the first week on/after it:

@@ -1,6 +1,6 @@
 """The whole loop on the simulator with planted playbook effects: warnings raised by the real warnings
 store (its holdout draw and playbook offer), the simulator's replay of what CSMs did and of churn
-(salesml.simulator_playbooks), the interventions recorded back into the store (the fuse), and the
+(salesml.simulator.playbooks), the interventions recorded back into the store (the fuse), and the
 effect estimate: every interval covers its true effect, the harmful playbook is flagged, and a
 playbook is frozen at its 5th consecutive "not applicable" mark, not before."""
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from experiments.playbooks import estimate_effects
-from salesml.simulator_playbooks import LoopConfig, PlaybookTruth, replay, synthetic_hazards
+from salesml.simulator.playbooks import LoopConfig, PlaybookTruth, replay, synthetic_hazards
 from serving.actions.rules import WarningError
 from serving.actions.warnings import WarningConfig, WarningStore
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from salesml.cli import app
 from salesml.settings import Settings
-from salesml.simulator_shapes import prospect_list, purchases_only, snapshot_subscription
+from salesml.simulator.shapes import prospect_list, purchases_only, snapshot_subscription
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

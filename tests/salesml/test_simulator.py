@@ -12,7 +12,7 @@ import pytest
 
 from salesml.contract import TABLES
 from salesml.simulator import DRIFTED_COLUMNS, TRUTH_TABLES, arrow_schema, generate
-from salesml.simulator_accounts import BASELINE_MEASURES
+from salesml.simulator.usage import BASELINE_MEASURES
 from salesml.validation import load_export
 
 END = pd.Timestamp("2026-09-28", tz="UTC")

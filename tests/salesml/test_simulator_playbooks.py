@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from experiments.playbooks import estimate_effects
-from salesml.simulator_playbooks import LoopConfig, PlaybookTruth, replay, synthetic_hazards, write_truth
+from salesml.simulator.playbooks import LoopConfig, PlaybookTruth, replay, synthetic_hazards, write_truth
 
 START = pd.Timestamp("2025-01-06", tz="UTC")  # a Monday
 PLAYBOOKS = ("monitor", "self-service-guide", "csm-call", "executive-response")

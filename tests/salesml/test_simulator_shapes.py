@@ -1,4 +1,4 @@
-"""Exports shaped unlike our simulator (``salesml.simulator_shapes``): only their own tables, a config
+"""Exports shaped unlike our simulator (``salesml.simulator.shapes``): only their own tables, a config
 that names columns the CSVs have, labels that follow from the tables by the documented rules, real
 signal, exact truth, determinism."""
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from salesml import simulator_shapes as shapes
 from salesml.contract import TABLES
-from salesml.simulator_shapes import SHAPES
+from salesml.simulator import shapes
+from salesml.simulator.shapes import SHAPES
 
 SEED = 3
 N = {"snapshot": 400, "prospects": 400, "purchases": 300}

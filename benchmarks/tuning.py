@@ -146,9 +146,7 @@ def _pg_database(settings: Settings) -> tuple[str, Callable[[], None]]:
     def drop() -> None:
         from training import tuning
 
-        engine = tuning._LOCK_ENGINES.pop(url, None)
-        if engine is not None:
-            engine.dispose()
+        tuning.release_lock_engine(url)
         drop_database(url)
 
     return url, drop

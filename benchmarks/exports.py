@@ -1,7 +1,7 @@
 """``salesml bench exports``: the platform on exports shaped unlike its simulator, against what a data
 scientist would fit directly on the export's own columns.
 
-For each shape of ``salesml.simulator_shapes`` (a single-snapshot subscription export, a prospect
+For each shape of ``salesml.simulator.shapes`` (a single-snapshot subscription export, a prospect
 list without web events, a purchases-only business) the export goes through the documented
 configuration only (its ``salesml.yaml``): features build, the training set through Feast,
 ``salesml train`` (default parameters) and ``salesml tune`` (Optuna, then the same selection).
@@ -138,7 +138,7 @@ def run_shape(settings, shape: str, n: int | None, seed: int, trials: int, log: 
     from features.store import apply, build_feature_files
     from features.training_sets import build_training_set
     from salesml.settings import Settings
-    from salesml.simulator_shapes import SHAPES as GENERATORS
+    from salesml.simulator.shapes import SHAPES as GENERATORS
     from training import tuning
     from training.pipeline import fit_and_evaluate
     from training.truth import oracle_probabilities

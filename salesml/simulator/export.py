@@ -9,8 +9,8 @@ seed and ``chunk_accounts`` only.  Weeks: ``week_start`` are Mondays 00:00 UTC, 
 timestamp is <= ``end``; the one exception is ``contracts.end_date``, the renewal date, which
 is naturally in the future of its snapshot (up to a year after ``end``).
 
-Planted structure (constants in ``simulator_accounts`` / ``simulator_leads``)
-----------------------------------------------------------------------------
+Planted structure (constants in ``accounts`` / ``usage`` / ``leads`` of this package)
+------------------------------------------------------------------------------------
 Accounts (industry, region, employees, created_at >= 30 days before the window) carry latent
 health: ``relationship_quality`` ~ N(0,1), ``sla_quality`` ~ N(0,1) and, for 35%, a usage
 decline that starts at a random week (often after the window) and decays the key measures
@@ -19,7 +19,7 @@ config_changes as level**0.5).
 
 * usage_weekly: Poisson around account baseline x mild seasonality (year-end dip 0.9) x weekly
   shock x Gamma noise (CV ~5%), so healthy accounts rarely dip 20%.
-* early warning (``simulator_accounts.early_warning``, same definition as
+* early warning (``usage.early_warning``, same definition as
   ``features/transforms.py``): >= 2 of (key_feature_uses, api_calls, config_changes, scans_run,
   custom_rules) below 0.8x their own mean of the previous <= 12 weeks (>= 4 weeks of history),
   held for 3 consecutive weeks.
@@ -56,7 +56,7 @@ Truth tables (``out_dir/truth/``, never features):
   would have had had it stayed: a horizon's churn probability needs the whole path, and a path
   cut at the churn would make early churners look safe.  p_event_horizon: P(churn or downgrade within the CHS
   label horizon | the account's state at the start of that week), a Monte Carlo average over the
-  futures still open then (``salesml.simulator_truth``, ``truth_samples`` paths; 0 skips it),
+  futures still open then (``salesml.simulator.truth``, ``truth_samples`` paths; 0 skips it),
   filled on the weeks a CHS training set observes: the best a model could know, where the
   realised hazard path also knows declines that had not started yet.
 * truth_accounts: account_id, tier_initial, declining, decline_start (null unless it starts in
@@ -69,7 +69,7 @@ Truth tables (``out_dir/truth/``, never features):
   best_rep_id over reps eligible at the lead's assignment (their load that week, median touch).
 
 Importance shift (``importance_shift_after``): from that date the churn hazard's coefficients
-change by ``simulator_accounts.IMPORTANCE_SHIFT`` (relationship quality x3, early warning and
+change by ``accounts.IMPORTANCE_SHIFT`` (relationship quality x3, early warning and
 usage drop x0.4): the true layer importance moves from behaviour towards relationship.
 
 Drift (``drift_after``): only ``DRIFTED_COLUMNS`` change, only in rows at/after the date, and
@@ -101,9 +101,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from salesml.contract import TABLES
-from salesml.simulator_accounts import simulate_chunk
-from salesml.simulator_base import TS_TYPE, WEEK, ids
-from salesml.simulator_leads import simulate_sales
+from salesml.simulator.accounts import simulate_chunk
+from salesml.simulator.base import TS_TYPE, WEEK, ids
+from salesml.simulator.leads import simulate_sales
 
 DRIFTED_COLUMNS: dict[str, list[str]] = {
     "usage_weekly": ["api_calls", "logins"],

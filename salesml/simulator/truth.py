@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from salesml.simulator.usage import GAMMA_K, early_warning, usage_drop
+
 
 def _chs_label() -> tuple[int, int]:
     """(horizon in weeks, observation cadence in weeks) of the shipped chs spec: the truth is computed
@@ -58,8 +60,6 @@ def horizon_probability(rng: np.random.Generator, mask: np.ndarray, *, counts: d
     ``counts``/``base``: the undrifted weekly counts (n, W) and expected base rates (n,) of the
     baseline measures; ``gap``: realised weekly SLA gaps (n, W+4), column j = week j-4.
     """
-    from salesml.simulator_accounts import GAMMA_K, _usage_drop, early_warning
-
     n, W = mask.shape
     H = HORIZON_WEEKS
     out = np.full((n, W), np.nan)
@@ -95,7 +95,7 @@ def horizon_probability(rng: np.random.Generator, mask: np.ndarray, *, counts: d
             hist = np.broadcast_to(c[a, h0:t][:, None, :], (A, K, t - h0))
             paths[name] = np.concatenate([hist, drawn], axis=2).reshape(A * K, -1)
         _, ew = early_warning(paths)
-        drop = _usage_drop(paths)  # column t-h0+k = week t+k (its first 16 columns stay 0)
+        drop = usage_drop(paths)  # column t-h0+k = week t+k (its first 16 columns stay 0)
         weeks_h = np.arange(t, t + H)
         ew_known = ew[:, weeks_h - 1 - h0].reshape(A, K, H)
         dropped = drop[:, weeks_h - h0].reshape(A, K, H)

@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from benchmarks.serving_warnings import push_to_inbox
 from salesml.settings import Settings
-from serving.bench_warnings import push_to_inbox
 
 PUSH_TOTAL = 10_000  # live-store rows before the second push-latency window
 PAGES = ("pricing", "case_study", "product", "blog")

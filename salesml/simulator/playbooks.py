@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from salesml.simulator_truth import HORIZON_WEEKS
+from salesml.simulator.truth import HORIZON_WEEKS
 
 WEEK = pd.Timedelta(days=7)
 TRUTH_TABLE = "truth_playbook_effects"

@@ -117,7 +117,7 @@ def run(settings: Settings, sizes=(100_000, 1_000_000), log: Callable[[str], Non
     from serving import scores
     from serving.auth import Caller
     from serving.core import ScoringCore
-    from serving.scoring_job import _transitions, chs_frame
+    from serving.scoring_job import chs_frame, level_transitions
     from training import treeshap
     from training.data import prepare_features
 
@@ -144,7 +144,7 @@ def run(settings: Settings, sizes=(100_000, 1_000_000), log: Callable[[str], Non
                     t0 = time.perf_counter()
                     frame = chs_frame(model, a, b, prev, prev_date)
                     frame.insert(1, "as_of", as_of)
-                    moved = _transitions(frame, as_of)
+                    moved = level_transitions(frame, as_of)
                     times.append(time.perf_counter() - t0)
                 secs = float(np.median(times))
             finally:
@@ -184,7 +184,7 @@ def run(settings: Settings, sizes=(100_000, 1_000_000), log: Callable[[str], Non
              f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
              f"Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work; threads: "
              "`SALESML_TRAIN_THREADS` (chunks scored side by side, one XGBoost thread each); command: "
-             f"`serving.bench_scoring.run` (`salesml bench scoring`), {took:.0f} s in all.", "",
+             f"`benchmarks.scoring.run` (`salesml bench scoring`), {took:.0f} s in all.", "",
              f"Model: the CHS champion of a {accounts:,}-account simulated export; churn model {full}, "
              f"layer models {', '.join(f'{k} {v} trees' for k, v in trees.items())}, weights "
              f"{model.weights_version}. Features: {len(after):,} real accounts at {as_of} and four weeks "

@@ -1,6 +1,6 @@
 """Sales side of the simulator: reps, rep_state, leads, lead_events, lead_assignments and the
 intent / conversion truth.  Small enough (<= ~100k leads) to build in one go; the model is
-documented in ``salesml.simulator``.
+documented in ``salesml.simulator.export``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from salesml.simulator_base import (
+from salesml.simulator.base import (
     DAY,
     HOUR,
     INDUSTRIES,

@@ -1,6 +1,6 @@
 """Account side of the simulator: one chunk of accounts -> accounts, contracts, usage_weekly,
 interactions, churn_events and the churn truth.  The model is documented in
-``salesml.simulator``; everything here is vectorised over (accounts, weeks).
+``salesml.simulator.export``; everything here is vectorised over (accounts, weeks).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from salesml.simulator_base import (
+from salesml.simulator.base import (
     DAY,
     HOUR,
     INDUSTRIES,
@@ -24,6 +24,8 @@ from salesml.simulator_base import (
     ts,
     week_of_year_season,
 )
+from salesml.simulator.truth import horizon_probability, observed_weeks
+from salesml.simulator.usage import BASELINE_MEASURES, GAMMA_K, early_warning, rolling_sums, usage_drop
 
 MEASURES = ("logins", "active_users", "key_feature_uses", "api_calls", "config_changes",
             "scans_run", "custom_rules")
@@ -31,15 +33,10 @@ MEASURES = ("logins", "active_users", "key_feature_uses", "api_calls", "config_c
 # full rate, seat-driven measures only slowly, so the early-warning pattern is carried by the
 # behaviour measures rather than by head count.
 DECAY_SHARE = np.array([1 / 3, 1 / 3, 1.0, 1.0, 0.5, 1.0, 1.0])
-# Same definition as features/transforms.py: mean of the previous <=12 weeks, >=4 weeks needed.
-BASELINE_MEASURES = ("key_feature_uses", "api_calls", "config_changes", "scans_run", "custom_rules")
-BASELINE_WEEKS, BASELINE_MIN_WEEKS, BELOW_RATIO, STREAK_WEEKS = 12, 4, 0.8, 3
-DROP_MEASURES = ("key_feature_uses", "api_calls", "scans_run", "custom_rules")
 
 SLA_TARGET = np.array([0.99, 0.995, 0.999])
 TIER_PRICE = np.array([12_000.0, 40_000.0, 120_000.0])
 P_DECLINE = 0.35
-GAMMA_K = 400.0  # weekly noise CV ~5% on top of Poisson: healthy accounts rarely dip 20%
 
 # Weekly churn-or-downgrade hazard: logit = B0 + sum(coef * driver).
 HAZARD = {"intercept": -5.5, "early_warning": 2.6, "usage_drop": 1.2, "sla_shortfall_pp": 0.8,
@@ -59,50 +56,6 @@ NOTES = ("Weekly check-in", "Discussed roadmap priorities", "Follow-up on suppor
 # measurement shifts, so labels and the truth are computed from the undrifted counts.
 API_DRIFT = 1.8
 LOGIN_DRIFT_SHAPE, LOGIN_DRIFT_MEAN = 4.0, 1.4
-
-
-def _rolling_sums(x: np.ndarray):
-    """cs[:, w] = sum of x[:, :w], so any trailing window is one subtraction."""
-    cs = np.zeros((x.shape[0], x.shape[1] + 1))
-    np.cumsum(x, axis=1, out=cs[:, 1:])
-    return cs
-
-
-def early_warning(counts: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(below_baseline_measures, early_warning) per account-week, exactly as the feature layer
-    defines them: >= 2 measures below 0.8x their own mean of the previous <=12 weeks (>= 4 weeks
-    of history), and the flag held for 3 consecutive weeks."""
-    n, W = counts[BASELINE_MEASURES[0]].shape
-    wk = np.arange(W)
-    lo = np.maximum(wk - BASELINE_WEEKS, 0)
-    n_prev = wk - lo
-    below = np.zeros((n, W), dtype=np.int64)
-    for m in BASELINE_MEASURES:
-        cs = _rolling_sums(counts[m])
-        base = (cs[:, wk] - cs[:, lo]) / np.maximum(n_prev, 1)
-        below += (n_prev >= BASELINE_MIN_WEEKS) & (counts[m] < BELOW_RATIO * base)
-    flag = below >= 2
-    ew = np.zeros_like(flag)
-    ew[:, STREAK_WEEKS - 1:] = flag[:, 2:] & flag[:, 1:-1] & flag[:, :-2]
-    return below, ew
-
-
-def _usage_drop(counts: dict[str, np.ndarray]) -> np.ndarray:
-    """Known at the start of week w: mean log ratio of the last 4 weeks to the 12 before them
-    over the key measures, as a non-negative drop (0 = no decline, capped at 1.5)."""
-    n, W = counts[DROP_MEASURES[0]].shape
-    out = np.zeros((n, W))
-    if W <= 16:
-        return out
-    w = np.arange(16, W)
-    acc = np.zeros((n, len(w)))
-    for m in DROP_MEASURES:
-        cs = _rolling_sums(counts[m])
-        recent = (cs[:, w] - cs[:, w - 4]) / 4
-        before = (cs[:, w - 4] - cs[:, w - 16]) / 12
-        acc += np.log((recent + 1) / (before + 1))
-    out[:, 16:] = np.clip(-acc / len(DROP_MEASURES), 0, 1.5)
-    return out
 
 
 def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarray,
@@ -162,7 +115,7 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
     gap = (0.004 * np.maximum(0, -sla_q) - 0.001)[:, None] + rng.normal(0, 0.001, (n, W + 4))
     gap += (rng.random((n, W + 4)) < 0.03) * rng.exponential(0.008, (n, W + 4))
     snap_week = (W - 1 - wk) % 4 == 0
-    gap_cs = _rolling_sums(gap)
+    gap_cs = rolling_sums(gap)
     gap4 = (gap_cs[:, 4:W + 4] - gap_cs[:, :W]) / 4  # the 4 weeks before week w's Monday
     last_snap = np.maximum.accumulate(np.where(snap_week, wk, -1))
     latest = 100 * np.maximum(gap4[:, np.maximum(last_snap, 0)], 0)
@@ -172,7 +125,7 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
     _, ew = early_warning(true)
     ew_known = np.zeros_like(ew)
     ew_known[:, 1:] = ew[:, :-1]  # week w-1's pattern is known when week w starts
-    drop = _usage_drop(true)
+    drop = usage_drop(true)
     next_renewal = c_start[:, None] + ((weeks[None, :] - c_start[:, None]) // YEAR + 1) * YEAR
     renew8 = (next_renewal - weeks[None, :]) <= 56 * DAY
     coef = {k: np.full(len(weeks), v) for k, v in HAZARD.items()}
@@ -231,8 +184,6 @@ def simulate_chunk(rng: np.random.Generator, first: int, n: int, weeks: np.ndarr
     # Drawn last from its own stream, so the export is the same with or without it.
     p_horizon = np.full((n, W), np.nan)
     if truth_samples > 0:
-        from salesml.simulator_truth import horizon_probability, observed_weeks
-
         idx = [MEASURES.index(m) for m in BASELINE_MEASURES]
         p_horizon = horizon_probability(
             np.random.default_rng(rng.integers(2**63)), observed_weeks(churn_week, W),
