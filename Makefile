@@ -61,7 +61,14 @@ serve: install ## Run the scoring service in the foreground (http://127.0.0.1:30
 serve-stop: ## Stop the background service that `make demo` left running
 	$(BIN)/salesml serve-stop
 
-bento: install ## Build the Bento (BentoML package) of the scoring service
+# The Bento's packages are uv.lock's (bentofile.yaml reads this file); its models are the registry's
+# champions, imported into the BentoML model store and pinned by `bentoml build`.
+BENTO_REQUIREMENTS := build/bento/requirements.txt
+
+bento: install ## Build the Bento of the scoring service: its models pinned (the registry's champions), its packages from uv.lock
+	@mkdir -p $(dir $(BENTO_REQUIREMENTS))
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --format requirements-txt --quiet -o $(BENTO_REQUIREMENTS)
+	$(BIN)/salesml bento-models
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/bentoml build
 
 team-up: install ## Team profile (SALESML_PROFILE=team): create the PostgreSQL databases, start the MLflow server
@@ -76,8 +83,11 @@ mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127
 test: install browser lint ## Lint (ruff, import layers), then run the test suite
 	$(BIN)/pytest -q
 
-test-fast: install ## Run the tests not marked slow
-	$(BIN)/pytest -q -m "not slow"
+# The markers are registered (and described) in pyproject.toml's [tool.pytest.ini_options].
+FAST_MARKERS := not slow and not evidently and not mlflow and not optuna
+
+test-fast: install ## Run the quick tests: none marked slow, evidently, mlflow or optuna
+	$(BIN)/pytest -q -m "$(FAST_MARKERS)"
 
 lint: install ## Lint: ruff, and the import layers of pyproject.toml's [tool.importlinter] (lint-imports)
 	$(BIN)/ruff check .

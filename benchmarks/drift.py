@@ -1,10 +1,9 @@
 """Drift-check benchmark: our check (calibrated per-column Evidently tests, quantile sketch above 100k rows) against
 Evidently's default ``DataDriftPreset`` on the same frames, 10k / 100k / 1M rows x 40 features.
-Writes ``$SALESML_HOME/reports/bench_drift.md``."""
+In memory: no store is read or written; the one file is ``$SALESML_HOME/reports/bench_drift.md``."""
 
 from __future__ import annotations
 
-import platform
 import time
 from typing import Callable
 
@@ -36,15 +35,16 @@ def frame(n: int, seed: int, shift: bool) -> pd.DataFrame:
     return out
 
 
-def run(settings: Settings, sizes=(10_000, 100_000, 1_000_000), log: Callable[[str], None] = print):
+def run(settings: Settings, sizes=(10_000, 100_000, 1_000_000), log: Callable[[str], None] = print,
+        reference_rows: int = 100_000):
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
+    from benchmarks.home import measured, write_report
     from drift.evidently_check import DriftConfig, check
 
-    settings.ensure_dirs()
     features = [f"f{j:02d}" for j in range(N_FEATURES)]
-    reference = frame(100_000, seed=1, shift=False)
+    reference = frame(reference_rows, seed=1, shift=False)
     rows = []
     for n in sizes:
         current = frame(n, seed=2 + n, shift=True)
@@ -73,19 +73,15 @@ def run(settings: Settings, sizes=(10_000, 100_000, 1_000_000), log: Callable[[s
                      "same verdict": flagged == full_flagged == sorted(SHIFTED)})
     table = pd.DataFrame(rows)
     lines = ["# Drift benchmark", "",
-             f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python "
-             f"{platform.python_version()}; command: `make bench` (`salesml bench drift`).", "",
-             f"Reference 100,000 rows; current windows of {N_FEATURES} numeric features with "
+             f"{measured()}; command: `make bench` (`salesml bench drift`).", "",
+             f"Reference {reference_rows:,} rows; current windows of {N_FEATURES} numeric features with "
              f"{', '.join(SHIFTED)} scaled by 1.5. Our check: one Evidently `ValueDrift` per column (two-sample "
              "Kolmogorov-Smirnov p-value against alpha / m = 0.05 / 41, Bonferroni over the 40 features and the "
              "prediction) plus `DriftedColumnsCount`; a window above 100,000 rows is summarised column by "
              "column by a 100,000-point quantile sketch (its empirical CDF is within 1/100,000 of the window's). "
              "'unsampled' = the same tests on every row. Goal: 1M rows in <= 15 s on 2 cores, same verdicts.", "",
              table.to_markdown(index=False, floatfmt=".1f"), ""]
-    report = settings.reports_dir / "bench_drift.md"
-    report.write_text("\n".join(lines))
-    log(f"report: {report}")
-    return report
+    return write_report(settings, "drift", lines, log)
 
 
 def _drifted(metric: dict) -> bool:

@@ -8,11 +8,12 @@ configuration only (its ``salesml.yaml``): features build, the training set thro
 Beside it, on the very same rows and split, a tuned XGBoost and a tuned logistic regression fitted
 directly on the export's raw columns: static tables joined by key, timed tables as of the
 observation (their timestamps become ages in days), nothing else engineered. And the truth's AUC.
+Each shape works in its own home, ``$SALESML_HOME/bench/exports/<shape>`` (``benchmarks.home``);
+the report is ``$SALESML_HOME/reports/bench_exports.md``.
 """
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -135,9 +136,9 @@ def tuned_logistic(x: dict[str, pd.DataFrame], y: dict[str, np.ndarray], trials:
 def run_shape(settings, shape: str, n: int | None, seed: int, trials: int, log: Callable[[str], None]) -> dict:
     import optuna
 
+    from benchmarks.home import bench_home
     from features.store import apply, build_feature_files
     from features.training_sets import build_training_set
-    from salesml.settings import Settings
     from salesml.simulator.shapes import SHAPES as GENERATORS
     from training import tuning
     from training.pipeline import fit_and_evaluate
@@ -145,10 +146,9 @@ def run_shape(settings, shape: str, n: int | None, seed: int, trials: int, log: 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     model, tables = SHAPES[shape]
-    home = settings.root / "bench" / "exports" / shape  # its own stores: the demo's stay as they are
-    raw = home / "export"
+    s = bench_home(settings, f"exports/{shape}")  # its own stores: the demo's stay as they are
+    raw = s.root / "export"
     gen = GENERATORS[shape](raw, **({"n": n} if n else {}), seed=seed)
-    s = Settings(home=home / "home")
     build_feature_files(s, raw, progress=lambda _: None)
     apply(s, progress=lambda _: None)
     spec = s.spec(model, raw)
@@ -168,7 +168,7 @@ def run_shape(settings, shape: str, n: int | None, seed: int, trials: int, log: 
     y = {w: getattr(split, w)["label"].to_numpy() for w in ("train", "valid", "test")}
     direct_xgb = tuned_xgboost(x, y, trials, seed)
     direct_lr = tuned_logistic(x, y, max(10, trials // 2), seed)
-    oracle = oracle_probabilities(model, split.test, raw, list(spec.keys), spec.horizon_days)
+    oracle = oracle_probabilities(spec, split.test, raw)
     from sklearn.metrics import roc_auc_score
 
     truth = float(roc_auc_score(y["test"], oracle)) if oracle is not None else float("nan")
@@ -186,15 +186,15 @@ def run_shape(settings, shape: str, n: int | None, seed: int, trials: int, log: 
 
 def run(settings, shapes: tuple[str, ...] = tuple(SHAPES), n: int | None = None, seed: int = 0, trials: int = 30,
         log: Callable[[str], None] = print) -> Path:
-    settings.ensure_dirs()
+    from benchmarks.home import measured, write_report
+
     rows = []
     for shape in shapes:
         log(f"bench exports: {shape}")
         rows.append(run_shape(settings, shape, n, seed, trials, log))
     table = pd.DataFrame(rows)
     lines = ["# Exports unlike the simulator: platform vs direct models", "",
-             f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python "
-             f"{platform.python_version()}; command: `make bench` (`salesml bench exports`), seed {seed}, "
+             f"{measured()}; command: `make bench` (`salesml bench exports`), seed {seed}, "
              f"{trials} Optuna trials per tuned model.", "",
              "Each export goes through its `salesml.yaml` only. Platform train = `salesml train` (default "
              "parameters, candidates chosen on validation); platform tuned = `salesml tune` then the same "
@@ -203,7 +203,4 @@ def run(settings, shapes: tuple[str, ...] = tuple(SHAPES), n: int | None = None,
              "the generator's probability on the test rows. Goal: the platform within 0.01 of the better direct "
              "model (last-but-two column, the better platform figure minus the better direct one).", "",
              table.to_markdown(index=False, floatfmt=".4f"), ""]
-    report = settings.reports_dir / "bench_exports.md"
-    report.write_text("\n".join(lines))
-    log(f"report: {report}")
-    return report
+    return write_report(settings, "exports", lines, log)

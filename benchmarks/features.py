@@ -1,6 +1,7 @@
 """Feature-store benchmark: simulator, materialize, point-in-time joins, online reads.
 
-Writes ``$SALESML_HOME/reports/bench_features.md``.  Every figure in it is measured in the
+Works in its own home, ``$SALESML_HOME/bench/features`` (``benchmarks.home``), and writes
+``$SALESML_HOME/reports/bench_features.md``.  Every figure in it is measured in the
 same run on the same machine, so ratios (our ASOF path vs a plain DuckDB ASOF JOIN vs Feast's
 own duckdb join) compare like with like.
 """
@@ -8,7 +9,6 @@ own duckdb join) compare like with like.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -102,12 +102,16 @@ def redis_read_latency(settings: Settings, account_ids) -> tuple[dict[int, tuple
 
 
 def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows: int = 200_000,
-        seed: int = 3, log: Callable[[str], None] = print) -> Path:
+        seed: int = 3, log: Callable[[str], None] = print, redis: bool = True) -> Path:
+    """``redis``: also read from the team profile's Redis online store (skipped, with the reason in
+    the report, when Redis or PostgreSQL does not answer)."""
+    from benchmarks.home import bench_home, measured, write_report
     from features.store import apply, build_feature_files, materialize, open_store
     from salesml import simulator
 
-    settings.ensure_dirs()
-    raw = settings.root / "bench" / "raw"
+    home = bench_home(settings, "features")
+    home.ensure_dirs()
+    raw = home.raw_dir
     lines: list[str] = []
 
     log(f"simulating {accounts:,} accounts x {weeks} weeks")
@@ -120,22 +124,22 @@ def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows
               f"({counts['usage_weekly']:,} usage rows)", ""]
 
     log("building feature files and applying definitions")
-    secs, built = _timed(lambda: build_feature_files(settings, raw, progress=lambda _: None))
-    apply(settings, progress=lambda _: None)
+    secs, built = _timed(lambda: build_feature_files(home, raw, progress=lambda _: None))
+    apply(home, progress=lambda _: None)
     lines += ["## Feature build (validation + DuckDB transforms)", "",
               f"{sum(built.values()):,} feature rows in {secs:.1f} s", ""]
 
     log("materializing")
     behaviour_rows = built["behaviour"]
-    secs, online_counts = _timed(lambda: materialize(settings))
+    secs, online_counts = _timed(lambda: materialize(home))
     total_rows = sum(built.values())
     written = sum(online_counts.values())
     lines += ["## Materialize (all views, SQLite online store)", "",
               f"{total_rows:,} offline rows scanned, latest row of {written:,} entity-view pairs written, "
               f"in {secs:.1f} s = **{total_rows / secs:,.0f} offline rows/s**", ""]
 
-    store = open_store(settings)
-    feature_file = settings.feature_data_dir / "behaviour.parquet"
+    store = open_store(home)
+    feature_file = home.feature_data_dir / "behaviour.parquet"
     behaviour = pd.read_parquet(feature_file, columns=["account_id", "event_timestamp"])
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(behaviour), label_rows)
@@ -177,7 +181,8 @@ def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows
     chs = store.get_feature_service("chs")
     n_feat = sum(len(p.features) for p in chs.feature_view_projections)
     log("online reads (Redis, team profile)")
-    redis_reads, redis_note = redis_read_latency(settings, accounts_online)
+    redis_reads, redis_note = (redis_read_latency(home, accounts_online) if redis
+                               else ({}, "Redis column not measured: not asked for (`redis=False`)."))
     lines += [f"## Online reads (in-process `get_online_features`, service `chs` = {n_feat} features)", "",
               "| entities | SQLite p50 ms | SQLite p99 ms | Redis p50 ms | Redis p99 ms |",
               "|---:|---:|---:|---:|---:|"]
@@ -191,9 +196,5 @@ def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows
     lines += ["## Command line", "", f"`salesml --help`: {t_help:.2f} s (best of 3, new process)", ""]
 
     header = ["# Feature-store benchmark", "",
-              f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}; command: `make bench`.", ""]
-    report = settings.reports_dir / "bench_features.md"
-    report.write_text("\n".join(header + lines))
-    log(f"report: {report}")
-    return report
+              f"{measured()}; command: `make bench` (`salesml bench features`).", ""]
+    return write_report(settings, "features", header + lines, log)

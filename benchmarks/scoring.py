@@ -15,7 +15,6 @@ scores are computed beforehand. Writes ``$SALESML_HOME/reports/bench_scoring.md`
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -32,18 +31,13 @@ REPEATS = 3  # timed runs per size up to 200,000 accounts (the median is reporte
 
 
 def _prepare(settings: Settings, accounts: int, seed: int, log) -> Settings:
-    from features.store import apply, build_feature_files, materialize
-    from salesml.simulator import generate
+    from benchmarks.home import bench_home, simulated_store
     from training import pipeline
 
-    home = Settings(home=settings.root / "bench" / "scoring")
+    home = bench_home(settings, "scoring")
     if not (home.root / "mlflow.db").exists():
-        home.ensure_dirs()
         log(f"scoring bench: simulating {accounts:,} accounts; building the store; training chs")
-        generate(home.raw_dir, accounts=accounts, leads=200, reps=10, weeks=60, seed=seed)
-        build_feature_files(home, home.raw_dir, progress=lambda _: None)
-        apply(home, progress=lambda _: None)
-        materialize(home)
+        simulated_store(home, online=True, accounts=accounts, leads=200, reps=10, weeks=60, seed=seed)
         pipeline.run(home, "chs", seed=seed, raw_dir=home.raw_dir, log=lambda _: None)
     return home
 
@@ -77,14 +71,11 @@ def resample(before: pd.DataFrame, after: pd.DataFrame, n: int, seed: int) -> tu
 
 def _http_rate(home: Settings, ids: list[str], log) -> float:
     """Accounts/s of POST /health with 1,000 ids per call, one client, against a real server."""
-    import socket
-
+    from salesml.processes import free_port
     from serving.auth import KeyStore
     from serving.runner import post, start_background, stop
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log("scoring bench: starting the service for the HTTP batch path")
     key = KeyStore(home.api_keys_path).add("csm", "bench-scoring")[1]
     start_background(home, port)
@@ -114,6 +105,7 @@ def _restore(saved: str | None) -> None:
 def run(settings: Settings, sizes=(100_000, 1_000_000), log: Callable[[str], None] = print,
         accounts: int = 1000, seed: int = 7, threads=(1, 2)) -> Path:
     """Measure at each size with each thread count (``SALESML_TRAIN_THREADS`` for the run); the report's path."""
+    from benchmarks.home import measured, write_report
     from serving import scores
     from serving.auth import Caller
     from serving.core import ScoringCore
@@ -181,8 +173,7 @@ def run(settings: Settings, sizes=(100_000, 1_000_000), log: Callable[[str], Non
     full = type(model.full).__name__
     trees = {k: v._trees[1] for k, v in model.layers.items()}
     lines = ["# Scoring-job benchmark", "",
-             f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-             f"Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work; threads: "
+             f"{measured()} (CPUs shared with other work); threads: "
              "`SALESML_TRAIN_THREADS` (chunks scored side by side, one XGBoost thread each); command: "
              f"`benchmarks.scoring.run` (`salesml bench scoring`), {took:.0f} s in all.", "",
              f"Model: the CHS champion of a {accounts:,}-account simulated export; churn model {full}, "
@@ -203,8 +194,4 @@ def run(settings: Settings, sizes=(100_000, 1_000_000), log: Callable[[str], Non
              f"per account, previous features read offline): {since_rate:,.0f} accounts/s (one call of 100). "
              f"Over HTTP (`salesml serve` on this bench's store, `POST /health` with 1,000 ids, one client, "
              f"5 calls): {http_rate:,.0f} accounts/s.", ""]
-    report = settings.reports_dir / "bench_scoring.md"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines))
-    log(f"report: {report}")
-    return report
+    return write_report(settings, "scoring", lines, log)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import platform
-import socket
 import threading
 import time
 from typing import Callable
@@ -29,26 +27,16 @@ PUSH_TOTAL = 10_000  # live-store rows before the second push-latency window
 PAGES = ("pricing", "case_study", "product", "blog")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _prepare(settings: Settings, accounts: int, leads: int, seed: int, log) -> Settings:
-    from features.store import apply, build_feature_files, materialize
-    from salesml.simulator import generate
+    from benchmarks.home import bench_home, simulated_store
+    from salesml.modelspec import MODEL_NAMES
     from training import pipeline
 
-    home = Settings(home=settings.root / "bench" / "serving")
+    home = bench_home(settings, "serving")
     if not (home.root / "mlflow.db").exists():
-        home.ensure_dirs()
         log(f"serving bench: simulating {accounts:,} accounts, {leads:,} leads; building the store; training")
-        generate(home.raw_dir, accounts=accounts, leads=leads, reps=40, weeks=60, seed=seed)
-        build_feature_files(home, home.raw_dir, progress=lambda _: None)
-        apply(home, progress=lambda _: None)
-        materialize(home)
-        for name in ("intent", "lead_match", "chs"):
+        simulated_store(home, online=True, accounts=accounts, leads=leads, reps=40, weeks=60, seed=seed)
+        for name in MODEL_NAMES:
             pipeline.run(home, name, seed=seed, raw_dir=home.raw_dir, log=lambda _: None)
     return home
 
@@ -270,12 +258,13 @@ def _pct(a: np.ndarray, q: float) -> float:
 
 def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int = 5, seconds: float = 8.0,
         log: Callable[[str], None] = print, contention_seconds: float = 6.0, push_rate: float = 20.0):
+    from benchmarks.home import measured, write_report
+    from salesml.processes import free_port
     from serving.auth import Caller, KeyStore
     from serving.core import ScoringCore
     from serving.runner import start_background, stop
 
     started = time.perf_counter()
-    settings.ensure_dirs()
     home = _prepare(settings, accounts, leads, seed, log)
     stop(home)  # a server an interrupted earlier run left behind
     log("serving bench: emptying the live-event store, resetting the online store to the export")
@@ -288,7 +277,7 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
     write_key = keys.add("ingest", "bench-ingest")[1]  # write scope: /events
     events = _Events(home)
     log("serving bench: starting the service")
-    _, port = start_background(home, _free_port())
+    _, port = start_background(home, free_port())
     local = threading.local()
 
     def http_health(batch: int):
@@ -413,8 +402,7 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
     ratio = _pct(later, 50) / _pct(first, 50), _pct(later, 99) / _pct(first, 99)
     per_lead = PUSH_TOTAL / len(events.leads)
     lines = ["# Serving benchmark", "",
-             f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-             f"Python {platform.python_version()}; command: `make bench` (`salesml bench serving`), "
+             f"{measured()}; command: `make bench` (`salesml bench serving`), "
              f"{took_s:.0f} s in all.", "",
              f"Export: {accounts:,} accounts, {len(events.leads):,} leads with events, SQLite online store, "
              f"{home.serve_workers} BentoML worker(s) with {home.serve_threads} threads each; every call reads the "
@@ -473,10 +461,7 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
              f"The 1,000-lead /match itself: alone {_ms_list(match_ms['alone'])} ms (3 calls); "
              + "; ".join(f"under '{k}' p50 {_pct(v, 50):.0f} ms, max {v.max():.0f} ms ({len(v)} calls)"
                          for k, v in match_ms.items() if k != "alone") + ".", ""]
-    report = settings.reports_dir / "bench_serving.md"
-    report.write_text("\n".join(lines))
-    log(f"report: {report}")
-    return report
+    return write_report(settings, "serving", lines, log)
 
 
 def _push_row(name: str, ms: np.ndarray) -> str:

@@ -1,10 +1,10 @@
 """Training benchmark: model quality against the simulator's truth and baselines, the assignment
 solver's speed, and CHS training time in-process vs ``xgboost.dask`` on a LocalCluster.
-Writes ``$SALESML_HOME/reports/bench_training.md``."""
+Works in its own homes, ``$SALESML_HOME/bench/training`` and ``bench/training-engine``
+(``benchmarks.home``); writes ``$SALESML_HOME/reports/bench_training.md``."""
 
 from __future__ import annotations
 
-import platform
 import time
 from typing import Callable
 
@@ -22,19 +22,18 @@ def engine_comparison(settings: Settings, accounts: int, weeks: int = 104, seed:
 
     The dask side is timed twice: the first fit on a new cluster also pays for the workers'
     imports and first task round-trips, the second is what each later fit of a session costs.
-    This replaces the feature files of ``settings`` with its own export (run it last)."""
-    from features.store import apply, build_feature_files, open_store
+    Works in ``$SALESML_HOME/bench/training-engine`` (``settings`` gives that home and the engine)."""
+    from benchmarks.home import bench_home, simulated_store
+    from features.store import open_store
     from features.training_sets import build_training_set
-    from salesml import simulator
     from training import engine
     from training.data import LABEL, infer_spec, time_split
     from training.models import fit_xgboost
 
-    raw = settings.root / "bench" / "training-engine-raw"
+    settings = bench_home(settings, "training-engine")
+    raw = settings.raw_dir
     log(f"engine comparison: simulating {accounts:,} accounts x {weeks} weeks (CHS only, no truth)")
-    simulator.generate(raw, accounts=accounts, leads=200, reps=20, weeks=weeks, seed=seed, truth_samples=0)
-    build_feature_files(settings, raw, progress=lambda _: None)
-    apply(settings, progress=lambda _: None)
+    simulated_store(settings, accounts=accounts, leads=200, reps=20, weeks=weeks, seed=seed, truth_samples=0)
     ts = build_training_set(settings, "chs", raw_dir=raw, store=open_store(settings))
     split = time_split(ts.frame)
     spec = infer_spec(split.train, ts.feature_columns)
@@ -66,31 +65,30 @@ def run(settings: Settings, accounts: int = 3000, leads: int = 20000, reps: int 
         seed: int = 11, log: Callable[[str], None] = print, engine_accounts: int = 40_000):
     """``engine_accounts`` sizes the in-process vs dask comparison (0 skips it): 40,000 accounts x
     104 weeks = ~665k CHS rows, about 1.5 minutes on 2 cores, most of it building the training set."""
-    from features.store import apply, build_feature_files, open_store
+    from benchmarks.home import bench_home, measured, simulated_store, write_report
+    from features.store import open_store
     from features.training_sets import build_training_set
-    from salesml import simulator
+    from salesml.modelspec import MODEL_NAMES
     from training.assignment import benchmark
     from training.pipeline import fit_and_evaluate
     from training.truth import oracle_probabilities
 
-    settings.ensure_dirs()
-    raw = settings.root / "bench" / "training-raw"
+    home = bench_home(settings, "training")
+    raw = home.raw_dir
     log(f"simulating {accounts:,} accounts, {leads:,} leads, {reps} reps, {weeks} weeks (seed {seed})")
-    simulator.generate(raw, accounts=accounts, leads=leads, reps=reps, weeks=weeks, seed=seed)
-    build_feature_files(settings, raw, progress=lambda _: None)
-    apply(settings, progress=lambda _: None)
-    store = open_store(settings)
+    simulated_store(home, accounts=accounts, leads=leads, reps=reps, weeks=weeks, seed=seed)
+    store = open_store(home)
 
     rows = []
-    for name in ("intent", "lead_match", "chs"):
+    for name in MODEL_NAMES:
         log(f"training {name}")
-        ts = build_training_set(settings, name, raw_dir=raw, store=store)
+        spec = home.spec(name, raw)
+        ts = build_training_set(home, name, raw_dir=raw, store=store, spec=spec)
         t0 = time.perf_counter()
-        result = fit_and_evaluate(name, ts.frame, ts.feature_columns, seed)
+        result = fit_and_evaluate(spec, ts.frame, ts.feature_columns, seed)
         secs = time.perf_counter() - t0
         test = result.split.test
-        spec = settings.spec(name, raw)
-        oracle = oracle_probabilities(name, test, raw, list(spec.keys), spec.horizon_days)
+        oracle = oracle_probabilities(spec, test, raw)
         oracle_auc = roc_auc_score(test["label"], oracle) if oracle is not None else float("nan")
         m = result.metrics
         base = {k.split("_")[1]: v for k, v in m.items() if k.startswith("baseline_") and k.endswith("test_roc_auc")}
@@ -107,12 +105,11 @@ def run(settings: Settings, accounts: int = 3000, leads: int = 20000, reps: int 
                                     "least_loaded_expected"]]
 
     engines = None
-    if engine_accounts:  # last: it replaces the feature files with its own, larger export
+    if engine_accounts:  # its own, larger export, in a home of its own
         engines, info = engine_comparison(settings, engine_accounts, weeks, seed, log=log)
 
     lines = ["# Training benchmark", "",
-             f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-             f"Python {platform.python_version()}; command: `make bench` (`salesml bench training`).", "",
+             f"{measured()}; command: `make bench` (`salesml bench training`).", "",
              f"## Model quality on the simulated export ({accounts:,} accounts, {leads:,} leads, "
              f"{reps} reps, {weeks} weeks, seed {seed})", "",
              "Test window = newest 20% of label times. Truth = the simulator's true probability on the same rows "
@@ -130,7 +127,4 @@ def run(settings: Settings, accounts: int = 3000, leads: int = 20000, reps: int 
                   "the fit times; the first fit on a new cluster includes the workers' warm-up.", "",
                   engines.to_markdown(index=False, floatfmt=("", ".2f", ".0f", ".4f")), "",
                   f"Test ROC-AUC difference dask - local: {dask_auc - local_auc:+.4f}.", ""]
-    report = settings.reports_dir / "bench_training.md"
-    report.write_text("\n".join(lines))
-    log(f"report: {report}")
-    return report
+    return write_report(settings, "training", lines, log)

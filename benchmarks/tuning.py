@@ -2,8 +2,9 @@
 ``fail_stale_trials``, counting, ``ask``, heartbeat, ``tell``) around an objective that does nothing,
 on SQLite and on PostgreSQL, one after the other in one run.
 
-PostgreSQL runs in a throwaway database created on ``settings.postgres_url`` and dropped afterwards.
-Writes ``$SALESML_HOME/reports/bench/tuning.{json,md}``.
+SQLite runs in a throwaway file in the bench's own home, ``$SALESML_HOME/bench/tuning`` (its study
+locks too); PostgreSQL in a throwaway database created on ``settings.postgres_url`` and dropped
+afterwards. Writes ``$SALESML_HOME/reports/bench/tuning.{json,md}``.
 """
 
 from __future__ import annotations
@@ -184,15 +185,18 @@ def run(settings: Settings, trials: int = 200, log: Callable[[str], None] = prin
 
     import pandas as pd
 
+    from benchmarks.home import bench_home
+
     warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-    settings.ensure_dirs()
     out_dir = settings.reports_dir / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
+    home = bench_home(settings, "tuning")
+    home.root.mkdir(parents=True, exist_ok=True)
     storages = []
-    sqlite_path = settings.root / f"bench-tuning-{uuid.uuid4().hex[:8]}.db"
+    sqlite_path = home.root / f"bench-tuning-{uuid.uuid4().hex[:8]}.db"
     targets: list[tuple[str, Callable[[], tuple[str, Callable[[], None]]]]] = [
         ("SQLite (flock)", lambda: (f"sqlite:///{sqlite_path}", lambda: sqlite_path.unlink(missing_ok=True))),
-        ("PostgreSQL (advisory lock)", lambda: _pg_database(settings)),
+        ("PostgreSQL (advisory lock)", lambda: _pg_database(home)),
     ]
     for label, make in targets:
         entry: dict = {"storage": label}
@@ -205,11 +209,11 @@ def run(settings: Settings, trials: int = 200, log: Callable[[str], None] = prin
             continue
         try:
             log(f"{label}: {trials} trials, one worker")
-            entry["one_worker"] = worker_loop(settings, url, trials)
+            entry["one_worker"] = worker_loop(home, url, trials)
             log(f"{label}: {trials} trials, steps timed")
-            entry["phases"] = phases(settings, url, trials)
+            entry["phases"] = phases(home, url, trials)
             log(f"{label}: {trials} trials, two worker processes")
-            entry["two_workers"] = two_workers(settings, url, trials)
+            entry["two_workers"] = two_workers(home, url, trials)
         finally:
             cleanup()
         storages.append(entry)

@@ -1,6 +1,10 @@
 """``salesml drift check``: served traffic (the prediction log) against the reference set of the
 model version that served it, Evidently reports, alerts, and an optional retraining trigger.
 
+``run_check`` composes three steps: ``observe`` reads the window and the reference set, ``assess``
+compares them (pure: frames in, an ``Assessment`` out), ``publish`` writes the reports, the MLflow
+run and the alert.
+
 Exit codes (so a scheduler can act): 0 no drift, 3 drift detected, 4 empty window, 5 columns
 missing from the window, 6 no reference set for the served version, 2 other bad input.
 """
@@ -11,8 +15,13 @@ import json
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from drift.evidently_check import DriftConfig, DriftResult
 
 EXIT_OK, EXIT_BAD, EXIT_DRIFT, EXIT_EMPTY, EXIT_COLUMNS, EXIT_NO_REFERENCE = 0, 2, 3, 4, 5, 6
 
@@ -103,9 +112,94 @@ def alert(settings, model: str, summary: dict) -> dict:
     return body
 
 
-def run_check(settings, model: str, window: Window, retrain: bool = False, log_fn=print) -> tuple[int, dict]:
-    """The whole check; returns (exit code, summary)."""
-    from drift.evidently_check import DriftConfig, add_to_workspace, check, save
+@dataclass
+class Observed:
+    """What the check reads (``observe``): the served window of the version that served most of it, with
+    outcomes where they are in, and that version's reference set."""
+
+    current: pd.DataFrame
+    version: str
+    reference: pd.DataFrame
+
+
+@dataclass
+class Assessment:
+    """What comparing a window with its reference found (``assess``); nothing is written.
+
+    ``result`` holds the per-column tests (``result.columns``) and the Evidently snapshots, whose
+    ``html()`` is the report; ``drift`` is the verdict: dataset, prediction or performance drift."""
+
+    result: DriftResult
+    features: list[str]
+    label: str | None  # the outcome column compared for performance, when enough outcomes are in
+    auc_drop: float | None  # reference ROC-AUC minus the window's, when outcomes are in
+    performance_drift: bool
+    prediction_drift: bool
+    drift: bool
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return self.result.columns.loc[self.result.columns["drifted"], "column"].tolist()
+
+    def html(self) -> str:
+        return self.result.snapshot.get_html_str(as_iframe=False)
+
+    def summary(self, model: str, version: str, window: Window) -> dict:
+        r = self.result
+        return {"model": model, "version": version, "window": [window.start.isoformat(), window.end.isoformat()],
+                "rows": r.rows, "drifted_share": r.drifted_share, "dataset_drift": r.dataset_drift,
+                "drifted_columns": self.drifted_columns, "prediction_drift": self.prediction_drift,
+                "auc_drop": self.auc_drop, "performance_drift": self.performance_drift, "drift": self.drift}
+
+
+def drift_config(settings) -> DriftConfig:
+    from drift.evidently_check import DriftConfig
+
+    return DriftConfig(alpha=settings.drift_alpha, drift_share=settings.drift_share,
+                       per_column=settings.drift_per_column, max_rows=settings.drift_max_rows)
+
+
+MIN_OUTCOMES = 50  # matured outcomes in the window before performance is compared
+
+
+def assess(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, max_auc_drop: float,
+           version: str = "?") -> Assessment:
+    """Pure: the served window ``current`` against the ``reference`` set of ``version`` (named in messages).
+
+    The features are the reference's model inputs; performance is compared when at least ``MIN_OUTCOMES``
+    rows of ``current`` carry a ``label``. DriftInputError for a window that cannot be compared."""
+    from drift.evidently_check import check
+
+    features = [c for c in reference.columns if c not in ("event_timestamp", "label", "prediction")]
+    missing = [c for c in features if c not in current.columns]
+    if missing:
+        raise DriftInputError(f"the window lacks feature column(s) {', '.join(missing)} that version {version} "
+                              f"was trained on", EXIT_COLUMNS)
+    current = current.copy()
+    for column in features:  # a feature that is null in every served row comes back from the log as objects
+        if current[column].dtype == object and current[column].isna().all():
+            current[column] = current[column].astype("float64" if pd.api.types.is_numeric_dtype(reference[column])
+                                                      else object)
+    label = "label" if "label" in current and current["label"].notna().sum() >= MIN_OUTCOMES else None
+    cur = current[current["label"].notna()] if label else current
+    try:
+        result = check(reference, cur.astype({"label": int}) if label else cur, features, config, label=label)
+    except ValueError as exc:  # e.g. a feature with no values in the window, or numeric in one and text in the other
+        raise DriftInputError(f"cannot compare the window with the reference set: {exc}", EXIT_BAD) from None
+    auc_drop = None
+    if result.quality and "roc_auc" in result.quality.get("current", {}):
+        auc_drop = result.quality["reference"]["roc_auc"] - result.quality["current"]["roc_auc"]
+    performance = auc_drop is not None and auc_drop > max_auc_drop
+    prediction = bool(result.prediction_drift and result.prediction_drift["drifted"])
+    return Assessment(result, features, label, auc_drop, performance, prediction,
+                      bool(result.dataset_drift or prediction or performance))
+
+
+def observe(settings, model: str, window: Window) -> Observed:
+    """The edge that reads: the prediction log's window (with outcomes) and the serving version's reference
+    set from the registry (through ``tracking.client(settings)``)."""
+    from mlflow.exceptions import MlflowException
+
     from salesml.modelspec import SpecError
     from serving.predlog import PredictionLog
     from training import tracking
@@ -118,11 +212,9 @@ def run_check(settings, model: str, window: Window, retrain: bool = False, log_f
         raise DriftInputError(f"no prediction log at {settings.prediction_log_path}", EXIT_EMPTY)
     plog = PredictionLog(settings.prediction_log_path)
     current, version = served_window(plog, model, window, spec.serving.prediction)
-    tracking.configure(settings)
-    from mlflow.exceptions import MlflowException
-
+    settings.ensure_dirs()
     try:
-        reference = tracking.load_reference(model, version)
+        reference = tracking.load_reference(model, version, settings)
     except ValueError as exc:
         raise DriftInputError(str(exc), EXIT_NO_REFERENCE) from None
     except MlflowException as exc:
@@ -130,61 +222,71 @@ def run_check(settings, model: str, window: Window, retrain: bool = False, log_f
             raise
         raise DriftInputError(f"version {version} of model {model} served the window but is not in the model "
                               "registry: there is no reference set to compare with", EXIT_NO_REFERENCE) from None
-    features = [c for c in reference.columns if c not in ("event_timestamp", "label", "prediction")]
-    missing = [c for c in features if c not in current.columns]
-    if missing:
-        raise DriftInputError(f"the window lacks feature column(s) {', '.join(missing)} that version {version} "
-                              f"was trained on", EXIT_COLUMNS)
-    for column in features:  # a feature that is null in every served row comes back from the log as objects
-        if current[column].dtype == object and current[column].isna().all():
-            current[column] = current[column].astype("float64" if pd.api.types.is_numeric_dtype(reference[column])
-                                                      else object)
     current = attach_outcomes(plog, spec.serving.outcome, spec.horizon_days, current)
-    config = DriftConfig(alpha=settings.drift_alpha, drift_share=settings.drift_share,
-                         per_column=settings.drift_per_column, max_rows=settings.drift_max_rows)
-    label = "label" if "label" in current and current["label"].notna().sum() >= 50 else None
-    cur = current[current["label"].notna()] if label else current
-    log_fn(f"drift: {model} v{version}, {len(current):,} served rows (one per scored entity) against "
-           f"{len(reference):,} reference rows; tests at a {settings.drift_alpha:g} false-alarm level")
+    return Observed(current, version, reference)
+
+
+def _log_run(settings, model: str, version: str, stamp: str, assessment: Assessment, files: list[Path]) -> str:
+    """The check as a run of the ``salesml-drift`` experiment, through this settings' client."""
+    import time
+
+    from mlflow.entities import Metric, RunStatus
+    from mlflow.tracking.context.registry import resolve_tags
+
+    from training import tracking
+
+    client = tracking.client(settings)
+    run = client.create_run(tracking.experiment_id(settings, "salesml-drift"), run_name=f"drift-{model}-{stamp}",
+                            tags=resolve_tags({"model": model, "version": version, "drift": str(assessment.drift)}))
+    run_id = run.info.run_id
     try:
-        result = check(reference, cur.astype({"label": int}) if label else cur, features, config, label=label)
-    except ValueError as exc:  # e.g. a feature with no values in the window, or numeric in one and text in the other
-        raise DriftInputError(f"cannot compare the window with the reference set: {exc}", EXIT_BAD) from None
+        r = assessment.result
+        metrics = {"drifted_share": r.drifted_share, "current_rows": r.rows["current"],
+                   **({"auc_drop": assessment.auc_drop} if assessment.auc_drop is not None else {})}
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        for path in files:
+            client.log_artifact(run_id, str(path), "drift")
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id)
+    return run_id
+
+
+def publish(settings, model: str, version: str, window: Window, assessment: Assessment) -> dict:
+    """The edge that writes: the Evidently report (HTML) and JSON summary under the reports folder, the
+    Evidently workspace, an MLflow run, and an alert when drifted. Returns the check's summary."""
+    from drift.evidently_check import add_to_workspace, save
+
     stamp = f"{window.start:%Y%m%dT%H%M}-{window.end:%Y%m%dT%H%M}"
     out = settings.reports_dir / "drift" / model
     out.mkdir(parents=True, exist_ok=True)
     html, js = out / f"drift_{stamp}.html", out / f"drift_{stamp}.json"
-    save(result, html, js)
-    add_to_workspace(result, settings.root / "evidently", f"salesml-{model}")
-    perf_drop = None
-    if result.quality and "roc_auc" in result.quality.get("current", {}):
-        perf_drop = result.quality["reference"]["roc_auc"] - result.quality["current"]["roc_auc"]
-    perf_drift = perf_drop is not None and perf_drop > settings.drift_max_auc_drop
-    pred_drift = bool(result.prediction_drift and result.prediction_drift["drifted"])
-    drifted = bool(result.dataset_drift or pred_drift or perf_drift)
-    summary = {"model": model, "version": version, "window": [window.start.isoformat(), window.end.isoformat()],
-               "rows": result.rows, "drifted_share": result.drifted_share, "dataset_drift": result.dataset_drift,
-               "drifted_columns": result.columns.loc[result.columns["drifted"], "column"].tolist(),
-               "prediction_drift": pred_drift, "auc_drop": perf_drop, "performance_drift": perf_drift,
-               "drift": drifted, "report": str(html), "summary": str(js)}
-    import mlflow
+    save(assessment.result, html, js)
+    add_to_workspace(assessment.result, settings.root / "evidently", f"salesml-{model}")
+    summary = {**assessment.summary(model, version, window), "report": str(html), "summary": str(js)}
+    _log_run(settings, model, version, stamp, assessment, [html, js])
+    if assessment.drift:
+        summary["alert"] = alert(settings, model, dict(summary))
+    return summary
 
-    tracking.use_experiment(settings, "salesml-drift")
-    with mlflow.start_run(run_name=f"drift-{model}-{stamp}"):
-        mlflow.set_tags({"model": model, "version": version, "drift": str(drifted)})
-        mlflow.log_metrics({"drifted_share": result.drifted_share, "current_rows": result.rows["current"],
-                            **({"auc_drop": perf_drop} if perf_drop is not None else {})})
-        mlflow.log_artifact(str(html), "drift")
-        mlflow.log_artifact(str(js), "drift")
-    if drifted:
-        summary["alert"] = alert(settings, model, {k: v for k, v in summary.items() if k != "alert"})
-        if retrain:
-            from training.pipeline import run as train
 
-            log_fn(f"drift: retraining {model} on the latest window (registered as challenger)")
-            trained = train(settings, model, register=True, force_alias="challenger", log=log_fn)
-            summary["retrained"] = {"version": trained["version"], "alias": trained["alias"]}
-    return (EXIT_DRIFT if drifted else EXIT_OK), summary
+def run_check(settings, model: str, window: Window, retrain: bool = False, log_fn=print) -> tuple[int, dict]:
+    """The whole check (``observe``, ``assess``, ``publish``, the optional retrain); returns (exit code, summary)."""
+    seen = observe(settings, model, window)
+    log_fn(f"drift: {model} v{seen.version}, {len(seen.current):,} served rows (one per scored entity) against "
+           f"{len(seen.reference):,} reference rows; tests at a {settings.drift_alpha:g} false-alarm level")
+    assessment = assess(seen.reference, seen.current, drift_config(settings), settings.drift_max_auc_drop,
+                        seen.version)
+    summary = publish(settings, model, seen.version, window, assessment)
+    if assessment.drift and retrain:
+        from training.pipeline import run as train
+
+        log_fn(f"drift: retraining {model} on the latest window (registered as challenger)")
+        trained = train(settings, model, register=True, force_alias="challenger", log=log_fn)
+        summary["retrained"] = {"version": trained["version"], "alias": trained["alias"]}
+    return (EXIT_DRIFT if assessment.drift else EXIT_OK), summary
 
 
 def verdict_table(summary: dict, columns: pd.DataFrame | None = None) -> str:

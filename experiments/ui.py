@@ -11,46 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
+from salesml.processes import ProcessExited, kill_process_group, mlflow_bin, mlflow_server_env, wait_until_ready
+from salesml.processes import free_port as _free_port
+
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mlflow_bin() -> str:
-    here = Path(sys.executable).with_name("mlflow")
-    if here.exists():
-        return str(here)
-    found = shutil.which("mlflow")
-    if not found:
-        raise RuntimeError("the `mlflow` command is not installed next to this Python nor on PATH")
-    return found
-
-
-def mlflow_server_env() -> dict[str, str]:
-    """The environment for an ``mlflow ui`` / ``mlflow server`` this project starts.
-
-    MLflow 3 servers start a GenAI job runner by default (a runner plus eight Huey consumers, each
-    a Python process of about 250 MB, polling): on 2 cores ``salesml team up`` took 17-19 s with it
-    and 10-12 s without. Nothing here submits such jobs, so it is off unless
-    MLFLOW_SERVER_ENABLE_JOB_EXECUTION is set explicitly.
-    """
-    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
-            os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -76,7 +45,7 @@ def start_mlflow_ui(
     (``proc.log_path`` is its log) and the base URL, e.g. ``http://127.0.0.1:5000``.
     """
     port = port or _free_port()
-    cmd = [_mlflow_bin(), "ui", "--backend-store-uri", tracking_uri,
+    cmd = [mlflow_bin(), "ui", "--backend-store-uri", tracking_uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if artifact_root is not None:
         cmd += ["--artifacts-destination", str(Path(artifact_root).resolve())]
@@ -87,17 +56,11 @@ def start_mlflow_ui(
                                 start_new_session=True, env=mlflow_server_env())
     proc.log_path = log_path  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow ui exited with {proc.returncode}; log {log_path}:\n{_tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
+    try:
+        if wait_until_ready(proc, f"{url}/health", timeout):
+            return proc, url
+    except ProcessExited as exc:
+        raise RuntimeError(f"mlflow ui exited with {exc.returncode}; log {log_path}:\n{_tail(log_path)}") from None
     tail = _tail(log_path)
     stop(proc, keep_log=True)
     raise RuntimeError(f"mlflow ui did not answer {url}/health within {timeout:.0f} s; log {log_path}:\n{tail}")
@@ -108,41 +71,30 @@ def stop(proc: subprocess.Popen, keep_log: bool = False) -> None:
 
     The log of a server started by ``start_mlflow_ui`` is removed unless ``keep_log``.
     """
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        proc.poll()
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
+    kill_process_group(proc.pid, proc=proc)
     log_path = getattr(proc, "log_path", None)
     if log_path is not None and not keep_log:
         Path(log_path).unlink(missing_ok=True)
 
 
 def experiment_url(base_url: str, experiment_id: str, order_by_metric: str | None = None) -> str:
-    """The runs table of one experiment in the MLflow 3 UI (``#/experiments/ID`` alone opens its Overview).
+    """The page a reviewer lands on for one experiment: its training runs in the project's review
+    view (``training.tracking.review_path``: test ROC-AUC, baseline and truth columns first, the run
+    descriptions), newest first, nested runs folded under their parent.
 
-    By default nested runs are folded under their parent; ordering by a metric (best first) lists
-    every run flat, parents and children alike.
+    MLflow 3.17 opens ``#/experiments/ID`` alone on the GenAI overview (its workflow switch defaults
+    to GenAI), whatever the experiment's type tag, hence the explicit ``workflowType``.
+    ``order_by_metric`` instead orders by that metric (best first), which lists every run flat,
+    parents and children alike; the UI then shows its default columns.
     """
-    url = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-    if order_by_metric:
-        query = urllib.parse.urlencode({"orderByKey": f"metrics.`{order_by_metric}`", "orderByAsc": "false"},
-                                       quote_via=urllib.parse.quote)
-        url += f"?{query}"
-    return url
+    from training.tracking import review_path
+
+    base = base_url.rstrip("/")
+    if not order_by_metric:
+        return f"{base}/{review_path(experiment_id)}"
+    query = urllib.parse.urlencode({"workflowType": "machine_learning", "orderByKey": f"metrics.`{order_by_metric}`",
+                                    "orderByAsc": "false"}, quote_via=urllib.parse.quote)
+    return f"{base}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def chromium_path() -> str:

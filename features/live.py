@@ -38,12 +38,13 @@ Locking
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from salesml import sqlite
 
 # Pushable tables and the entity column each is indexed by.
 ENTITY_KEYS = {"lead_events": "lead_id", "usage_weekly": "account_id"}
@@ -111,20 +112,8 @@ class LiveStore:
     """Append-only rows per pushable table, indexed by entity. One connection; not shared across threads."""
 
     def __init__(self, path: Path | str, *, timeout_s: float = 30.0, synchronous: str = "NORMAL"):
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; ours are explicit (BEGIN IMMEDIATE).
-        self._con = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
-        try:
-            self._con.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            self._con.execute("PRAGMA journal_mode = WAL")
-            self._con.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            self._con.executescript(_SCHEMA)
-        except BaseException:
-            self._con.close()
-            raise
+        self._con = sqlite.connect(self.path, _SCHEMA, synchronous=synchronous, timeout_s=timeout_s)
 
     # --- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -142,18 +131,8 @@ class LiveStore:
         ``ROLLBACK`` when the block raises. Reads inside see this transaction's own appends."""
         if self._con.in_transaction:
             raise RuntimeError("a live-store transaction is already open on this connection")
-        self._con.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite.immediate(self._con):
             yield self
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        try:
-            self._con.execute("COMMIT")
-        except BaseException:
-            if self._con.in_transaction:
-                self._con.execute("ROLLBACK")
-            raise
 
     # --- writing ----------------------------------------------------------------------------
     def append(self, table: str, df: pd.DataFrame) -> int:

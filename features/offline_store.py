@@ -10,12 +10,13 @@ Semantics (the same as Feast's): for each entity row, the latest feature row of 
 entity with ``feature.event_timestamp <= entity.event_timestamp``; older than the view's TTL
 (when TTL > 0) -> missing.  Entity rows are kept one for one, in input order, duplicates
 included.
+
+``SALESML_FEAST_STOCK_JOIN=1`` (``Settings.feast_stock_join``) sends every join through Feast's own.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -36,6 +37,8 @@ from feast.infra.offline_stores.offline_utils import infer_event_timestamp_from_
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from pydantic import StrictStr
+
+from salesml.settings import Settings
 
 ROW = "__salesml_row"
 
@@ -182,7 +185,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         full_feature_names: bool = False,
         filter_by_created_timestamp: bool = False,
     ) -> RetrievalJob:
-        if not _fast_path_ok(feature_views, entity_df) or os.environ.get("SALESML_FEAST_STOCK_JOIN"):
+        if not _fast_path_ok(feature_views, entity_df) or Settings().feast_stock_join:
             return AsofDuckDBOfflineStore.stock_historical_features(
                 config, feature_views, feature_refs, entity_df, registry, project,
                 full_feature_names, filter_by_created_timestamp,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 MODEL_NAMES = ("intent", "lead_match", "chs")
 CANDIDATES = ("xgboost", "xgboost_unconstrained", "logistic")
+ENTITY_TABLES = {"account": "accounts", "lead": "leads"}  # the contract table that lists each entity
 
 
 class SpecError(ValueError):
@@ -114,6 +115,16 @@ class ModelSpec(BaseModel, extra="forbid"):
     @property
     def horizon_days(self) -> int:
         return self.label.horizon_days
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment of the model's training and tuning runs."""
+        return f"salesml-{self.name}"
+
+    @property
+    def entity_table(self) -> str:
+        """The export table that lists the model's entities (``accounts``, ``leads``)."""
+        return ENTITY_TABLES[self.entity]
 
     @property
     def constraints(self) -> dict[str, int]:

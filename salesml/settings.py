@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,8 @@ FEATURE_REPO = REPO_ROOT / "features"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SALESML_", env_file=".env", extra="ignore")
+    # populate_by_name: a field with an environment alias (config_file) is still set by its name in code.
+    model_config = SettingsConfigDict(env_prefix="SALESML_", env_file=".env", extra="ignore", populate_by_name=True)
 
     home: Path = Field(Path("var"), description="Working folder for data, stores, runs, reports.")
     profile: Literal["local", "team"] = Field(
@@ -60,9 +61,17 @@ class Settings(BaseSettings):
     dask_scheduler: str | None = Field(
         None, description="Dask scheduler address (tcp://host:8786); none: a LocalCluster per training run.")
     dask_workers: int = Field(2, description="Workers of the LocalCluster when no scheduler is given.")
+    train_threads: int = Field(
+        1, ge=1, description="XGBoost threads per fit and per scoring run (``training.models.train_threads``); on "
+                             "2 shared cores OpenMP spin-waiting made 2 threads far slower than 1.")
+    feast_stock_join: bool = Field(
+        False, description="Point-in-time joins through Feast's own (ibis) join instead of the DuckDB ASOF JOIN "
+                           "of features/offline_store.py: the reference the fast path is tested against.")
     config_file: Path | None = Field(
-        None, description="Project configuration (custom columns, model overrides, export end); "
-                          "default: salesml.yaml in the export folder, if there is one.")
+        None, validation_alias=AliasChoices("SALESML_CONFIG", "SALESML_CONFIG_FILE"),
+        description="Project configuration (custom columns, model overrides, export end), SALESML_CONFIG "
+                    "(the documented name; SALESML_CONFIG_FILE works too); default: salesml.yaml in the export "
+                    "folder, if there is one.")
     export_as_of: str | None = Field(
         None, description="When the export was taken (UTC date or timestamp); overrides export.as_of "
                           "of the project configuration. Outcome windows are judged complete against it.")

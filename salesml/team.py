@@ -10,41 +10,23 @@ starts a ``LocalCluster`` per run unless ``SALESML_DASK_SCHEDULER`` names a runn
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from salesml.processes import mlflow_bin, mlflow_server_env
+from salesml.processes import (
+    ProcessExited,
+    answers,
+    kill_process_group,
+    mlflow_bin,
+    mlflow_server_env,
+    wait_until_ready,
+)
 from salesml.settings import Settings
 
 
 class ServiceError(RuntimeError):
     """A service of the team profile is unreachable or would not start."""
-
-
-def kill_process_group(pid: int, grace: float = 10.0) -> bool:
-    """SIGTERM the process group ``pid`` leads, SIGKILL after ``grace`` seconds; False if it was gone."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return True
 
 
 def _sync_url(url: str) -> str:
@@ -151,14 +133,6 @@ def _dirs(settings: Settings) -> Path:
     return d
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return r.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
-
-
 @dataclass
 class ServerState:
     url: str
@@ -174,7 +148,7 @@ def start_mlflow_server(settings: Settings, timeout: float = 180.0) -> ServerSta
     url = f"http://{settings.mlflow_server_host}:{settings.mlflow_server_port}"
     folder = _dirs(settings)
     pid_path, log_path = folder / "mlflow-server.pid", folder / "mlflow-server.log"
-    if _healthy(url):
+    if answers(f"{url}/health"):
         pid = int(pid_path.read_text()) if pid_path.exists() else None
         return ServerState(url, pid, log_path, started=False)
     artifacts = settings.mlflow_artifacts
@@ -187,15 +161,13 @@ def start_mlflow_server(settings: Settings, timeout: float = 180.0) -> ServerSta
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=mlflow_server_env())
     pid_path.write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pid_path.unlink(missing_ok=True)
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-            raise ServiceError(f"mlflow server exited with {proc.returncode}; log {log_path}:\n{tail}")
-        if _healthy(url):
+    try:
+        if wait_until_ready(proc, f"{url}/health", timeout):
             return ServerState(url, proc.pid, log_path, started=True)
-        time.sleep(0.5)
+    except ProcessExited as exc:
+        pid_path.unlink(missing_ok=True)
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise ServiceError(f"mlflow server exited with {exc.returncode}; log {log_path}:\n{tail}") from None
     stop_mlflow_server(settings)
     raise ServiceError(f"mlflow server did not answer {url}/health within {timeout:.0f} s; log {log_path}")
 

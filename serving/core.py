@@ -12,17 +12,18 @@ import hashlib
 import math
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from salesml.modelspec import ENTITY_TABLES, ModelSpec
 from salesml.modelspec import MODEL_NAMES as MODELS
-from salesml.modelspec import ModelSpec
 from salesml.settings import Settings
 from serving.auth import Caller, view
-from serving.predlog import DIRECT, PredictionLog
+from serving.predlog import DIRECT, PredictionLog, clean, now_utc
+from training.drivers import driver_effects, top_drivers
 
 # Intent bands by probability of conversion within 90 days (score >= value).
 INTENT_BANDS = (("A", 0.5), ("B", 0.3), ("C", 0.15))
@@ -80,26 +81,6 @@ def band(p: float) -> str:
     return "D"
 
 
-def _clean(v):
-    if v is None:
-        return None
-    if isinstance(v, (float, np.floating)):
-        return None if not math.isfinite(float(v)) else float(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (pd.Timestamp, datetime)):
-        return v.isoformat()
-    return v if not pd.isna(v) else None
-
-
-def top_drivers(contrib: pd.DataFrame, n: int = 3) -> list[list[tuple[str, float]]]:
-    """Per row, the ``n`` features that raised the score most (positive contributions only), largest first."""
-    values = contrib.to_numpy(dtype=float)
-    names = contrib.columns
-    order = np.argsort(-values, axis=1, kind="stable")[:, :n]
-    return [[(names[j], float(values[r, j])) for j in order[r] if values[r, j] > 0] for r in range(len(values))]
-
-
 def _active_reps(export_dir) -> list[str]:
     from salesml.contract import TABLES
     from salesml.validation import find_table_file, read_raw, validate_table
@@ -112,8 +93,30 @@ def _active_reps(export_dir) -> list[str]:
     return reps.loc[active, "rep_id"].astype(str).tolist()
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+def _registry_models(settings: Settings, only: tuple[str, ...]) -> dict[str, dict[str, Loaded]]:
+    """Each model's champion (and challenger where a share is configured) by alias; a model without a
+    champion is left out (an export that does not feed it: the others are served)."""
+    from mlflow.exceptions import MlflowException
+
+    from training import tracking
+
+    client = tracking.client(settings)
+    models: dict[str, dict[str, Loaded]] = {}
+    for name in only:
+        aliases = ["champion"] + (["challenger"] if settings.challenger_share.get(name, 0) > 0 else [])
+        try:
+            champion = client.get_model_version_by_alias(name, "champion")
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            continue
+        models[name] = {}
+        for alias in aliases:
+            mv = champion if alias == "champion" else client.get_model_version_by_alias(name, alias)
+            # by version, not alias: the version logged with each prediction is the one loaded
+            model = tracking.load_scoring_model(f"models:/{name}/{mv.version}")
+            models[name][alias] = Loaded(name, str(mv.version), alias, model)
+    return models
 
 
 class ScoringCore:
@@ -137,33 +140,24 @@ class ScoringCore:
 
     # --- loading -------------------------------------------------------------------------------
     @classmethod
-    def load(cls, settings: Settings | None = None, only: tuple[str, ...] = MODELS) -> ScoringCore:
-        """Models by alias from MLflow, CHS weights, Feast store, prediction log, active reps.
-        ``only``: the models to load (the /match process needs lead_match alone)."""
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
+    def load(cls, settings: Settings | None = None, only: tuple[str, ...] = MODELS, pinned: dict | None = None
+             ) -> ScoringCore:
+        """Models, CHS weights, Feast store, prediction log, active reps. ``only``: the models to load (the
+        /match process needs lead_match alone). ``pinned``: the models a Bento carries (``serving.bento.pinned``),
+        served as champions; without it (outside a Bento) the champion, and the challenger where a share is
+        configured, by alias from the MLflow registry. Either way ``tracking.load_scoring_model`` rebuilds
+        each model from its portable files."""
         from features.store import open_store
         from training import tracking
         from training.recalibrate_run import weight_store
 
         settings = settings or Settings()
         tracking.configure(settings)
-        client = tracking.client(settings)
-        models: dict[str, dict[str, Loaded]] = {}
-        for name in only:
-            aliases = ["champion"] + (["challenger"] if settings.challenger_share.get(name, 0) > 0 else [])
-            try:
-                champion = client.get_model_version_by_alias(name, "champion")
-            except MlflowException as exc:  # an export that does not feed this model: serve the others
-                if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                    raise
-                continue
-            models[name] = {}
-            for alias in aliases:
-                mv = champion if alias == "champion" else client.get_model_version_by_alias(name, alias)
-                model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").unwrap_python_model().model
-                models[name][alias] = Loaded(name, str(mv.version), alias, model)
+        if pinned is not None:
+            models = {name: {"champion": Loaded(name, p.version, "champion", tracking.load_scoring_model(str(p.path)))}
+                      for name, p in pinned.items() if name in only}
+        else:
+            models = _registry_models(settings, only)
         if not models:
             raise ModelUnavailable(f"no model has a champion in {settings.tracking_uri}: run `salesml train` first")
         current = weight_store(settings).current()
@@ -241,12 +235,11 @@ class ScoringCore:
     # --- logging --------------------------------------------------------------------------------
     def _record(self, request_id, caller: Caller, endpoint, entity_type, entity_id, loaded: Loaded | None,
                 features: dict, outputs: dict, variant: str | None = None) -> dict:
-        return {"request_id": request_id, "ts": _now(), "role": caller.role, "api_key_id": caller.key_id,
+        return {"request_id": request_id, "ts": now_utc(), "role": caller.role, "api_key_id": caller.key_id,
                 "endpoint": endpoint, "entity_type": entity_type, "entity_id": str(entity_id),
                 "model": loaded.name if loaded else endpoint, "version": loaded.version if loaded else "",
                 "variant": variant or (loaded.variant if loaded else "direct"),
-                "features": {k: _clean(v) for k, v in features.items()},
-                "outputs": {k: _clean(v) if not isinstance(v, (dict, list)) else v for k, v in outputs.items()}}
+                "features": clean(features), "outputs": clean(outputs)}
 
     # --- intent --------------------------------------------------------------------------------
     def intent(self, caller: Caller, lead_ids: list[str] | None = None, rows: list[dict] | None = None,
@@ -262,12 +255,11 @@ class ScoringCore:
         for loaded, idx in self._groups("intent", frame, "lead_id"):
             part = frame.iloc[idx]
             p = loaded.model.predict_proba(part)
-            why = top_drivers(loaded.model.contributions(part).drop(columns="bias"))
+            why = driver_effects(loaded.model.contributions(part).drop(columns="bias"))
             for k, i in enumerate(idx):
                 row = part.iloc[k]
-                drivers = [{"feature": f, "effect": round(v, 4)} for f, v in why[k]]
                 out = {"lead_id": str(row["lead_id"]), "probability": float(p[k]), "band": band(float(p[k])),
-                       "drivers": drivers, "features": {c: _clean(row.get(c)) for c in loaded.columns},
+                       "drivers": why[k], "features": {c: clean(row.get(c)) for c in loaded.columns},
                        "model": loaded.tag}
                 results[i] = out
                 records.append(self._record(request_id, caller, "intent", "lead", row["lead_id"], loaded,
@@ -316,7 +308,7 @@ class ScoringCore:
                 row, h = part.iloc[k], scored[k]
                 acc = str(row["account_id"])
                 out = {"account_id": acc, **h, "playbook": self._playbook(h["level"], frozen),
-                       "features": {c: _clean(row.get(c)) for c in loaded.columns}, "model": loaded.tag}
+                       "features": {c: clean(row.get(c)) for c in loaded.columns}, "model": loaded.tag}
                 if previous is not None and acc in previous.index:
                     change = loaded.model.attribute_change(previous.loc[acc], row)
                     before = loaded.model.health(previous.loc[[acc]])[0]["score"]
@@ -353,7 +345,7 @@ class ScoringCore:
             return pd.DataFrame()
         from salesml.contract import MIN_TIMESTAMP
 
-        if when > _now() or when < MIN_TIMESTAMP:
+        if when > now_utc() or when < MIN_TIMESTAMP:
             first, last = self._history_range(ids)
             raise RequestError("since", f"since {when.date()} lies outside the accounts' known history: "
                                         f"available from {first.date()} to {last.date()}")
@@ -381,7 +373,7 @@ class ScoringCore:
             first, last = con.execute(
                 "SELECT min(event_timestamp), max(event_timestamp) FROM read_parquet(?, union_by_name=true) "
                 "WHERE account_id IN (SELECT unnest(?))", [files, ids]).fetchone()
-        now = pd.Timestamp(_now())
+        now = pd.Timestamp(now_utc())
         return (pd.Timestamp(first) if first is not None else now), (pd.Timestamp(last) if last is not None else now)
 
     def _notes(self, account_id: str, n: int = 3) -> list[dict]:
@@ -487,11 +479,10 @@ class ScoringCore:
         from salesml.contract import FUTURE_TOLERANCE, MIN_TIMESTAMP
 
         request_id = request_id or uuid.uuid4().hex
-        now = _now()
+        now = now_utc()
         kinds: dict[str, set[str]] = {}
         for spec in self.specs.values():
             kinds.setdefault(spec.serving.entity_type, set()).add(spec.serving.outcome)
-        parent = {"account": "accounts", "lead": "leads"}
         for i, r in enumerate(rows):
             etype = r["entity_type"]
             if r["outcome"] not in kinds.get(etype, ()):
@@ -501,9 +492,9 @@ class ScoringCore:
             if when < MIN_TIMESTAMP or when > pd.Timestamp(now) + FUTURE_TOLERANCE:
                 raise RequestError(f"outcomes[{i}].occurred_at", f"a time between {MIN_TIMESTAMP.date()} and now, "
                                    f"got {r['occurred_at']}")
-            if r["entity_id"] not in known_ids(self.raw_dir, parent[etype]):
+            if r["entity_id"] not in known_ids(self.raw_dir, ENTITY_TABLES[etype]):
                 raise RequestError(f"outcomes[{i}].entity_id", f"unknown {etype} '{r['entity_id']}': not in the "
-                                   f"export's {parent[etype]} table")
+                                   f"export's {ENTITY_TABLES[etype]} table")
         n = self.log.append_outcomes([{**r, "received_at": now, "source": caller.key_id, "request_id": request_id}
                                       for r in rows])
         return {"request_id": request_id, "stored": n}

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from salesml import sqlite
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, ts TEXT NOT NULL, role TEXT NOT NULL,
@@ -53,25 +55,42 @@ def _iso(ts: datetime | str | pd.Timestamp) -> str:
     return t.isoformat(timespec="microseconds")
 
 
+def now_utc() -> datetime:
+    """The time now, timezone-aware UTC: what every record of the serving side is stamped with."""
+    return datetime.now(timezone.utc)
+
+
 def _now() -> str:
-    return _iso(datetime.now(timezone.utc))
+    return _iso(now_utc())
 
 
-def _clean(v):
-    """NaN becomes null (a missing value, not an error); numpy scalars become Python ones."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
+def clean(v, infinite: bool = False):
+    """``v`` as plain JSON data: numpy scalars become Python ones, a missing value (None, NaN, NaT,
+    ``pd.NA``) becomes null, a timestamp ISO-8601 text; dicts and lists item by item.
+
+    An infinity becomes null as well (an answer shows no value there), unless ``infinite``: the
+    prediction log keeps it, so that ``json.dumps(allow_nan=False)`` refuses the record (only NaN
+    means missing there; an infinite score is an error to surface, not a gap).
+    """
     if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
+        return {str(k): clean(x, infinite) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
+        return [clean(x, infinite) for x in v]
+    if isinstance(v, np.datetime64):
+        v = pd.Timestamp(v)
+    elif isinstance(v, np.generic):
+        v = v.item()
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, float):
+        return None if math.isnan(v) or (math.isinf(v) and not infinite) else v
+    if isinstance(v, datetime):
+        return v.isoformat()
     return v
 
 
 def _json(v) -> str:
-    return json.dumps(_clean(v), allow_nan=False)
+    return json.dumps(clean(v, infinite=True), allow_nan=False)
 
 
 def _utc(s: pd.Series) -> pd.Series:
@@ -80,17 +99,9 @@ def _utc(s: pd.Series) -> pd.Series:
 
 class PredictionLog:
     def __init__(self, path: str | Path, synchronous: str = "NORMAL"):
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"unknown synchronous level {synchronous!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        # autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE in _write
-        self._con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._con.execute("PRAGMA busy_timeout = 5000")
-        self._con.execute("PRAGMA journal_mode = WAL")
-        self._con.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        self._con.executescript(SCHEMA)
+        self._con = sqlite.connect(self.path, SCHEMA, synchronous=synchronous, timeout_s=5.0, threads=True)
         for table, column, kind in ADDED:
             have = {r[1] for r in self._con.execute(f"PRAGMA table_info({table})")}
             if column not in have:
@@ -101,16 +112,8 @@ class PredictionLog:
 
     def _write(self, work):
         """Run ``work(con)`` in one write transaction; all or nothing. Caller holds the lock."""
-        # IMMEDIATE takes the write lock up front, so a waiting writer uses busy_timeout instead of failing
-        self._con.execute("BEGIN IMMEDIATE")
-        try:
-            out = work(self._con)
-            self._con.execute("COMMIT")
-            return out
-        except BaseException:
-            if self._con.in_transaction:  # some errors already rolled back
-                self._con.execute("ROLLBACK")
-            raise
+        with sqlite.immediate(self._con) as con:
+            return work(con)
 
     def _insert(self, table: str, cols: tuple[str, ...], rows: list[tuple], verb: str = "INSERT") -> int:
         sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"

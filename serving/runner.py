@@ -13,37 +13,46 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from salesml.processes import ProcessExited, kill_process_group, wait_until_ready
 from salesml.settings import Settings
-from salesml.team import kill_process_group
 
 
 def pid_file(settings: Settings) -> Path:
     return settings.serving_dir / "server.pid"
 
 
+def server_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with ``settings`` in it: ``SALESML_HOME`` and every field set
+    explicitly (a benchmark's own home, say), so that the server runs with these settings, not
+    with whatever the environment says (a field set to None is taken out of it)."""
+    env = {**os.environ, "SALESML_HOME": str(settings.root)}
+    for name in settings.model_fields_set - {"home"}:
+        value, key = getattr(settings, name), f"SALESML_{name.upper()}"
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return env
+
+
 def start_background(settings: Settings, port: int | None = None, timeout: float = 180.0) -> tuple[int, int]:
     """Start ``salesml serve`` detached (its own session), wait for /readyz; (pid, port)."""
     port = port or settings.serve_port
     settings.serving_dir.mkdir(parents=True, exist_ok=True)
-    log = (settings.serving_dir / "server.log").open("ab")
+    log_path = settings.serving_dir / "server.log"
     salesml = str(Path(sys.executable).with_name("salesml"))
-    env = {**os.environ, "SALESML_HOME": str(settings.root)}
-    proc = subprocess.Popen([salesml, "serve", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    env = server_env(settings)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([salesml, "serve", "--port", str(port)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     pid_file(settings).write_text(str(proc.pid))
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}; see {settings.serving_dir / 'server.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return proc.pid, port
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
+    try:
+        if wait_until_ready(proc, f"http://127.0.0.1:{port}/readyz", timeout):
+            return proc.pid, port
+    except ProcessExited as exc:
+        raise RuntimeError(f"the server exited with {exc.returncode}; see {log_path}") from None
     stop(settings)
-    raise RuntimeError(f"the server was not ready after {timeout:.0f} s; see {settings.serving_dir / 'server.log'}")
+    raise RuntimeError(f"the server was not ready after {timeout:.0f} s; see {log_path}")
 
 
 def stop(settings: Settings) -> bool:

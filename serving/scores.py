@@ -25,8 +25,7 @@ import pandas as pd
 
 from salesml.settings import Settings
 
-MODELS = ("chs", "intent")
-KEYS = {"chs": "account_id", "intent": "lead_id"}
+MODELS = ("chs", "intent")  # the models a scheduled run scores
 LEVEL_ORDER = ("green", "yellow", "orange", "red")  # better to worse
 _DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 # Events before the first run shown with it: about one scoring interval.

@@ -25,8 +25,6 @@ import pandas as pd
 
 from salesml.settings import Settings
 
-PARENT = {"account": "accounts", "lead": "leads"}
-
 
 @dataclass
 class Book:
@@ -98,7 +96,7 @@ def read_book(settings: Settings, spec, store, service, as_of: date) -> Book:
         seen = set(con.execute(f'SELECT DISTINCT "{key}" FROM read_parquet(?, union_by_name=true) '
                                "WHERE event_timestamp <= ?", [files, when.to_pydatetime()]).df()[key]
                    .astype(str)) if files else set()
-    parent = _raw(raw, PARENT[spec.entity], [key, "created_at"])
+    parent = _raw(raw, spec.entity_table, [key, "created_at"])
     later = 0
     if parent is not None and len(parent):
         created = parent["created_at"] <= when if "created_at" in parent else pd.Series(True, index=parent.index)

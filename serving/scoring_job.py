@@ -199,11 +199,10 @@ def _score_intent(model, book: Book, step) -> pd.DataFrame:
     """Probability, band and drivers of every lead of the book (the /intent payload, as columns)."""
     from serving.core import INTENT_BANDS
     from training import treeshap
-    from training.chs_text import round_like_python, top_k
     from training.data import prepare_features
+    from training.drivers import driver_columns
 
     frame, parts = book.frame, []
-    names = np.asarray(model.spec.columns, dtype=object)
     for a in range(0, len(frame), CHUNK):
         part = frame.iloc[a:a + CHUNK]
         x = prepare_features(part, model.spec)
@@ -211,12 +210,8 @@ def _score_intent(model, book: Book, step) -> pd.DataFrame:
         out = pd.DataFrame({"lead_id": part["lead_id"].to_numpy(), "probability": p,
                             "band": np.select([p >= cut for _, cut in INTENT_BANDS], [b for b, _ in INTENT_BANDS],
                                               "D").astype(object)})
-        c = np.asarray(treeshap.contributions(model, x), dtype=np.float64)
-        order = top_k(c, 3)  # as serving.core.top_drivers
-        for j in range(order.shape[1]):
-            effect = np.take_along_axis(c, order[:, j:j + 1], axis=1)[:, 0]
-            out[f"driver_{j + 1}"] = np.where(effect > 0, names[order[:, j]], None)
-            out[f"driver_{j + 1}_effect"] = np.where(effect > 0, round_like_python(effect, 4), np.nan)
+        for name, column in driver_columns(treeshap.contributions(model, x), model.spec.columns, 3).items():
+            out[name] = column  # the drivers /intent shows
         parts.append(out)
         step("scoring", min(a + CHUNK, len(frame)), len(frame))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["lead_id", "probability", "band"])

@@ -138,13 +138,14 @@ class Matching:
     service (BentoML serves it on a local socket) with the models of its own."""
 
     def __init__(self) -> None:
+        from serving.bento import pinned
         from serving.core import ScoringCore
 
         self.core, self.load_error = None, None
         if bentoml.server_context.service_name == "salesml-matching":  # its own process, not a test's
             os.nice(_LIMITS.serve_match_nice)
         try:
-            self.core = ScoringCore.load(Settings(), only=("lead_match",))
+            self.core = ScoringCore.load(Settings(), only=("lead_match",), pinned=pinned(Matching.bento))
         except Exception as exc:  # noqa: BLE001 - answered as 503 per call, like SalesScoring
             log.exception("matching: scoring core failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -173,6 +174,7 @@ class SalesScoring:
     matching = bentoml.depends(Matching)
 
     def __init__(self) -> None:
+        from serving.bento import pinned
         from serving.core import ScoringCore
 
         self.settings = Settings()
@@ -180,7 +182,7 @@ class SalesScoring:
         self.load_error = None
         self.warnings = self.deliverer = self.warnings_error = None
         try:
-            self.core = ScoringCore.load(self.settings)
+            self.core = ScoringCore.load(self.settings, pinned=pinned(SalesScoring.bento))
         except Exception as exc:  # stay up, not ready, and say why
             log.exception("scoring core failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"

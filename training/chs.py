@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.chs_text import MATERIAL, Attribution, change_texts, round_like_python, top_k
+from training.chs_text import MATERIAL, Attribution, change_texts, round_like_python
 from training.chs_text import layer_drivers as _layer_drivers
 from training.data import FeatureSpec, prepare_features
+from training.drivers import driver_columns, driver_effects
 from training.models import ScoringModel, fit_xgboost
 
 LAYERS = ("contract", "behaviour", "relationship")
@@ -93,20 +94,18 @@ class HealthModel:
         subs = self.layer_scores(x, prepared=True)
         scores = sum(self.weights[n] * subs[n].to_numpy() for n in self.layers)
         churn = self.full.predict_proba(x, prepared=True)
-        contrib = self.full.contributions(x, prepared=True).drop(columns="bias")
-        names, c = list(contrib.columns), contrib.to_numpy()
+        drivers = driver_effects(self.full.contributions(x, prepared=True).drop(columns="bias"), top)
         layer_arr = subs[list(self.layers)].to_numpy()
         ew = frame["early_warning"].to_numpy() if "early_warning" in frame else [None] * len(frame)
         out = []
         for i in range(len(frame)):
             level = level_of(scores[i], self.thresholds)
-            order = np.argsort(-c[i], kind="stable")[:top]
             out.append({
                 "score": round(float(scores[i]), 2), "level": level,
                 "layers": {n: round(float(layer_arr[i, k]), 2) for k, n in enumerate(self.layers)},
                 "churn_probability": float(churn[i]),
                 "early_warning": bool(ew[i] == 1) if ew[i] is not None and pd.notna(ew[i]) else None,
-                "drivers": [{"feature": names[j], "effect": round(float(c[i, j]), 4)} for j in order if c[i, j] > 0],
+                "drivers": drivers[i],
                 "weights_version": self.weights_version,
             })
         return out
@@ -188,14 +187,8 @@ class HealthModel:
         ew = (pd.to_numeric(frame["early_warning"], errors="coerce").to_numpy(np.float64)
               if "early_warning" in frame else np.full(len(frame), np.nan))
         out["early_warning"] = pd.array(np.where(np.isnan(ew), None, ew == 1), dtype="boolean")
-        c = treeshap.contributions(self.full, x)
-        names = np.asarray(self.full.spec.columns, dtype=object)
-        order = top_k(c, top)
-        for j in range(order.shape[1]):
-            effect = np.take_along_axis(c, order[:, j:j + 1], axis=1)[:, 0].astype(np.float64)
-            shown = effect > 0
-            out[f"driver_{j + 1}"] = np.where(shown, names[order[:, j]], None)
-            out[f"driver_{j + 1}_effect"] = np.where(shown, round_like_python(effect, 4), np.nan)
+        for name, column in driver_columns(treeshap.contributions(self.full, x), self.full.spec.columns, top).items():
+            out[name] = column
         out["weights_version"] = self.weights_version
         _LAST.inputs = None  # the frame is scored: keep no chunk of features alive after the run
         return out

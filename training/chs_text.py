@@ -78,22 +78,6 @@ class Attribution:
         return out
 
 
-def top_k(values: np.ndarray, k: int) -> np.ndarray:
-    """``np.argsort(-values, axis=1, kind="stable")[:, :k]`` for a small k, by repeated argmax (the
-    first of equal values wins, as in a stable sort): sorting every row in full cost more."""
-    values = np.asarray(values)
-    k = min(k, values.shape[1])
-    if not np.isfinite(values).all():  # argmax would pick a NaN first; the sort puts it last
-        return np.argsort(-values, axis=1, kind="stable")[:, :k]
-    v = values.copy()
-    rows = np.arange(len(v))
-    out = np.empty((len(v), k), dtype=np.int64)
-    for j in range(k):
-        out[:, j] = np.argmax(v, axis=1)
-        v[rows, out[:, j]] = -np.inf
-    return out
-
-
 def _none(v: float) -> float | None:
     return None if np.isnan(v) else float(v)
 
@@ -103,6 +87,7 @@ def layer_drivers(model, xb: pd.DataFrame, xa: pd.DataFrame, rows: np.ndarray, d
     """A layer's points ``delta`` (all rows) split across its features in proportion to their TreeSHAP
     contribution changes, for the rows ``rows``; the ``top`` largest shares of at least MATERIAL."""
     from training import treeshap
+    from training.drivers import top_k
 
     names = list(model.spec.columns)
     m, k = len(rows), len(names)

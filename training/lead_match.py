@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 
 from training.assignment import evaluate, least_loaded, propose_assignment, round_robin
+from training.drivers import top_drivers
 
 
-def pair_frame(store, leads: pd.DataFrame, rep_ids: list[str], service: str = "lead_match") -> pd.DataFrame:
-    """Point-in-time features for every (lead, rep) pair at each lead's ``event_timestamp``."""
+def pair_frame(store, leads: pd.DataFrame, rep_ids: list[str], service: str) -> pd.DataFrame:
+    """Point-in-time features of the feature service ``service`` (the lead-match spec's) for every
+    (lead, rep) pair at each lead's ``event_timestamp``."""
     pairs = leads[["lead_id", "event_timestamp"]].merge(pd.DataFrame({"rep_id": rep_ids}), how="cross")
     return store.get_historical_features(entity_df=pairs, features=store.get_feature_service(service)).to_df()
 
@@ -34,9 +36,8 @@ def remaining_capacity(pairs: pd.DataFrame, rep_ids: list[str], default_capacity
 
 
 def reasons(model, rows: pd.DataFrame, top: int = 3) -> list[list[str]]:
-    contrib = model.contributions(rows).drop(columns="bias")
-    return [[f for f, v in contrib.loc[i].sort_values(ascending=False).head(top).items() if v > 0]
-            for i in contrib.index]
+    """Per row, the pair features that raised its conversion most (the drivers ``/match`` shows)."""
+    return [[f for f, _ in row] for row in top_drivers(model.contributions(rows).drop(columns="bias"), top)]
 
 
 def propose(model, pairs: pd.DataFrame, lead_ids: list[str], rep_ids: list[str]) -> pd.DataFrame:
@@ -73,14 +74,15 @@ def weekly_batches(test: pd.DataFrame) -> list[pd.DataFrame]:
     return [g for _, g in test.groupby(week)]
 
 
-def evaluate_on_test(model, store, test: pd.DataFrame, rep_ids: list[str], max_batches: int = 12) -> dict:
-    """Sum of each policy's metrics over the last weekly batches of the test window."""
+def evaluate_on_test(model, store, test: pd.DataFrame, rep_ids: list[str], service: str, max_batches: int = 12) -> dict:
+    """Sum of each policy's metrics over the last weekly batches of the test window (pair features
+    from ``service``, the feature service the model was trained on)."""
     totals: dict[str, dict[str, float]] = {}
     for batch in weekly_batches(test)[-max_batches:]:
         leads = batch.drop_duplicates("lead_id")
         at = leads["event_timestamp"].max()
         leads = leads.assign(event_timestamp=at)  # the batch is routed at one moment
-        pairs = pair_frame(store, leads, rep_ids)
+        pairs = pair_frame(store, leads, rep_ids, service)
         for policy, m in compare_policies(model, pairs, leads["lead_id"].tolist(), rep_ids).items():
             t = totals.setdefault(policy, {"expected_conversions": 0.0, "capacity_violations": 0.0,
                                            "max_load_ratio": 0.0, "load_ratio_std": 0.0, "batches": 0.0})

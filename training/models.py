@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from training.data import LABEL, FeatureSpec, prepare_features
+
+if TYPE_CHECKING:
+    from salesml.settings import Settings
 
 DEFAULT_XGB = {
     "n_estimators": 600, "learning_rate": 0.05, "max_depth": 4, "min_child_weight": 5.0,
@@ -67,15 +71,19 @@ class ScoringModel:
         return pd.DataFrame(contrib, columns=list(x.columns) + ["bias"], index=frame.index)
 
 
-def train_threads() -> int:
-    """XGBoost threads (``SALESML_TRAIN_THREADS``, default 1).
+def train_threads(settings: Settings | None = None) -> int:
+    """XGBoost threads: ``settings.train_threads`` (``SALESML_TRAIN_THREADS``, default 1).
 
+    Without ``settings`` a fresh ``Settings()`` reads the environment now (about 3 ms), so a value
+    set for one run (the scoring benchmark sets it around each) is seen by the next call.
     On 2 shared cores, OpenMP threads spin-wait for each other: with one core busy elsewhere a
     2-thread fit ran ~80x slower than a 1-thread fit here.  Raise it on a dedicated machine.
     """
-    import os
+    if settings is None:
+        from salesml.settings import Settings
 
-    return max(1, int(os.environ.get("SALESML_TRAIN_THREADS", "1")))
+        settings = Settings()
+    return settings.train_threads
 
 
 def fit_xgboost(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, seed: int,

@@ -1,11 +1,18 @@
-"""Training pipelines: ``fit_and_evaluate`` is pure; ``run`` adds Feast in and MLflow out."""
+"""Training pipelines: a pure core with thin edges.
+
+``fit_and_evaluate`` (split, fit the candidates and baselines, choose on validation) and ``train`` (that,
+plus the model's own step from ``training.model_steps``, the truth's metrics, plots and the drift
+reference, into a ``TrainingResult``) take frames and return results: no Feast, no MLflow. ``run``
+composes the edges around them: the Feast training set, ``recording.record`` (the MLflow run),
+``recording.register`` (version and alias), ``recording.describe``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -14,6 +21,9 @@ from salesml.modelspec import ModelSpec
 from training.data import LABEL, NOT_FEATURES, FeatureSpec, Split, infer_spec, split_frame
 from training.metrics import classification_metrics
 from training.models import INTENT_RULES, ScoringModel, fit_linear_model, fit_logistic, fit_rule_baseline, fit_xgboost
+
+if TYPE_CHECKING:
+    from training.model_steps import TrainingInputs
 
 REFERENCE_ROWS = 50_000  # the drift reference keeps at most this many training rows (seeded sample)
 
@@ -140,67 +150,133 @@ def fit_and_evaluate(spec: ModelSpec | str, frame: pd.DataFrame, feature_columns
     return TrainResult(model, split, metrics, scores, baselines, selection, spec)
 
 
-def _fit_chs(result: TrainResult, seed: int, params: dict | None, thresholds: dict[str, float], custom=None):
-    """Layer models + fitted weights on top of the full churn model; logs CHS metrics."""
-    import mlflow
+@dataclass
+class TrainingResult:
+    """Everything one training produced, before anything is recorded: ``train``'s output, the input of
+    ``recording.record``. Metrics are the run's (the chosen model's, the other candidates' and baselines',
+    the truth's where known, the model's own extras); figures are ``plots/<name>.png``."""
 
-    from training.chs import fit_health_model, warning_metrics
+    spec: ModelSpec
+    seed: int
+    fit: TrainResult  # the split, the chosen model, the selection, the baselines, test scores
+    model: object  # what is logged and registered: the chosen model, or the model's step built on it (chs)
+    metrics: dict[str, float]
+    params: dict[str, object]
+    scores: dict[str, np.ndarray]  # test-window scores per model (and "truth" where known)
+    figures: dict[str, object]
+    documents: dict[str, dict]  # artifact file -> JSON content
+    reference: pd.DataFrame  # the drift reference (``reference_frame``)
+    example: pd.DataFrame  # the logged model's input example
+    empty_features: list[str]  # feature columns empty in every training row, left out
+    frame: pd.DataFrame  # the training set (the run's dataset input)
+    feature_service: str
+    data_window: str
+    details: dict[str, object] = field(default_factory=dict)  # the model's own facts (lead_match: "assignment")
 
-    health = fit_health_model(result.split.train, result.split.valid, result.model, seed, params,
-                              monotone=result.spec.constraints, custom=custom)
-    health.thresholds = dict(thresholds)
-    mlflow.log_params({f"chs_weight_{k}": v for k, v in health.weights.items()})
-    mlflow.log_params({f"chs_level_{k}": v for k, v in health.thresholds.items()})
-    scores = health.score(result.split.test)
-    m = warning_metrics(scores, result.split.test[LABEL].to_numpy(), health.thresholds)
-    result.metrics.update({f"test_{k}": v for k, v in m.items()})
-    mlflow.log_dict({"version": health.weights_version, "weights": health.weights,
-                     "thresholds": health.thresholds}, "chs_weights.json")
-    return health
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def split(self) -> Split:
+        return self.fit.split
+
+    @property
+    def selection(self) -> Selection:
+        return self.fit.selection
+
+    @property
+    def registrable(self) -> bool:
+        return self.fit.selection.registrable
+
+    def selection_rows(self) -> list[dict]:
+        """One row per model fitted: role, validation and test ROC-AUC, whether chosen."""
+        fit, sel, m = self.fit, self.fit.selection, self.metrics
+        return [{"model": n, "role": "baseline" if n in fit.baselines and n not in self.spec.candidates
+                 else "candidate", "valid_roc_auc": auc,
+                 "test_roc_auc": m.get("test_roc_auc") if n == sel.chosen else
+                 m.get(f"candidate_{n}_test_roc_auc", m.get(f"baseline_{n}_test_roc_auc")),
+                 "chosen": n == sel.chosen} for n, auc in sel.valid_auc.items()]
 
 
-def _compare_assignment_policies(settings, model, test: pd.DataFrame, raw_dir: Path, reports: Path) -> dict:
-    """Optimal proposals vs round-robin vs least-loaded on the held-out weekly batches."""
-    from features.store import open_store
-    from salesml.validation import load_valid_export
-    from training import lead_match, plots, tracking
-
-    reps = load_valid_export(raw_dir, ["reps"])["reps"]
-    active = reps["active"].fillna(True).astype(bool) if "active" in reps else True
-    totals = lead_match.evaluate_on_test(model, open_store(settings), test, reps.loc[active, "rep_id"].tolist())
-    tracking.save_figure(plots.policy_comparison(totals), "assignment_policies", reports)
-    return {f"assign_{policy}_{k}": float(v) for policy, m in totals.items() for k, v in m.items()}
+def _xgb_params(model) -> dict:
+    booster = getattr(model, "booster", None)  # a logistic regression has none
+    held = booster.get_params() if booster is not None else {}
+    return {f"xgb_{k}": held[k] for k in held if k in ("n_estimators", "learning_rate", "max_depth",
+                                                        "min_child_weight", "subsample", "colsample_bytree",
+                                                        "reg_lambda", "reg_alpha")}
 
 
-def _log_selection(result: TrainResult, log: Callable[[str], None]) -> None:
-    import mlflow
+def train(spec: ModelSpec, frame: pd.DataFrame, feature_columns: list[str], seed: int = 42,
+          params: dict | None = None, inputs: TrainingInputs | None = None, *, feature_service: str | None = None,
+          data_window: str | None = None) -> TrainingResult:
+    """The training step, from frames in to a ``TrainingResult`` out: fit and select
+    (``fit_and_evaluate``), the model's own step (``model_steps``), the truth's metrics, the plots, the
+    drift reference. No MLflow; what it reads besides ``frame`` comes in ``inputs``
+    (``model_steps.TrainingInputs``, gathered at the edge by ``model_steps.read_inputs``)."""
+    from training import model_steps, plots
 
-    sel = result.selection
-    rows = [{"model": n, "role": "baseline" if n in result.baselines and n not in result.spec.candidates
-             else "candidate", "valid_roc_auc": auc,
-             "test_roc_auc": result.metrics.get("test_roc_auc") if n == sel.chosen else
-             result.metrics.get(f"candidate_{n}_test_roc_auc", result.metrics.get(f"baseline_{n}_test_roc_auc")),
-             "chosen": n == sel.chosen} for n, auc in sel.valid_auc.items()]
-    mlflow.log_table(pd.DataFrame(rows), "model_selection.json")
-    mlflow.set_tags({"chosen_model": sel.chosen, "selection": sel.reason[:500],
-                     "registrable": str(sel.registrable).lower()})
-    mlflow.log_param("candidates", ",".join(result.spec.candidates))
-    name = result.spec.name
-    for r in rows:
+    inputs = inputs or model_steps.TrainingInputs()
+    fit = fit_and_evaluate(spec, frame, feature_columns, seed, params)
+    split, chosen = fit.split, fit.selection.chosen
+    extras = model_steps.steps_for(spec.name).extend(fit, inputs.model, seed, params)
+    model = extras.model if extras.model is not None else fit.model
+
+    metrics = {**fit.metrics, **extras.metrics}
+    scores = dict(fit.test_scores)
+    y_test = split.test[LABEL].to_numpy()
+    oracle = inputs.truth(split.test) if inputs.truth is not None else None
+    if oracle is not None:
+        from sklearn.metrics import roc_auc_score
+
+        metrics["oracle_test_roc_auc"] = float(roc_auc_score(y_test, oracle))
+        metrics["test_auc_vs_oracle"] = metrics["test_roc_auc"] / metrics["oracle_test_roc_auc"]
+        scores["truth"] = oracle
+
+    dropped = [c for c in feature_columns if c not in fit.model.spec.columns and c not in NOT_FEATURES]
+    run_params = {"candidates": ",".join(spec.candidates),
+                  **({"empty_features": ",".join(dropped)[:500]} if dropped else {}),
+                  **extras.params,
+                  "seed": seed, "feature_service": feature_service or spec.feature_service,
+                  "n_features": len(model.spec.columns), "rows": len(frame), "horizon_days": spec.horizon_days,
+                  "label_kind": spec.label.kind, **split.windows(), **_xgb_params(fit.model)}
+    figures = {"roc_pr": plots.roc_pr_curves(y_test, scores), "calibration": plots.calibration(y_test, scores),
+               "score_distribution": plots.score_distribution(y_test, scores[chosen]), **extras.figures,
+               "shap_summary": plots.contribution_summary(model.contributions(split.test), split.test)}
+    documents = {**extras.documents, "feature_spec.json": model.spec.to_dict(),
+                 "model_spec.json": spec.model_dump(mode="json")}
+    example = split.test[model.spec.columns + [c for c in feature_columns if c not in model.spec.columns]]
+    if data_window is None:
+        data_window = f"{frame['event_timestamp'].min():%Y-%m-%d}..{frame['event_timestamp'].max():%Y-%m-%d}"
+    return TrainingResult(spec, seed, fit, model, metrics, run_params, scores, figures, documents,
+                          reference_frame(model, split.train, seed), example, dropped, frame,
+                          feature_service or spec.feature_service, data_window, extras.details)
+
+
+def _report(result: TrainingResult, log: Callable[[str], None]) -> None:
+    """What the training step found, for the console: the split, the models compared, the columns left out."""
+    name, split = result.name, result.split
+    log(f"{name}: split {split.method} ({split.note}): {len(split.train):,} / {len(split.valid):,} / "
+        f"{len(split.test):,} rows train / valid / test")
+    for r in result.selection_rows():
         log(f"{name}:   {r['role']:<9} {r['model']:<22} valid ROC-AUC {r['valid_roc_auc']:.4f}"
             + ("  <- chosen" if r["chosen"] else ""))
-    for note in sel.notes:
+    for note in result.selection.notes:
         log(f"{name}: note: {note}")
+    if result.empty_features:
+        log(f"{name}: left out, empty in every training row: {', '.join(result.empty_features)}")
 
 
 def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir: Path | None = None,
         register: bool = True, log: Callable[[str], None] = print, training_set=None,
         force_alias: str | None = None, spec: ModelSpec | None = None) -> dict:
-    """Build the training set through Feast, fit, log the run to MLflow, register the model."""
-    from features.custom import custom_features
+    """Build the training set through Feast, train (``train``), record the run in MLflow
+    (``recording.record``), register and alias the model (``recording.register``), describe them.
+
+    The MLflow run opens before the training step, so a step that fails leaves a FAILED run.
+    """
     from features.training_sets import build_training_set
-    from training import engine, plots, tracking
-    from training.truth import oracle_probabilities
+    from training import engine, model_steps, recording, tracking
 
     mlflow = tracking.configure(settings)
     raw_dir = Path(raw_dir or settings.export_dir)
@@ -210,86 +286,28 @@ def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir
     if ts.export_end is not None:
         log(f"{name}: {len(ts.frame):,} observations; outcome windows of {spec.horizon_days} days complete "
             f"before the export end {ts.export_end.describe()}")
-    tracking.use_experiment(settings, f"salesml-{name}")
-    reports = settings.reports_dir / "training" / name
+    tracking.use_experiment(settings, spec.experiment)
     # A dask session the caller already opened (a benchmark, a test) is reused, not started again.
     opened = engine.current()
     session = (contextlib.nullcontext(opened) if opened.name == settings.train_engine == "dask"
                else engine.session(settings))
-    with mlflow.start_run(run_name=f"{name}-train") as active, session as eng:
-        mlflow.set_tags({"model": name, "seed": str(seed), "git_commit": tracking.git_commit(),
-                         "tree_method": "hist", **eng.describe()})
-        mlflow.log_param("dask_cluster", eng.cluster)
+    with mlflow.start_run(run_name=f"{name}-train"), session as eng:
+        recording.start(name, seed, eng)
         log(f"{name}: training engine {eng.name} ({eng.cluster})")
-        window = f"{ts.start:%Y-%m-%d}..{ts.end:%Y-%m-%d}"
-        digest = tracking.log_training_set(ts.frame, f"{name}-training-set", ts.feature_service, window)
+        inputs = model_steps.read_inputs(settings, spec, raw_dir)
         log(f"{name}: fitting {', '.join(spec.candidates)} and baselines on {len(ts.frame):,} rows")
-        result = fit_and_evaluate(spec, ts.frame, ts.feature_columns, seed, params)
-        split = result.split
-        mlflow.set_tag("split", split.method)
-        log(f"{name}: split {split.method} ({split.note}): {len(split.train):,} / {len(split.valid):,} / "
-            f"{len(split.test):,} rows train / valid / test")
-        _log_selection(result, log)
-        dropped = [c for c in ts.feature_columns if c not in result.model.spec.columns
-                   and c not in NOT_FEATURES]
-        if dropped:
-            log(f"{name}: left out, empty in every training row: {', '.join(dropped)}")
-            mlflow.log_param("empty_features", ",".join(dropped)[:500])
-        model = result.model
-        booster = getattr(result.model, "booster", None)  # a logistic regression has none
-        xgb_params = booster.get_params() if booster is not None else {}
-        if name == "chs":
-            model = _fit_chs(result, seed, params, settings.chs_levels, custom_features(settings.project(raw_dir)))
-        mlflow.log_params({"seed": seed, "feature_service": ts.feature_service,
-                           "n_features": len(model.spec.columns), "rows": len(ts.frame),
-                           "horizon_days": spec.horizon_days, "label_kind": spec.label.kind,
-                           **split.windows(),
-                           **{f"xgb_{k}": v for k, v in xgb_params.items()
-                              if k in ("n_estimators", "learning_rate", "max_depth", "min_child_weight",
-                                       "subsample", "colsample_bytree", "reg_lambda", "reg_alpha")}})
-        metrics = dict(result.metrics)
-        y_test = split.test[LABEL].to_numpy()
-        oracle = oracle_probabilities(name, split.test, raw_dir, list(spec.keys), spec.horizon_days)
-        if oracle is not None:
-            from sklearn.metrics import roc_auc_score
-
-            metrics["oracle_test_roc_auc"] = float(roc_auc_score(y_test, oracle))
-            metrics["test_auc_vs_oracle"] = metrics["test_roc_auc"] / metrics["oracle_test_roc_auc"]
-            result.test_scores["truth"] = oracle
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-
-        scores = result.test_scores
-        chosen = result.selection.chosen
-        tracking.save_figure(plots.roc_pr_curves(y_test, scores), "roc_pr", reports)
-        tracking.save_figure(plots.calibration(y_test, scores), "calibration", reports)
-        tracking.save_figure(plots.score_distribution(y_test, scores[chosen]), "score_distribution", reports)
-        if name == "lead_match":
-            metrics.update(_compare_assignment_policies(settings, model, split.test, raw_dir, reports))
-            mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("assign_") and np.isfinite(v)})
-        contrib = model.contributions(split.test)
-        tracking.save_figure(plots.contribution_summary(contrib, split.test), "shap_summary", reports)
-        mlflow.log_dict(model.spec.to_dict(), "feature_spec.json")
-        mlflow.log_dict(spec.model_dump(mode="json"), "model_spec.json")
-        tracking.log_reference(reference_frame(model, split.train, seed))
-
-        example = split.test[model.spec.columns + [c for c in ts.feature_columns
-                                                   if c not in model.spec.columns]]
-        registrable = result.selection.registrable
-        if register and not registrable:
+        result = train(spec, ts.frame, ts.feature_columns, seed, params, inputs, feature_service=ts.feature_service,
+                       data_window=f"{ts.start:%Y-%m-%d}..{ts.end:%Y-%m-%d}")
+        _report(result, log)
+        if register and not result.registrable:
             log(f"[red]{name}: NOT registered: {result.selection.reason}[/red]")
-        info = tracking.log_model(model, example, registered_name=name if register and registrable else None)
-        alias = None
-        if register and registrable and force_alias:  # e.g. a drift-triggered retrain: never champion directly
-            tracking.client(settings).set_registered_model_alias(name, force_alias,
-                                                                 str(info.registered_model_version))
-            alias = force_alias
-        elif register and registrable:
-            alias = tracking.set_alias_if_first(name, info.registered_model_version)
-        summary = {"run_id": active.info.run_id, "model": name, "version": info.registered_model_version,
-                   "alias": alias, "dataset_digest": digest, "split": split.method, "chosen": chosen,
-                   "registered": bool(register and registrable), "selection": result.selection.reason,
-                   "selection_notes": list(result.selection.notes), **metrics}
-    log(f"{name}: test ROC-AUC {metrics['test_roc_auc']:.3f} ({chosen})"
+        recorded = recording.record(result, settings.reports_dir / "training" / name)
+        registration = recording.register(settings, result, recorded, register, force_alias)
+        summary = recording.summary(result, recorded, registration)
+        recording.describe(settings, result, summary, registration, register)
+    metrics = result.metrics
+    log(f"{name}: test ROC-AUC {metrics['test_roc_auc']:.3f} ({result.selection.chosen})"
         + (f" (truth {metrics['oracle_test_roc_auc']:.3f})" if "oracle_test_roc_auc" in metrics else "")
-        + (f"; registered version {summary['version']} as {alias}" if summary["registered"] else "; not registered"))
+        + (f"; registered version {summary['version']} as {summary['alias']}" if summary["registered"]
+           else "; not registered"))
     return summary

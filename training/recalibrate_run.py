@@ -22,12 +22,11 @@ def weight_store(settings) -> WeightStore:
 
 
 def load_health_model(settings, alias: str = "champion"):
-    import mlflow
-
+    """The registered CHS model (a ``HealthModel``), rebuilt as serving rebuilds it."""
     from training import tracking
 
     tracking.configure(settings)
-    return mlflow.pyfunc.load_model(f"models:/chs@{alias}").unwrap_python_model().model
+    return tracking.load_scoring_model(f"models:/chs@{alias}")
 
 
 def _log(result: Recalibration, prefix: str = "") -> None:

@@ -1,4 +1,4 @@
-"""The thin MLflow layer: tracking URI, runs, lineage, packaged models, registry aliases.
+"""The thin MLflow layer: tracking URI, experiments (tagged for review), runs, lineage, packaged models.
 
 Importing this module configures nothing; ``configure`` is called by the commands.
 """
@@ -35,8 +35,87 @@ def client(settings: Settings):
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
+# The MLflow UI's experiment type (the tag its type selector writes): "custom_model_development"
+# (machine learning) or "genai_development". MLflow 3.17's UI chooses an experiment's landing page
+# from its workflow switch (URL ``workflowType``, else the browser's saved choice, else GenAI), so
+# ``review_path`` links carry the switch as well.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+# A saved view of the runs table (the UI's "Views" menu): an experiment tag
+# ``mlflow.sharedViewState.<id>`` holding {name, createdAt, updatedAt, state}, opened by
+# ``?viewStateShareKey=<id>``. It shows the metrics a reviewer compares, first, and the description.
+REVIEW_VIEW = "salesml-training"
+REVIEW_METRICS = ("test_roc_auc", "baseline_logistic_test_roc_auc", "oracle_test_roc_auc", "test_ece")
+_VIEW_TAG = f"mlflow.sharedViewState.{REVIEW_VIEW}"
+_VIEW_VERSION = 1  # bump when the view's state changes: experiments holding an older one get the new one
+
+
+def _review_view_state() -> dict:
+    columns = [*(f"metrics.`{m}`" for m in REVIEW_METRICS),
+               *(f"attributes.`{a}`" for a in ("Description", "Models", "Dataset"))]
+    # Ordered first: the table renders only the columns that fit the window.
+    return {"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", "attributes.`Created`", *columns],
+            "orderByKey": "attributes.start_time", "orderByAsc": False}
+
+
+def experiment_tags(now_ms: int | None = None) -> dict[str, str]:
+    """The tags every experiment of the project carries: its kind (model training) and the review view."""
+    import json
+    import time
+
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    view = {"name": "Training runs (salesml)", "createdAt": now_ms, "updatedAt": now_ms,
+            "state": json.dumps(_review_view_state()), "salesml_view_version": _VIEW_VERSION}
+    return {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, _VIEW_TAG: json.dumps(view)}
+
+
+def _stale_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The project's tags an existing experiment lacks or holds in an older form. A view a user saved
+    over ours (it no longer carries our version mark) is theirs and stays."""
+    import json
+
+    want = experiment_tags()
+    stale = {k: v for k, v in want.items() if k not in tags}
+    if tags.get(EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND) != MODEL_TRAINING_KIND:
+        stale[EXPERIMENT_KIND_TAG] = want[EXPERIMENT_KIND_TAG]
+    if _VIEW_TAG in tags:
+        try:
+            held = json.loads(tags[_VIEW_TAG]).get("salesml_view_version")
+        except (ValueError, AttributeError):
+            held = None
+        if isinstance(held, int) and held < _VIEW_VERSION:
+            stale[_VIEW_TAG] = want[_VIEW_TAG]
+    return stale
+
+
+def review_path(experiment_id: str) -> str:
+    """The page a reviewer should land on, relative to the MLflow UI's base URL: the experiment's
+    training runs (machine-learning workflow) in the review view, metrics first."""
+    return (f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={REVIEW_VIEW}")
+
+
+def _ensure_experiment(settings: Settings, name: str) -> str:
+    """Get or create an experiment with the project's tags: the one way the project obtains one."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return c.create_experiment(name, artifact_location=_artifact_location(settings, name),
+                                       tags=experiment_tags())
+        except MlflowException:  # created by another process in the meantime
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in _stale_tags(exp.tags).items():
+        c.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
 def use_experiment(settings: Settings, name: str) -> str:
-    """Select (creating if needed) an experiment.
+    """Select (creating if needed) an experiment, tagged as model training (``experiment_tags``).
 
     Against a local store its artifacts live under SALESML_HOME (without an explicit location a
     SQLite-backed MLflow writes ./mlruns wherever the command happens to run); against a
@@ -44,19 +123,8 @@ def use_experiment(settings: Settings, name: str) -> str:
     every client of a shared server sees them. Two workers creating it at once is fine.
     """
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            exp_id = mlflow.create_experiment(name, artifact_location=_artifact_location(settings, name))
-        except MlflowException:  # created by another process in the meantime
-            exp = mlflow.get_experiment_by_name(name)
-            if exp is None:
-                raise
-            exp_id = exp.experiment_id
-    else:
-        exp_id = exp.experiment_id
+    exp_id = _ensure_experiment(settings, name)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -64,19 +132,7 @@ def use_experiment(settings: Settings, name: str) -> str:
 def experiment_id(settings: Settings, name: str) -> str:
     """``use_experiment`` through this settings' client, leaving the process-wide tracking URI and
     active experiment alone (for jobs that log with an ``MlflowClient``)."""
-    from mlflow.exceptions import MlflowException
-
-    c = client(settings)
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return c.create_experiment(name, artifact_location=_artifact_location(settings, name))
-    except MlflowException:  # created by another process in the meantime
-        exp = c.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    return _ensure_experiment(settings, name)
 
 
 def _artifact_location(settings: Settings, name: str) -> str | None:
@@ -105,56 +161,115 @@ def log_training_set(frame: pd.DataFrame, name: str, feature_service: str, windo
     return dataset.digest
 
 
-def _pyfunc_class():
-    import mlflow.pyfunc
+# What the logged model's code imports (training/pyfunc_model.py and the modules of ``model_code``),
+# fitting and explaining included; tests/training/test_portable.py reads their imports to check it.
+MODEL_PACKAGES = ("mlflow", "xgboost", "scikit-learn", "scipy", "skops", "pandas", "numpy")
 
-    class SalesModel(mlflow.pyfunc.PythonModel):
-        """Probability of the positive outcome from a frame of Feast feature columns."""
 
-        def __init__(self, model):
-            self.model = model
+def model_code() -> list[str]:
+    """The ``training`` modules logged with a model, as file names: training/portable.py and the
+    modules it imports when imported, transitively, read from their source. Imports inside functions
+    (fitting, settings, the Feast layer map) are not followed: scoring does not run them."""
+    import ast
 
-        def predict(self, context, model_input: pd.DataFrame, params=None):
-            return self.model.predict_proba(model_input)
+    here = Path(__file__).resolve().parent
 
-    return SalesModel
+    def imported(node) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            return [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or (
+                isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)):
+            return []
+        return [m for child in ast.iter_child_nodes(node) for m in imported(child)]
+
+    found, todo = {"__init__.py", "portable.py"}, ["portable.py"]
+    while todo:
+        tree = ast.parse((here / todo.pop()).read_text())
+        for parts in (m.split(".") for node in tree.body for m in imported(node)):
+            name = f"{parts[1]}.py" if parts[0] == "training" and len(parts) > 1 else None
+            if name and name not in found and (here / name).exists():
+                found.add(name)
+                todo.append(name)
+    return sorted(found)
 
 
 def pip_requirements() -> list[str]:
-    """Pinned from the running environment: skips MLflow's slow requirement inference."""
+    """The packages the logged model's code imports (MODEL_PACKAGES; not feast, bentoml & co.), pinned to
+    this environment's versions, the lock file's where it was installed with ``make install``. Given
+    explicitly, this also skips MLflow's slow requirement inference."""
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in
-            ("mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "pydantic-settings", "duckdb")]
+    return [f"{pkg}=={version(pkg)}" for pkg in MODEL_PACKAGES]
 
 
 def log_model(model, example: pd.DataFrame, registered_name: str | None = None):
-    """Log the scoring model as a pyfunc with signature and input example; optionally register."""
+    """Log the scoring model as an MLflow model from code (``training/pyfunc_model.py``) with its
+    portable files (``training.portable``), its code (``model_code``), requirements, signature and input
+    example; optionally register it. It loads with ``mlflow.pyfunc.load_model`` wherever its
+    requirements are installed, without this repository."""
+    import os
+    import shutil
+    import tempfile
+
     import mlflow
     from mlflow.models import infer_signature
+
+    from training import portable
 
     example = example.head(5)
     # Features may be missing at serving time: declare every numeric input as double.
     example = example.astype({c: "float64" for c in example.columns
                               if pd.api.types.is_integer_dtype(example[c].dtype)})
     signature = infer_signature(example, model.predict_proba(example))
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=_pyfunc_class()(model), signature=signature,
-        input_example=example, registered_model_name=registered_name,
-        pip_requirements=pip_requirements(),
-        code_paths=[str(REPO_ROOT / "training"), str(REPO_ROOT / "salesml")],
-    )
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        files = portable.save(model, Path(tmp) / portable.ARTIFACT)
+        code = Path(tmp) / "code" / "training"  # the package ``training``: its modules import each other by that name
+        code.mkdir(parents=True)
+        for module in model_code():
+            shutil.copy2(here / module, code / module)
+        # MLflow would otherwise copy the uv.lock of the working directory (this repository's, with feast,
+        # bentoml & co.) into the model, for restoring its environment with `uv sync`.
+        held = os.environ.get("MLFLOW_UV_AUTO_DETECT")
+        os.environ["MLFLOW_UV_AUTO_DETECT"] = "false"
+        try:
+            return mlflow.pyfunc.log_model(
+                name="model", python_model=str(here / "pyfunc_model.py"), artifacts={portable.ARTIFACT: str(files)},
+                signature=signature, input_example=example, registered_model_name=registered_name,
+                pip_requirements=pip_requirements(), code_paths=[str(code)],
+            )
+        finally:
+            if held is None:
+                os.environ.pop("MLFLOW_UV_AUTO_DETECT", None)
+            else:
+                os.environ["MLFLOW_UV_AUTO_DETECT"] = held
 
 
-def set_alias_if_first(name: str, version: str | int) -> str:
-    """The first model of a name becomes champion; later ones become challenger."""
-    from mlflow import MlflowClient
+def load_scoring_model(model_uri: str):
+    """The project's scoring object (``ScoringModel``, ``LinearScoringModel`` or ``HealthModel``) of a
+    logged model: ``models:/name/version``, ``models:/name@alias``, ``runs:/...`` or a local MLflow model
+    folder (a Bento's). Rebuilt from the model's portable files by ``training.portable.load``, the
+    function the logged model itself loads with, so serving scores exactly what the registry holds.
+    ValueError for a model logged before models were portable (a pickled Python object)."""
+    import tempfile
 
-    client = MlflowClient()
-    aliases = client.get_registered_model(name).aliases
-    alias = CHALLENGER if CHAMPION in aliases else CHAMPION
-    client.set_registered_model_alias(name, alias, str(version))
-    return alias
+    import mlflow
+    from mlflow.models import Model
+
+    from training import portable
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(model_uri)
+        if not local.is_dir():
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        conf = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
+        held = (conf.get("artifacts") or {}).get(portable.ARTIFACT)
+        if held is None:
+            raise ValueError(f"{model_uri} has no portable scoring files (it was logged as a pickled Python "
+                             "object by an older version): train it again")
+        return portable.load(local / held["path"])
 
 
 def save_figure(fig, name: str, local_dir: Path | None = None) -> None:
@@ -184,15 +299,19 @@ def log_reference(frame: pd.DataFrame) -> None:
         mlflow.log_artifact(str(path), artifact_path="reference")
 
 
-def load_reference(name: str, version: str) -> pd.DataFrame:
-    """The reference frame of a registered model version; ValueError when it has none."""
-    import mlflow
+def load_reference(name: str, version: str, settings: Settings | None = None) -> pd.DataFrame:
+    """The reference frame of a registered model version; ValueError when it has none. Read through
+    ``client(settings)``; without settings, through the process-wide store ``configure`` selected."""
+    import tempfile
+
     from mlflow import MlflowClient
 
-    mv = MlflowClient().get_model_version(name, str(version))
-    try:
-        local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT)
-    except Exception as exc:  # MLflow raises several kinds for a missing artifact
-        raise ValueError(f"model {name} version {version} has no reference set ({REFERENCE_ARTIFACT} in run "
-                         f"{mv.run_id}): retrain it to record one") from exc
-    return pd.read_parquet(local)
+    c = client(settings) if settings is not None else MlflowClient()
+    mv = c.get_model_version(name, str(version))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = c.download_artifacts(mv.run_id, REFERENCE_ARTIFACT, tmp)
+        except Exception as exc:  # MLflow raises several kinds for a missing artifact
+            raise ValueError(f"model {name} version {version} has no reference set ({REFERENCE_ARTIFACT} in run "
+                             f"{mv.run_id}): retrain it to record one") from exc
+        return pd.read_parquet(local)

@@ -13,9 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from salesml.modelspec import ModelSpec
 
-def oracle_probabilities(model: str, frame: pd.DataFrame, raw_dir: Path, keys: list[str],
-                         horizon_days: int) -> np.ndarray | None:
+
+def oracle_probabilities(spec: ModelSpec, frame: pd.DataFrame, raw_dir: Path) -> np.ndarray | None:
+    """The true probability of each row of ``frame`` (a training set of ``spec``'s model), or None."""
+    model, keys, horizon_days = spec.name, list(spec.keys), spec.horizon_days
     truth = Path(raw_dir) / "truth"
     if (truth / "truth.csv").exists() and keys:
         return _generic(frame, pd.read_csv(truth / "truth.csv"), keys)

@@ -12,6 +12,7 @@ another worker fails its trial after the grace period and runs the slot again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import zlib
@@ -149,7 +150,8 @@ def open_study(settings, name: str, study_name: str | None, seed: int, heartbeat
     with study_lock(settings, storage_url(settings), study_name):
         storage = optuna.storages.RDBStorage(storage_url(settings), heartbeat_interval=max(1, int(heartbeat)),
                                              grace_period=max(2, int(grace)),
-                                             heartbeat_stale_trial_callback=mark_run_killed)
+                                             heartbeat_stale_trial_callback=functools.partial(
+                                                 mark_run_killed, settings=settings))
         return optuna.create_study(
             study_name=study_name, storage=storage, load_if_exists=True,
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
@@ -157,13 +159,13 @@ def open_study(settings, name: str, study_name: str | None, seed: int, heartbeat
         )
 
 
-def mark_run_killed(study, trial) -> None:
+def mark_run_killed(study, trial, *, settings) -> None:
     """A trial failed for a dead worker: its MLflow run (left RUNNING) is ended as KILLED."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
-        import mlflow
+        from training import tracking
 
-        mlflow.MlflowClient().set_terminated(run_id, status="KILLED")
+        tracking.client(settings).set_terminated(run_id, status="KILLED")
 
 
 def next_trial(study, target: int, seed: int | None = None):
@@ -288,13 +290,13 @@ def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None =
     ts = build_training_set(settings, name, raw_dir=raw_dir, spec=spec)
     study = open_study(settings, name, study_name, seed, heartbeat, grace)
     url = storage_url(settings)
-    experiment = tracking.use_experiment(settings, f"salesml-{name}")
+    experiment = tracking.use_experiment(settings, spec.experiment)
     worker = _worker_id()
 
     with study_lock(settings, url, study.study_name):
         parent_id = study.user_attrs.get("mlflow_parent_run_id")
         if parent_id is None:
-            parent = mlflow.MlflowClient().create_run(
+            parent = tracking.client(settings).create_run(
                 experiment, run_name=f"{name}-tune",
                 tags={"model": name, "study": study.study_name, "git_commit": tracking.git_commit(),
                       "optuna_storage": url.split("@")[-1]})

@@ -13,7 +13,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from salesml.cli import bench, data, drift, experiments, features, playbooks, score, serve, team, train, warnings
+from salesml.cli import (
+    bench,
+    data,
+    drift,
+    experiments,
+    features,
+    models,
+    playbooks,
+    score,
+    serve,
+    team,
+    train,
+    warnings,
+)
 from salesml.cli.base import overrides, quiet
 
 app = typer.Typer(help="Sales-intelligence ML platform: data, features, models, serving, drift.",
@@ -32,6 +45,7 @@ app.add_typer(team.app, name="team")
 app.add_typer(score.app, name="score")
 app.add_typer(warnings.app, name="warnings")
 app.add_typer(playbooks.app, name="playbooks")
+app.add_typer(models.app, name="models")
 
 
 @app.callback()

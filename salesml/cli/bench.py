@@ -10,7 +10,8 @@ import typer
 from salesml.cli.base import console, out
 from salesml.cli.base import settings as _settings
 
-app = typer.Typer(help="Benchmarks that write reports under $SALESML_HOME/reports.", no_args_is_help=True)
+app = typer.Typer(help="Benchmarks: each works in its own $SALESML_HOME/bench/<name> (the demo's stores stay as "
+                       "they are) and writes its report under $SALESML_HOME/reports.", no_args_is_help=True)
 
 
 @app.command("features")

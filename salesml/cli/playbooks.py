@@ -36,13 +36,7 @@ def playbooks_flag(
     reason: Annotated[str, typer.Option(help="Why it goes to review.")],
 ) -> None:
     """Freeze a playbook and send it for review."""
-    from serving.actions.rules import WarningError
-
-    with warning_store() as store:
-        try:
-            out.print_json(json.dumps(store.flag_playbook(playbook_id, reason), default=str))
-        except WarningError as exc:
-            fail(f"{exc.field}: {exc}")
+    _review("flag_playbook", playbook_id, reason)
 
 
 @app.command("unfreeze")
@@ -51,11 +45,16 @@ def playbooks_unfreeze(
     reason: Annotated[str, typer.Option(help="The review's decision.")],
 ) -> None:
     """Offer a frozen playbook again after its review."""
+    _review("unfreeze_playbook", playbook_id, reason)
+
+
+def _review(action: str, playbook_id: str, reason: str) -> None:
+    """``WarningStore.<action>(playbook_id, reason)``, its answer printed; a refusal exits with code 2."""
     from serving.actions.rules import WarningError
 
     with warning_store() as store:
         try:
-            out.print_json(json.dumps(store.unfreeze_playbook(playbook_id, reason), default=str))
+            out.print_json(json.dumps(getattr(store, action)(playbook_id, reason), default=str))
         except WarningError as exc:
             fail(f"{exc.field}: {exc}")
 
@@ -69,7 +68,7 @@ def playbooks_effects(
     """Each playbook's effect on churn within the CHS horizon: prompted vs held-out warnings."""
     import pandas as pd
 
-    from experiments.playbooks import churn_outcomes, estimate_effects, log_effects, render
+    from experiments.playbooks import EXPERIMENT, churn_outcomes, estimate_effects, log_effects, render
 
     s = settings()
     as_of = pd.Timestamp(s.export_as_of, tz="UTC") if s.export_as_of else pd.Timestamp.now(tz="UTC")
@@ -92,7 +91,7 @@ def playbooks_effects(
                       f"{', '.join(harmful)}")
     if log:
         run_id = log_effects(s, table, as_of=as_of, extra_params={"holdout_share": s.playbook_holdout_share})
-        console.print(f"logged to MLflow experiment salesml-playbooks, run {run_id}")
+        console.print(f"logged to MLflow experiment {EXPERIMENT}, run {run_id}")
 
 
 @app.command("replay")

@@ -1,4 +1,5 @@
-"""``salesml serve | serve-demo | serve-stop`` (root commands, merged by ``salesml.cli``) and ``salesml keys``."""
+"""``salesml serve | serve-demo | serve-stop | bento-models`` (root commands, merged by ``salesml.cli``) and
+``salesml keys``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from salesml.cli.base import console, out
+from salesml.cli.base import console, fail, out
 from salesml.cli.base import settings as _settings
 
 app = typer.Typer()
@@ -69,6 +70,20 @@ def serve_stop() -> None:
     from serving.runner import stop
 
     out.print("stopped" if stop(_settings()) else "no background service was running")
+
+
+@app.command("bento-models")
+def bento_models() -> None:
+    """Import each model's registry champion into the BentoML model store, for `bentoml build` to pin
+    in the Bento (make bento)."""
+    from serving.bento import import_champions
+
+    try:
+        tags = import_champions(_settings())
+    except ValueError as exc:
+        fail(exc)
+    for tag in tags:
+        out.print(tag)
 
 
 @keys_app.command("add")

@@ -34,18 +34,23 @@ config_changes as level**0.5).
   the latest snapshot.  An event is a churn with prob 0.45 (account stops: no usage, snapshots
   or interactions from that week on) else a downgrade (tier -1 down to basic, value x0.55-0.85).
   Drivers are computed from undrifted counts, so drift never changes labels.
-* interactions: rate 0.10*exp(0.45*relationship_quality)/week (+0.05 enterprise); quality
-  3.2 + 0.7*rq; nps on surveys only, 7.5 + 1.6*rq; joint_project ~ sigmoid(-2.5 + 1.2*rq).
-* leads: latent intent ~ N(0,1) + source effect (referral +0.5, partner +0.3, outbound -0.4);
-  expected_deal_amount depends on company size only (no conversion signal).
-* lead_events: ~exp(1.6 + 0.6*intent)+1 events from created_at on (gamma delays, ~mean 12 days,
-  so many fall after assignment); high intent -> more pricing / case-study views, longer dwell,
-  pricing-sheet downloads, webinar completion, budget and (rare, strong) tender signals.
+* interactions: Poisson, rate 0.25*exp(0.45*relationship_quality)/week (+0.05 enterprise, by the
+  initial tier) while the account is alive; quality 3.2 + 0.7*rq; nps on surveys only,
+  7.5 + 1.6*rq; joint_project ~ sigmoid(-2.5 + 1.2*rq).
+* leads: latent intent ~ N(0,1) + source effect (referral +0.5, partner +0.3, event +0.1,
+  outbound -0.4, web 0); company_size ~ lognormal around 300 employees;
+  expected_deal_amount depends on company size only (no signal beyond the size's own).
+* lead_events: Poisson(exp(1.8 + 0.8*intent)) + 1 events from created_at on (gamma delays, ~mean
+  12 days, so many fall after assignment; those after ``end`` are dropped); high intent -> more
+  pricing / case-study views, longer dwell, pricing-sheet downloads, webinar completion, budget and
+  (rare, strong) tender signals.
 * lead_assignments: assigned 7-21 days after creation by a manual router (same region with prob
   0.6, else anyone, favouring some reps); first touch slower under load; conversion
-  ``p = sigmoid(-1.6 + 1.3*intent + 0.6*industry_match + 0.5*product_match + 0.3*region_match
-  + 1.0*rep_skill - 1.5*max(0, load - 0.8) - 0.35*log1p(first_touch_hours/24))``; deals that
-  would close after ``end`` are still open (converted False).  rep_state: weekly open_leads
+  (``leads.CONVERT``) ``p = sigmoid(-1.9 + 1.3*intent + 0.9*icp_fit(company_size)
+  + 0.6*industry_match + 0.5*product_match + 0.3*region_match + 1.0*rep_skill
+  - 1.5*max(0, load - 0.8) - 0.35*log1p(first_touch_hours/24))``, icp_fit =
+  exp(-((log(size) - log(800)) / 0.9)**2), the mid-market sweet spot; deals that would close after
+  ``end`` are still open (converted False).  rep_state: weekly open_leads
   (from assignment / close times), capacity, realised 90-day win rate shrunk to the rep's prior
   track record, 180-day mean cycle.  ``truth_intent`` gives p averaged over and best over reps.
 
@@ -79,14 +84,14 @@ and logins x Gamma(mean 1.4, CV 0.5) (SSO re-auth) for weeks >= drift_after; 35%
 created after it recorded as latam (new geo-enrichment vendor; routing and rep fit keep the
 true territory); pricing-page dwell_seconds x1.6 (redesigned page).
 
-Performance (2-core VM, 23 GB RAM; wall time of ``generate`` / peak RSS of the whole process,
-which includes ~4 s and ~130 MB of importing pandas + pandera):
-  500 accounts, 2k leads, 40 reps, 52 weeks (77k rows):            0.3 s / 170 MB
-  20k accounts, 20k leads, 100 reps, 104 weeks (4.3M rows):         6.6 s / 1.05 GB
-  200k accounts, 100k leads, 200 reps, 104 weeks (42M rows, 17.1M usage rows; churned accounts
-  stop reporting, hence < 20.8M; 480 MB of parquet):              53 s / 1.38 GB
+Performance (2-core VM, 23 GB RAM, 2026-12-02; wall time of ``generate`` / peak RSS of the whole
+``salesml data generate`` process; rows include the truth tables):
+  500 accounts, 2k leads, 40 reps, 52 weeks (92k rows):            0.3 s / 190 MB
+  20k accounts, 20k leads, 100 reps, 104 weeks (5.1M rows):         5.8 s / 1.16 GB
+  200k accounts, 100k leads, 200 reps, 104 weeks (49.2M rows, 17.1M usage rows; churned accounts
+  stop reporting, hence < 20.8M; 5.1M interactions; 570 MB of parquet):  36 s / 1.57 GB
 These figures are without the knowable churn truth (``truth_samples=0``); with the default 64
-paths it adds ~11 s per 1,000 accounts x 104 weeks (1,000 accounts: 0.3 s -> 11.4 s).
+paths it adds ~14 s per 1,000 accounts x 104 weeks (1,000 accounts: 0.3 s -> 14.5 s).
 Memory is bounded by ``chunk_accounts`` (~50 KB per account in a chunk), not by ``accounts``.
 """
 

@@ -11,7 +11,8 @@ start of week ``t`` (Monte Carlo, ``samples`` paths per observation):
   ahead (onset uniform over the weeks left of the prior's range), at a uniform week, with a
   fresh decay rate and floor;
 * weekly usage of the five baseline measures is redrawn (season x account-week noise x decline x
-  gamma noise x Poisson; the noise by normal approximations, as every weekly rate is >= 100);
+  gamma noise x Poisson; the noise by normal approximations: every base rate is >= 100, so a
+  weekly rate stays above ~20 even at the deepest decline, 25% of the base);
 * weekly SLA gaps are redrawn around the account's SLA quality, so future snapshots vary;
 * early warning and usage drop are recomputed exactly as the hazard uses them; relationship
   quality and renewal dates are known.
@@ -85,7 +86,7 @@ def horizon_probability(rng: np.random.Generator, mask: np.ndarray, *, counts: d
         level = np.where(declines[:, :, None] & (since > 0),
                          np.maximum(flo[:, :, None], (1 - dec[:, :, None]) ** np.maximum(since, 0)), 1.0)
         # season x account-week factor (shared by the measures) x decline; then gamma x Poisson
-        # noise per measure, both as one normal with their summed variance (rates are >= 100)
+        # noise per measure, both as one normal with their summed variance (base rates are >= 100)
         common = season[fut][None, None, :] * (1 + 0.03 * rng.standard_normal((A, K, len(fut))))
         paths = {}
         for name, c in counts.items():

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from serving.actions.rules import WarningError, iso, now_utc
+from serving.actions.rules import WarningError, iso
+from serving.predlog import now_utc
 
 
 class FuseMixin:

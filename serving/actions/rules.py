@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 
 import pandas as pd
 
@@ -95,10 +95,6 @@ def iso(ts) -> str:
     t = pd.Timestamp(ts)
     t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
     return t.to_pydatetime().astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _missing(v) -> bool:

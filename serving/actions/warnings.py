@@ -41,10 +41,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from salesml import sqlite
 from serving.actions.fuse import FuseMixin
 from serving.actions.owners import OwnerDirectory
 from serving.actions.playbooks import Playbooks, load_playbooks
-from serving.actions.rules import SOURCES, AccountState, WarningError, decide, holdout, iso, normalize, now_utc
+from serving.actions.rules import SOURCES, AccountState, WarningError, decide, holdout, iso, normalize
+from serving.predlog import now_utc
 
 __all__ = ["WarningConfig", "WarningError", "WarningStore", "open_warning_store", "public_view", "warnings_path"]
 
@@ -127,24 +129,13 @@ def public_view(w: dict) -> dict:
 class WarningStore(FuseMixin):
     def __init__(self, path: Path | str, *, config: WarningConfig | None = None, playbooks: Playbooks | None = None,
                  owners: OwnerDirectory | None = None, synchronous: str = "NORMAL", timeout_s: float = 30.0):
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = Path(path)
         self.config = config or WarningConfig()
         self.playbooks = playbooks or load_playbooks()
         self.owners = owners or OwnerDirectory("csm-team")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._con = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        self._con = sqlite.connect(self.path, SCHEMA, synchronous=synchronous, timeout_s=timeout_s, threads=True)
         self._con.row_factory = sqlite3.Row
-        try:
-            self._con.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            self._con.execute("PRAGMA journal_mode = WAL")
-            self._con.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            self._con.executescript(SCHEMA)
-        except BaseException:
-            self._con.close()
-            raise
 
     # --- plumbing --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -160,16 +151,8 @@ class WarningStore(FuseMixin):
     def _write(self, work):
         """``work(con)`` in one BEGIN IMMEDIATE transaction (the write lock up front, so a concurrent
         writer waits on busy_timeout instead of failing on upgrade); all or nothing."""
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                out = work(self._con)
-                self._con.execute("COMMIT")
-                return out
-            except BaseException:
-                if self._con.in_transaction:
-                    self._con.execute("ROLLBACK")
-                raise
+        with self._lock, sqlite.immediate(self._con) as con:
+            return work(con)
 
     def _rows(self, sql: str, params=()) -> list[dict]:
         with self._lock:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from serving.actions.rules import now_utc
+from serving.predlog import now_utc
 
 NO_WEBHOOK = "no webhook configured"
 TIMEOUT_S = 10.0  # per attempt: a receiver slower than this is retried like one that is down

@@ -10,6 +10,7 @@ import pytest
 
 from drift.evidently_check import CHI2_TWO_SAMPLE, DriftConfig, add_to_workspace, check, save, summary
 
+pytestmark = pytest.mark.evidently
 NUMERIC = [f"x{i}" for i in range(8)]
 CATEGORICAL = ["channel", "segment"]
 FEATURES = NUMERIC + CATEGORICAL

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.evidently]
 STARTUP_S = 120  # the UI imports Evidently's service stack: ~15 s on 2 cores
 
 

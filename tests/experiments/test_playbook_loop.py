@@ -6,6 +6,8 @@ playbook is frozen at its 5th consecutive "not applicable" mark, not before."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,18 +39,35 @@ def _world(seed: int = 3):
     return hazards, transitions
 
 
+CONFIG = WarningConfig(due_hours=4, holdout_share=0.3, salt="loop", fuse=5)
+
+
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory):
+def world(tmp_path_factory):
+    """The raised warnings (a closed store file, built once) and the simulator's replay of them."""
     hazards, transitions = _world()
-    store = WarningStore(tmp_path_factory.mktemp("loop") / "warnings.db",
-                         config=WarningConfig(due_hours=4, holdout_share=0.3, salt="loop", fuse=5))
-    for week, group in transitions.groupby("week"):
-        at = START + pd.Timedelta(weeks=int(week), hours=9)
-        store.raise_warnings(group.assign(as_of=at.date().isoformat()).drop(columns="week"), source="run", now=at)
-    warnings = store.frame()
+    path = tmp_path_factory.mktemp("loop") / "warnings.db"
+    with WarningStore(path, config=CONFIG) as store:
+        for week, group in transitions.groupby("week"):
+            at = START + pd.Timedelta(weeks=int(week), hours=9)
+            store.raise_warnings(group.assign(as_of=at.date().isoformat()).drop(columns="week"), source="run",
+                                 now=at)
+        warnings = store.frame()
     played = replay(warnings, hazards, LoopConfig(seed=1, horizon_weeks=H, playbooks=TRUTH))
-    yield store, warnings, played
-    store.close()
+    return path, warnings, played
+
+
+@pytest.fixture
+def loop(world, tmp_path):
+    """Each test's own copy of the store: interventions and flags of one test never reach another."""
+    import shutil
+
+    path, warnings, played = world
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            shutil.copy(f"{path}{suffix}", tmp_path / f"warnings.db{suffix}")
+    with WarningStore(tmp_path / "warnings.db", config=CONFIG) as store:
+        yield store, warnings, played
 
 
 def test_store_offers_the_levels_playbooks_and_holds_out_a_share(loop):

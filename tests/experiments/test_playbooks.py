@@ -98,6 +98,7 @@ def test_nothing_complete_yet():
 
 
 @pytest.mark.integration  # a real MLflow store: creating its SQLite tables takes ~5 s of CPU
+@pytest.mark.mlflow
 def test_log_effects_writes_a_run(tmp_path):
     import mlflow
 

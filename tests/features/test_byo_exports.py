@@ -11,7 +11,7 @@ from salesml.cli import app
 from salesml.settings import Settings
 from salesml.simulator.shapes import prospect_list, purchases_only, snapshot_subscription
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 
 
 def _store(settings: Settings, raw):

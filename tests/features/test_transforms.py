@@ -43,7 +43,7 @@ def test_short_history_gives_missing_trends_not_errors():
     out = transforms.behaviour_features(weekly_usage([10], [100]))
     assert len(out) == 1
     for col in ("api_calls_wow", "api_calls_mom", "below_baseline_streak", "early_warning"):
-        assert math.isnan(out[col].iloc[0])
+        assert pd.isna(out[col].iloc[0])
     assert out["key_feature_uses"].iloc[0] == 10
 
 

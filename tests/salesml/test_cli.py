@@ -21,8 +21,9 @@ def test_every_stage_module_is_wired_in():
 
     root = typer.main.get_command(app)
     assert list(root.commands) == [
-        "train", "tune", "promote", "recalibrate", "serve", "serve-demo", "serve-stop",  # root commands
-        "data", "features", "bench", "experiment", "drift", "keys", "team", "score", "warnings", "playbooks"]
+        "train", "tune", "promote", "recalibrate", "serve", "serve-demo", "serve-stop", "bento-models",  # root
+        "data", "features", "bench", "experiment", "drift", "keys", "team", "score", "warnings", "playbooks",
+        "models"]
     assert list(root.commands["bench"].commands) == [
         "features", "training", "exports", "serving", "scoring", "drift", "experiments", "tuning"]
 

@@ -86,7 +86,7 @@ def test_end_must_be_a_monday(tmp_path):
 def test_deterministic_for_a_seed(export, tmp_path):
     d, _ = export
     generate(tmp_path / "same", seed=11, **ARGS)
-    generate(tmp_path / "other", seed=12, **ARGS)
+    generate(tmp_path / "other", seed=12, truth_samples=0, **ARGS)  # compared on exported tables only
     for name in [*TABLES, *TRUTH_TABLES]:
         pd.testing.assert_frame_equal(_read(d, name), _read(tmp_path / "same", name))
     for name in ("usage_weekly", "lead_events"):

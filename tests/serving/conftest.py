@@ -17,7 +17,7 @@ def served_settings(tmp_path_factory) -> Settings:
 
     settings = Settings(home=tmp_path_factory.mktemp("served"))
     settings.ensure_dirs()
-    generate(settings.raw_dir, **SMALL)
+    generate(settings.raw_dir, truth_samples=0, **SMALL)  # no served test reads the Monte Carlo churn truth
     build_feature_files(settings, settings.raw_dir, progress=lambda _: None)
     apply(settings, progress=lambda _: None)
     materialize(settings)

@@ -11,7 +11,7 @@ import pytest
 from serving.auth import Caller
 from serving.core import bucket
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 
 ADMIN, CSM, SALES = Caller("t-admin", "admin"), Caller("t-csm", "csm"), Caller("t-sales", "sales")
 
@@ -148,11 +148,28 @@ def test_pushed_event_changes_the_next_score(core, served_settings):
     assert after["probability"] >= before["probability"]  # more buying signals, same moment: never lower
 
 
-def test_challenger_share_routes_deterministically_and_logs_the_variant(served_settings):
-    from serving.core import ScoringCore
-    from training import pipeline
+@pytest.fixture
+def chs_challenger(served_settings):
+    """A chs challenger in the shared served registry for one test; the aliases are put back afterwards,
+    so no other test (whatever the order) sees it."""
+    from training import pipeline, tracking
 
-    pipeline.run(served_settings, "chs", seed=4, raw_dir=served_settings.raw_dir, log=lambda _: None)  # challenger
+    client = tracking.client(served_settings)
+    before = dict(client.get_registered_model("chs").aliases)
+    try:
+        pipeline.run(served_settings, "chs", seed=4, raw_dir=served_settings.raw_dir, log=lambda _: None)
+        yield
+    finally:
+        for alias in client.get_registered_model("chs").aliases:
+            if alias not in before:
+                client.delete_registered_model_alias("chs", alias)
+        for alias, version in before.items():
+            client.set_registered_model_alias("chs", alias, version)
+
+
+def test_challenger_share_routes_deterministically_and_logs_the_variant(served_settings, chs_challenger):
+    from serving.core import ScoringCore
+
     settings = served_settings.model_copy(update={"challenger_share": {"chs": 0.5}, "experiment_salt": "t-1"})
     ab = ScoringCore.load(settings)
     assert set(ab.models["chs"]) == {"champion", "challenger"}

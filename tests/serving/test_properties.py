@@ -65,6 +65,7 @@ def base_row(core, served_settings):
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.mlflow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_scoring_core_scores_or_refuses_any_numeric_value(core, base_row, data):

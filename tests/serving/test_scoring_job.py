@@ -18,7 +18,7 @@ from serving import scores
 from serving.scoring_book import end_of_day
 from serving.scoring_job import RANK, TRANSITIONS, score_book
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 
 
 @pytest.fixture(scope="module")

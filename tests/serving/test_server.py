@@ -21,7 +21,7 @@ import pytest
 
 from serving.runner import post as _post  # the same call the demo and the bench make
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 SALESML = str(Path(sys.executable).with_name("salesml"))
 
 
@@ -31,9 +31,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(settings, port: int, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "SALESML_HOME": str(settings.root)}
-    proc = subprocess.Popen([SALESML, "serve", "--port", str(port)], env=env, start_new_session=True,
+def _start(settings, port: int, log_path: Path, command: list[str] | None = None, **env: str) -> subprocess.Popen:
+    """``salesml serve`` (or ``command``) on ``port``, once /readyz answers; ``env`` adds variables."""
+    env = {**os.environ, "SALESML_HOME": str(settings.root), **env}
+    proc = subprocess.Popen([*(command or [SALESML, "serve"]), "--port", str(port)], env=env, start_new_session=True,
                             stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -79,6 +80,17 @@ def server(served_settings, tmp_path_factory):
     proc = _start(served_settings, port, log_path)
     yield port, proc, log_path
     _kill(proc)
+
+
+@pytest.fixture
+def own_server(served_settings, tmp_path):
+    """A server for a test that kills it: the module's stays up for the other tests, whatever their order."""
+    port = _free_port()
+    log_path = tmp_path / "server.log"
+    proc = _start(served_settings, port, log_path)
+    yield port, proc, log_path
+    if proc.poll() is None:  # the test failed before its kill (a killed one's pid may be reused: leave it)
+        _kill(proc)
 
 
 def test_bentoml_client_and_plain_http(server, served_settings, keys):
@@ -214,14 +226,14 @@ def test_schemathesis_all_checks_per_role(server, served_settings, keys, role, s
         assert reached.get(path, 0) > 0, f"no generated {path} request reached the scoring code"
 
 
-def test_sigkill_under_load_loses_no_acknowledged_request(server, served_settings, keys, tmp_path):
+def test_sigkill_under_load_loses_no_acknowledged_request(own_server, served_settings, keys):
     """Reads and writes in one concurrent mix, the server SIGKILLed mid-load: every acknowledged
     request is in the logs and stores after restart, and a rebuild includes every acknowledged event."""
     from features.live import live_path, open_live
     from features.store import build_feature_files, materialize, online_features
     from serving.predlog import PredictionLog
 
-    port, proc, log_path = server
+    port, proc, log_path = own_server
     raw = served_settings.raw_dir
     accounts = pd.read_parquet(raw / "accounts.parquet")["account_id"].tolist()
     events = pd.read_parquet(raw / "lead_events.parquet", columns=["lead_id", "occurred_at"])
@@ -334,15 +346,51 @@ def test_plain_bentoml_serve_binds_loopback(served_settings, tmp_path):
         _kill(proc)
 
 
-def test_bentoml_build_packages_the_service(tmp_path):
-    from salesml.settings import REPO_ROOT
+def test_make_bento_pins_the_champions_and_the_lock_files_packages(served_settings, keys, tmp_path):
+    """`make bento` imports each model's champion into the BentoML model store and pins it in the Bento,
+    whose packages are uv.lock's; served from the Bento, the service scores with those versions even
+    where no registry is reachable."""
+    from importlib.metadata import version
 
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path),  # uv (bootstrapped by make install) locks packages
-           "PATH": f"{REPO_ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run = subprocess.run([bentoml, "build", "--output", "tag"], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    import yaml
+
+    from salesml.modelspec import MODEL_NAMES
+    from salesml.settings import REPO_ROOT
+    from training import tracking
+
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path), "SALESML_HOME": str(served_settings.root)}
+    # -o install: this environment is the installed one (make install would sync .venv first)
+    run = subprocess.run(["make", "-o", "install", "bento"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    bentos = list((tmp_path / "bentos" / "salesml-scoring").glob("*/bento.yaml"))
-    assert bentos and "serving.service:SalesScoring" in bentos[0].read_text()
-    assert (bentos[0].parent / "src" / "serving" / "service.py").exists()
+    (bento_yaml,) = (tmp_path / "bentos" / "salesml-scoring").glob("*/bento.yaml")
+    info = yaml.safe_load(bento_yaml.read_text())
+    assert info["service"] == "serving.service:SalesScoring"
+    assert (bento_yaml.parent / "src" / "serving" / "service.py").exists()
+    client = tracking.client(served_settings)
+    pinned = {}
+    for m in info["models"]:
+        name, ver = m["tag"].split(":")
+        labels = yaml.safe_load((tmp_path / "models" / name / ver / "model.yaml").read_text())["labels"]
+        pinned[labels["registry_model"]] = labels["registry_version"]
+    assert pinned == {n: str(client.get_model_version_by_alias(n, "champion").version) for n in MODEL_NAMES}
+    packages = (bento_yaml.parent / "env" / "python" / "requirements.txt").read_text().split("\n")
+    assert {f"{p}=={version(p)}" for p in ("feast", "mlflow", "xgboost", "bentoml", "pandas")} <= set(packages)
+
+    port = _free_port()
+    serve = [str(Path(sys.executable).with_name("bentoml")), "serve", f"{info['name']}:{info['version']}"]
+    proc = _start(served_settings, port, tmp_path / "bento.log", serve, BENTOML_HOME=str(tmp_path),
+                  SALESML_MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'no-registry.db'}")
+    try:
+        lead = pd.read_parquet(served_settings.raw_dir / "leads.parquet", columns=["lead_id"])["lead_id"].iloc[-1]
+        status, body = _post(port, "/intent", {"lead_ids": [lead]}, keys["admin"])
+        assert status == 200, body
+        assert body["results"][0]["model"] == {"name": "intent", "version": pinned["intent"], "variant": "champion"}
+        acc = pd.read_parquet(served_settings.raw_dir / "accounts.parquet", columns=["account_id"])["account_id"][0]
+        status, body = _post(port, "/health", {"account_ids": [acc]}, keys["admin"])
+        assert status == 200 and body["results"][0]["model"]["version"] == pinned["chs"], body
+        status, body = _post(port, "/match", {"lead_ids": [lead], "top": 1}, keys["admin"])
+        assert status == 200 and body["results"][0]["model"]["version"] == pinned["lead_match"], body
+    finally:
+        _kill(proc)
+    assert not (tmp_path / "no-registry.db").exists()  # the registry was never asked

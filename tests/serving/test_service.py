@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 
 
 @pytest.fixture(scope="module")

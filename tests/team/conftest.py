@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TEAM_DEMO_ARGS = "--accounts 200 --leads 900 --reps 12 --weeks 70 --seed 5"
+# --truth-samples 0: no team test reads the simulator's Monte Carlo churn truth
+TEAM_DEMO_ARGS = "--accounts 200 --leads 900 --reps 12 --weeks 70 --seed 5 --truth-samples 0"
 
 
 @pytest.fixture(scope="session")

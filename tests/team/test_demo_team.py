@@ -12,7 +12,7 @@ import pytest
 from serving.runner import post
 from training import tracking
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -16,7 +16,7 @@ import pytest
 from salesml.settings import Settings
 from training import tracking
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow, pytest.mark.optuna]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -51,10 +51,32 @@ def test_beats_round_robin_and_least_loaded():
         assert best.total_expected(p) >= base.total_expected(p)
 
 
-def test_top_k_restriction_equals_full_solve_when_it_covers_all_reps():
+def test_top_k_restriction_equals_full_solve_when_its_candidates_hold_the_optimum(monkeypatch):
+    """The two paths: the full solve, and the top-k candidate solve (which only runs above DENSE_PAIRS
+    pairs, so the threshold is lowered here; a spy on the solver proves which one ran)."""
+    import training.assignment as assignment
+
     p, cap, _ = random_problem(200, 12, seed=2)
-    assert propose_assignment(p, cap, top_k=12).total_expected(p) == pytest.approx(
-        propose_assignment(p, cap, top_k=None).total_expected(p))
+    widths = []
+    solve = assignment._min_cost_flow
+    monkeypatch.setattr(assignment, "_min_cost_flow", lambda P, cand, c: widths.append(P.shape[1]) or solve(P, cand, c))
+    full = propose_assignment(p, cap, top_k=None)
+    assert widths == [12]  # every lead against every rep
+
+    # each chosen pair is among its lead's 10 best reps, so the 10-candidate optimum is the full one
+    rank = (-p).argsort(1).argsort(1)
+    chosen = full.rep_index >= 0
+    assert rank[np.flatnonzero(chosen), full.rep_index[chosen]].max() < 10
+    monkeypatch.setattr(assignment, "DENSE_PAIRS", 0)
+    restricted = propose_assignment(p, cap, top_k=10)
+    assert widths == [12, 10]  # the candidate path ran
+    assert restricted.total_expected(p) == pytest.approx(full.total_expected(p))
+
+    # candidates too few for the optimum: never better, and still every lead placed within capacity
+    narrow = propose_assignment(p, cap, top_k=2)
+    assert widths[-1] == 2
+    assert narrow.total_expected(p) <= full.total_expected(p) + 1e-9
+    assert (narrow.rep_index >= 0).all() and (narrow.per_rep_counts(12) <= cap).all()
 
 
 def test_bad_input_is_rejected():

@@ -46,6 +46,7 @@ def _spawned() -> set[int]:
     return out
 
 
+@pytest.mark.mlflow  # pipeline.run logs the dask-trained model
 def test_dask_engine_matches_the_single_process_model(chs_set):
     from mlflow import MlflowClient
 

@@ -10,7 +10,7 @@ from features.training_sets import build_training_set
 from training import pipeline
 from training.chs import LAYERS
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,25 @@ def test_time_split_rejects_too_little_history():
         time_split(frame)
 
 
-def test_tune_registers_challenger_then_promote_decides_with_evidence(store_settings, export_dir, chs_run):
+@pytest.fixture
+def chs_aliases_restored(store_settings, chs_run):
+    """The chs aliases of the shared store as they were before the test (a promotion moves the champion
+    that other tests check), whatever the order the tests run in."""
+    from training import tracking
+
+    client = tracking.client(store_settings)
+    before = dict(client.get_registered_model("chs").aliases)
+    yield
+    for alias in client.get_registered_model("chs").aliases:
+        if alias not in before:
+            client.delete_registered_model_alias("chs", alias)
+    for alias, version in before.items():
+        client.set_registered_model_alias("chs", alias, version)
+
+
+@pytest.mark.optuna
+def test_tune_registers_challenger_then_promote_decides_with_evidence(store_settings, export_dir, chs_run,
+                                                                      chs_aliases_restored):
     import mlflow
     from mlflow import MlflowClient
 

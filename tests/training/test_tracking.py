@@ -9,6 +9,8 @@ from mlflow.exceptions import MlflowException
 from salesml.settings import Settings
 from training import tracking
 
+pytestmark = pytest.mark.mlflow
+
 
 def test_client_reads_its_own_registry_not_the_process_wide_one(tmp_path):
     ours, other = Settings(home=tmp_path / "ours"), Settings(home=tmp_path / "other")
@@ -25,3 +27,32 @@ def test_client_reads_its_own_registry_not_the_process_wide_one(tmp_path):
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+
+
+def test_every_experiment_opens_as_model_training_with_the_review_view(tmp_path):
+    """The tag the MLflow UI reads for an experiment's type, and the saved runs-table view that
+    ``review_path`` opens (metrics first), on new experiments and on ones created before."""
+    import json
+
+    settings = Settings(home=tmp_path)
+    settings.ensure_dirs()
+    c = tracking.client(settings)
+    older = c.create_experiment("salesml-old", tags={"team": "x"})  # created before the tags existed
+    theirs = json.dumps({"name": "mine", "createdAt": 1, "state": "{}"})  # a view a user saved over ours
+    kept = c.create_experiment("salesml-kept", tags={f"mlflow.sharedViewState.{tracking.REVIEW_VIEW}": theirs})
+    for name in ("salesml-new", "salesml-old", "salesml-kept"):
+        exp_id = tracking.experiment_id(settings, name)
+        tags = c.get_experiment(exp_id).tags
+        assert tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development", name
+        view = json.loads(tags[f"mlflow.sharedViewState.{tracking.REVIEW_VIEW}"])
+        if exp_id == kept:
+            assert view["name"] == "mine"
+            continue
+        state = json.loads(view["state"])
+        assert state["selectedColumns"][0] == "metrics.`test_roc_auc`"
+        assert "attributes.`Description`" in state["selectedColumns"]
+    assert c.get_experiment(older).tags["team"] == "x"
+    assert tracking.experiment_id(settings, "salesml-old") == older  # get, not create again
+    path = tracking.review_path(older)
+    assert path.startswith(f"#/experiments/{older}/runs?") and "workflowType=machine_learning" in path
+    assert f"viewStateShareKey={tracking.REVIEW_VIEW}" in path

@@ -14,6 +14,8 @@ import pytest
 from salesml.settings import Settings
 from training import tuning
 
+pytestmark = pytest.mark.optuna
+
 # A worker process with a trivial objective: the study logic is what is under test here.
 WORKER = """
 import sys, time

@@ -8,6 +8,8 @@ import pytest
 
 from serving.actions.warnings import open_warning_store
 
+pytestmark = pytest.mark.mlflow  # the served environment: three models trained and registered (~20 s)
+
 
 def _post(client, path, body, key):
     return client.post(path, json=body, headers={"X-API-Key": key})

@@ -19,7 +19,7 @@ import pytest
 
 from salesml.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 RANK = {"green": 0, "yellow": 1, "orange": 2, "red": 3}
 
 
