@@ -19,34 +19,19 @@ from datetime import timedelta
 import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float64, String
+from feast.types import Bool, Float64, Int64, String
 from feast.value_type import ValueType
 
 from features.custom import CustomFeature
+from features.transforms import FEATURE_TYPES, custom_type
 
-# Built-in features per view: (name, Feast type). Everything numeric is Float64 (counts and flags
-# too): one dtype for the model input matrix.
+# Feast's type for each feature type of features.transforms.FEATURE_TYPES (the one source: the
+# files those transforms write carry the same types, so materialize and retrieval cast nothing).
+FEAST_TYPES = {"int": Int64, "bool": Bool, "float": Float64, "str": String}
+# Built-in features per view: (name, Feast type).
 BUILTIN: dict[str, list[tuple[str, object]]] = {
-    "contract": [(n, Float64) for n in ("annual_value", "tier_rank", "days_to_renewal", "contract_age_days",
-                                        "sla_gap", "sla_breached")],
-    "behaviour": [(n, Float64) for n in (
-        "logins", "active_users", "key_feature_uses", "api_calls", "config_changes", "scans_run", "custom_rules",
-        "logins_4w_avg", "key_feature_uses_4w_avg", "api_calls_wow", "key_feature_uses_wow", "api_calls_mom",
-        "below_baseline_measures", "below_baseline_streak", "early_warning", "usage_trend_4v12",
-        "weeks_of_history", "weeks_since_active", "active_weeks_26w", "active_weeks_52w", "active_weeks_total")],
-    "relationship": [(n, Float64) for n in (
-        "touchpoints_90d", "communication_quality_90d", "communication_quality_365d", "nps_avg_365d",
-        "joint_project_touchpoints_180d", "nps_last", "days_since_last_touch")],
-    "account_profile": [],
-    "lead_activity": [(n, Float64) for n in (
-        "page_views_7d", "pricing_page_views_7d", "pricing_dwell_seconds_7d", "case_study_views_30d",
-        "doc_downloads_30d", "pricing_sheet_downloads_30d", "webinar_completion_max_30d", "competitor_social_30d",
-        "budget_signals_90d", "tender_signals_90d", "events_total", "events_per_week")],
-    "lead_profile": [(n, String) for n in ("lead_industry", "lead_region", "lead_product", "lead_source")]
-    + [("company_size", Float64)],
-    "rep_state": [(n, Float64) for n in ("open_leads", "capacity", "load_ratio", "win_rate_90d",
-                                         "avg_close_cycle_days", "seniority_rank")]
-    + [(n, String) for n in ("rep_region", "rep_industries", "rep_products")],
+    view: [(n, FEAST_TYPES[t]) for n, t in types.items()] for view, types in FEATURE_TYPES.items()
+    if view != "lead_rep_fit"
 }
 # Why each view exists, and how long a value stays valid after its event time.
 VIEWS = {
@@ -80,7 +65,7 @@ SERVICES = {
     "chs_behaviour_only": ("behaviour",),
     "intent_profile_only": ("lead_profile",),
 }
-FIT_FEATURES = ("industry_match", "product_match", "region_match")
+FIT_FEATURES = tuple(FEATURE_TYPES["lead_rep_fit"])
 # Views the scoring job (serving/scoring_job.py) writes, not ``features build``: view -> (entity,
 # file relative to the feature folder, features). Their files live with the score history, outside
 # the folder a rebuild rewrites; each is registered once its file exists, and is written online by
@@ -109,7 +94,7 @@ def _source(name: str) -> FileSource:
 
 def view_features(view: str, custom: dict[str, list[CustomFeature]] | None = None) -> list[tuple[str, object]]:
     """(name, Feast type) of a view's features: built-in, then the project's custom ones."""
-    extra = [(f.name, String if f.is_string else Float64)
+    extra = [(f.name, FEAST_TYPES[custom_type(f)])
              for feats in (custom or {}).values() for f in feats if f.view == view]
     clash = {n for n, _ in extra} & {n for n, _ in BUILTIN[view]}
     if clash:
@@ -132,6 +117,10 @@ class Repo:
     views: dict[str, FeatureView]
     services: dict[str, FeatureService]
     objects: list = field(default_factory=list)
+    # Views ``materialize`` loads online: those whose batch source is a feature file of ``features
+    # build`` (pushed ones too: a push carries only new events). Not the score views (the scoring job
+    # writes them online) nor on-demand views (computed at request time, no source of their own).
+    materialized: list[str] = field(default_factory=list)
 
 
 def repo(custom: dict[str, list[CustomFeature]] | None = None, present: set[str] | None = None) -> Repo:
@@ -156,7 +145,8 @@ def repo(custom: dict[str, list[CustomFeature]] | None = None, present: set[str]
     if {"lead_profile", "rep_state"} <= set(views):
         # Lead x rep fit depends on the pair, so it is computed at request time, not stored.
         @on_demand_feature_view(sources=[views["lead_profile"], views["rep_state"]],
-                                schema=[Field(name=n, dtype=Float64) for n in FIT_FEATURES], mode="pandas")
+                                schema=[Field(name=n, dtype=FEAST_TYPES[t])
+                                        for n, t in FEATURE_TYPES["lead_rep_fit"].items()], mode="pandas")
         def lead_rep_fit(inputs: pd.DataFrame) -> pd.DataFrame:
             from features.transforms import lead_rep_fit as fit  # Feast runs the UDF without our globals
 
@@ -171,4 +161,4 @@ def repo(custom: dict[str, list[CustomFeature]] | None = None, present: set[str]
             services[name] = FeatureService(name=name, features=feats)
     used = {v: pushes[v] for v in pushes if v in views}
     objects = [*ENTITIES.values(), *used.values(), *parts.values(), *services.values()]
-    return Repo(views, services, objects)
+    return Repo(views, services, objects, [v for v in views if v in VIEWS])

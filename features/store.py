@@ -203,13 +203,11 @@ def feature_time_range(settings: Settings) -> tuple[datetime, datetime]:
 def materialize(settings: Settings, end: datetime | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
     """Load the latest value per entity up to ``end`` into the online store, view by view."""
-    from features.definitions import SCORE_VIEWS
-
     store = open_store(settings)
     start, last = feature_time_range(settings)
     end = end or last
-    # score views are written online by the scoring job itself, after each run
-    views = [v for v in project_repo(settings).views.values() if v.name not in SCORE_VIEWS]
+    r = project_repo(settings)
+    views = [r.views[name] for name in r.materialized]
     counts = {}
     for i, view in enumerate(views):
         if progress:

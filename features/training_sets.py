@@ -232,6 +232,17 @@ def optional_columns(spec: ModelSpec) -> dict[str, set[str]]:
     return out
 
 
+def numbers_as_floats(frame: pd.DataFrame, service) -> pd.DataFrame:
+    """Count and flag features (Feast Int64, Bool) as float64, missing as NaN: the model reads every
+    number as a float, and a flag column with gaps would otherwise come back as Python objects."""
+    from feast.types import Bool, Int64
+
+    typed = {f.name for p in service.feature_view_projections for f in p.features if f.dtype in (Int64, Bool)}
+    for col in typed & set(frame.columns):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    return frame
+
+
 def build_training_set(settings: Settings, model: str, raw_dir: Path | None = None,
                        feature_service: str | None = None, store=None,
                        labels: pd.DataFrame | None = None, spec: ModelSpec | None = None) -> TrainingSet:
@@ -250,7 +261,7 @@ def build_training_set(settings: Settings, model: str, raw_dir: Path | None = No
     store = store or open_store(settings)
     service_name = feature_service or spec.feature_service
     service = store.get_feature_service(service_name)
-    frame = store.get_historical_features(entity_df=labels, features=service).to_df()
+    frame = numbers_as_floats(store.get_historical_features(entity_df=labels, features=service).to_df(), service)
     feature_cols = [c for c in frame.columns if c not in set(labels.columns)]
     return TrainingSet(
         model=model, feature_service=service_name, frame=frame, entity_columns=keys,

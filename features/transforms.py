@@ -34,6 +34,72 @@ USAGE_MEASURES = ("logins", "active_users", "key_feature_uses", "api_calls", "co
 TIER_RANK = {"basic": 1, "pro": 2, "enterprise": 3}
 SENIORITY_RANK = {"junior": 1, "mid": 2, "senior": 3}
 
+# The type of every built-in feature, by meaning, in the contract's dtype names: the one source of
+# the Feast schema (features.definitions), of the feature files' column types and of pushed rows.
+# int: counts, ranks, whole days or weeks (missing stays missing: nullable); bool: flags; float:
+# amounts, ratios, averages, trends; str: categories. The model still reads every number as a
+# float (training.data.prepare_features).
+FEATURE_TYPES: dict[str, dict[str, str]] = {
+    "contract": {"annual_value": "float", "tier_rank": "int", "days_to_renewal": "int",
+                 "contract_age_days": "int", "sla_gap": "float", "sla_breached": "bool"},
+    "behaviour": {
+        **dict.fromkeys(USAGE_MEASURES, "int"),
+        "logins_4w_avg": "float", "key_feature_uses_4w_avg": "float", "api_calls_wow": "float",
+        "key_feature_uses_wow": "float", "api_calls_mom": "float", "below_baseline_measures": "int",
+        "below_baseline_streak": "int", "early_warning": "bool", "usage_trend_4v12": "float",
+        "weeks_of_history": "int", "weeks_since_active": "int", "active_weeks_26w": "int",
+        "active_weeks_52w": "int", "active_weeks_total": "int"},
+    "relationship": {"touchpoints_90d": "int", "communication_quality_90d": "float",
+                     "communication_quality_365d": "float", "nps_avg_365d": "float",
+                     "joint_project_touchpoints_180d": "int", "nps_last": "int", "days_since_last_touch": "int"},
+    "account_profile": {},
+    "lead_activity": {
+        "page_views_7d": "int", "pricing_page_views_7d": "int", "pricing_dwell_seconds_7d": "float",
+        "case_study_views_30d": "int", "doc_downloads_30d": "int", "pricing_sheet_downloads_30d": "int",
+        "webinar_completion_max_30d": "float", "competitor_social_30d": "int", "budget_signals_90d": "int",
+        "tender_signals_90d": "int", "events_total": "int", "events_per_week": "float"},
+    "lead_profile": {"lead_industry": "str", "lead_region": "str", "lead_product": "str", "lead_source": "str",
+                     "company_size": "int"},
+    "rep_state": {"open_leads": "int", "capacity": "int", "load_ratio": "float", "win_rate_90d": "float",
+                  "avg_close_cycle_days": "float", "seniority_rank": "int", "rep_region": "str",
+                  "rep_industries": "str", "rep_products": "str"},
+    # computed at request time (an on-demand view), never stored
+    "lead_rep_fit": {"industry_match": "bool", "product_match": "bool", "region_match": "bool"},
+}
+# How each type is held in a pandas frame of features (and so in the parquet files).
+PANDAS_TYPES = {"int": "Int64", "bool": "boolean", "float": "float64", "str": "object"}
+
+
+def custom_type(f: CustomFeature) -> str:
+    """A custom feature's type, by what its transform computes from the column."""
+    if f.fn == "count" or (f.fn == "sum" and f.type == "boolean"):
+        return "int"
+    if f.fn in (None, "last"):
+        return {"categorical": "str", "boolean": "bool"}.get(f.type, "float")
+    if f.type == "boolean" and f.fn in ("max", "min"):
+        return "bool"
+    return "float"
+
+
+def feature_types(view: str, custom: dict[str, list[CustomFeature]] | None = None) -> dict[str, str]:
+    """Feature name -> type of a view: built-in, then the project's custom features of that view."""
+    out = dict(FEATURE_TYPES[view])
+    for feats in (custom or {}).values():
+        for f in feats:
+            if f.view == view:
+                out.setdefault(f.name, custom_type(f))
+    return out
+
+
+def _typed_frame(df: pd.DataFrame, view: str, custom: list[CustomFeature] = ()) -> pd.DataFrame:
+    """The view's features with their declared types (the SQL computes numbers as DOUBLE). A count
+    that is not whole, or a flag not 0/1, raises instead of being rounded into another meaning."""
+    types = feature_types(view, {"": list(custom)})
+    for name, kind in types.items():
+        if name in df.columns and kind != "str" and df[name].dtype != PANDAS_TYPES[kind]:
+            df[name] = df[name].astype(PANDAS_TYPES[kind])
+    return df
+
 
 _CONNECTIONS = threading.local()
 
@@ -88,7 +154,7 @@ def contract_features(contracts: pd.DataFrame, custom: list[CustomFeature] = ())
     contracts = _optional(contracts, ("start_date", "end_date"), TS)
     tier_case = " ".join(f"WHEN '{k}' THEN {v}" for k, v in TIER_RANK.items())
     extra = "".join(f",\n               MAX({_typed(f)}) AS {_q(f.name)}" for f in custom)
-    return _sql(
+    return _typed_frame(_sql(
         f"""
         SELECT account_id,
                snapshot_at AS event_timestamp,
@@ -105,7 +171,7 @@ def contract_features(contracts: pd.DataFrame, custom: list[CustomFeature] = ())
         ORDER BY account_id, snapshot_at
         """,
         contracts=contracts,
-    )
+    ), "contract", custom)
 
 
 def _q(name: str) -> str:
@@ -202,7 +268,7 @@ def behaviour_features(usage: pd.DataFrame, custom: list[CustomFeature] = (), un
                 f.fn, f"{f.fn.upper()}({col})")
             expr = f"({agg} {w} {rows}))::DOUBLE"
         custom_sel += f",\n               {expr} AS {_q(f.name)}"
-    return _sql(
+    return _typed_frame(_sql(
         f"""
         WITH u0 AS (
             SELECT *, ({active}) AS is_active FROM usage
@@ -271,7 +337,7 @@ def behaviour_features(usage: pd.DataFrame, custom: list[CustomFeature] = (), un
         ORDER BY account_id, event_timestamp
         """,
         usage=usage,
-    )
+    ), "behaviour", custom)
 
 
 def _event_aggs(f: CustomFeature, key: str, ts: str, filt: str = "") -> str:
@@ -315,7 +381,7 @@ def relationship_features(interactions: pd.DataFrame, grid: pd.DataFrame | None 
 
     # One ordered stream per account: interactions carry values, grid rows carry none; window
     # aggregates over the stream are exact for any grid spacing, then only grid rows are kept.
-    return _sql(
+    return _typed_frame(_sql(
         f"""
         WITH stream AS (
             SELECT account_id, occurred_at AS ts, FALSE AS is_grid, 1 AS touch,
@@ -347,7 +413,7 @@ def relationship_features(interactions: pd.DataFrame, grid: pd.DataFrame | None 
         ORDER BY account_id, event_timestamp
         """,
         grid=grid, interactions=interactions,
-    )
+    ), "relationship", custom)
 
 
 def lead_activity_features(lead_events: pd.DataFrame, custom: list[CustomFeature] = ()) -> pd.DataFrame:
@@ -366,7 +432,7 @@ def lead_activity_features(lead_events: pd.DataFrame, custom: list[CustomFeature
     custom_agg = "".join(f",\n                   {_event_aggs(f, 'lead_id', 'occurred_at')} AS {_q(f.name)}"
                          for f in custom)
     custom_sel = "".join(f", {_q(f.name)}" for f in custom)
-    return _sql(
+    return _typed_frame(_sql(
         f"""
         WITH e AS (
             SELECT lead_id, occurred_at,
@@ -406,7 +472,7 @@ def lead_activity_features(lead_events: pd.DataFrame, custom: list[CustomFeature
         ORDER BY lead_id, event_timestamp
         """,
         lead_events=lead_events,
-    )
+    ), "lead_activity", custom)
 
 
 def _custom_select(custom: list[CustomFeature], alias: str = "") -> str:
@@ -419,20 +485,20 @@ def _typed_raw(column: str, numeric: bool) -> str:
 
 def account_profile_features(accounts: pd.DataFrame, custom: list[CustomFeature]) -> pd.DataFrame:
     """An account's company-specific attributes (plan, seats, add-ons...), known from creation."""
-    return _sql(
+    return _typed_frame(_sql(
         f"""
         SELECT account_id, created_at AS event_timestamp{_custom_select(custom)}
         FROM accounts ORDER BY account_id
         """,
         accounts=accounts,
-    )
+    ), "account_profile", custom)
 
 
 def lead_profile_features(leads: pd.DataFrame, custom: list[CustomFeature] = ()) -> pd.DataFrame:
     """Static lead attributes. ``expected_deal_amount`` is subjective and deliberately left out."""
     leads = _optional(leads, ("company_size",), "Int64")
     leads = _optional(leads, ("industry", "region", "product_interest", "source"), "string")
-    return _sql(
+    return _typed_frame(_sql(
         f"""
         SELECT lead_id, created_at AS event_timestamp,
                industry::VARCHAR AS lead_industry, region::VARCHAR AS lead_region,
@@ -441,7 +507,7 @@ def lead_profile_features(leads: pd.DataFrame, custom: list[CustomFeature] = ())
         FROM leads ORDER BY lead_id
         """,
         leads=leads,
-    )
+    ), "lead_profile", custom)
 
 
 def rep_state_features(rep_state: pd.DataFrame, reps: pd.DataFrame, custom: list[CustomFeature] = ()
@@ -452,7 +518,7 @@ def rep_state_features(rep_state: pd.DataFrame, reps: pd.DataFrame, custom: list
     rank = " ".join(f"WHEN '{k}' THEN {v}" for k, v in SENIORITY_RANK.items())
     extra = "".join(f",\n               {_typed(f, ('r.' if f.table == 'reps' else 's.') + _q(f.column))} "
                     f"AS {_q(f.name)}" for f in custom)
-    return _sql(
+    return _typed_frame(_sql(
         f"""
         SELECT s.rep_id, s.as_of AS event_timestamp,
                s.open_leads::DOUBLE AS open_leads,
@@ -468,22 +534,22 @@ def rep_state_features(rep_state: pd.DataFrame, reps: pd.DataFrame, custom: list
         ORDER BY s.rep_id, s.as_of
         """,
         rep_state=rep_state, reps=reps,
-    )
+    ), "rep_state", custom)
 
 
 def lead_rep_fit(df: pd.DataFrame) -> pd.DataFrame:
     """Lead x rep fit, computed at request time (Feast on-demand view) and in training alike."""
     def member(item: pd.Series, items: pd.Series) -> pd.Series:
         return pd.Series(
-            [float(isinstance(a, str) and isinstance(b, str) and a in b.split("|"))
-             for a, b in zip(item, items)], index=df.index, dtype="float64",
+            [isinstance(a, str) and isinstance(b, str) and a in b.split("|")
+             for a, b in zip(item, items)], index=df.index, dtype=bool,
         )
 
     out = pd.DataFrame(index=df.index)
     out["industry_match"] = member(df["lead_industry"], df["rep_industries"])
     out["product_match"] = member(df["lead_product"], df["rep_products"])
     same_region = df["lead_region"].astype("string") == df["rep_region"].astype("string")
-    out["region_match"] = same_region.fillna(False).astype("float64")
+    out["region_match"] = same_region.fillna(False).astype(bool)
     return out
 
 
