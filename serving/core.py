@@ -198,8 +198,11 @@ class ScoringCore:
 
     def online(self, service: str, key: str, ids: list[str]) -> pd.DataFrame:
         """Online features by id; ``_known`` is False where no view holds the entity."""
+        from features.training_sets import numbers_as_floats
+
         df = self.store.get_online_features(features=self._service(service),
                                             entity_rows=[{key: i} for i in ids]).to_df()
+        df = numbers_as_floats(df, self._service(service))  # counts and flags as the model reads them
         feats = [c for c in df.columns if c != key]
         df["_known"] = df[feats].notna().any(axis=1) if feats else False
         return df
@@ -343,6 +346,7 @@ class ScoringCore:
         ids = frame.loc[frame["_known"], "account_id"].astype(str).tolist()
         if not ids:
             return pd.DataFrame()
+        from features.training_sets import numbers_as_floats
         from salesml.contract import MIN_TIMESTAMP
 
         if when > now_utc() or when < MIN_TIMESTAMP:
@@ -351,7 +355,7 @@ class ScoringCore:
                                         f"available from {first.date()} to {last.date()}")
         entity = pd.DataFrame({"account_id": ids, "event_timestamp": pd.Timestamp(when)})
         service = self._service(self.specs["chs"].feature_service)
-        df = self.store.get_historical_features(entity_df=entity, features=service).to_df()
+        df = numbers_as_floats(self.store.get_historical_features(entity_df=entity, features=service).to_df(), service)
         df = df.drop_duplicates("account_id").set_index("account_id", drop=False)
         feats = [c for c in df.columns if c not in ("account_id", "event_timestamp")]
         empty = df.index[~df[feats].notna().any(axis=1)].tolist() if feats else df.index.tolist()

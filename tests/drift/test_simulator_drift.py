@@ -88,7 +88,9 @@ def exports(tmp_path_factory) -> dict[bool, dict]:
         folder = tmp_path_factory.mktemp("drift_sim" if drifted else "plain_sim")
         generate(folder, drift_after=str(DRIFT.date()) if drifted else None, **SIM)
         frames = load_valid_export(folder)
-        tables = build_all(frames)
+        # counts and flags as floats, as in a training set (features.training_sets.numbers_as_floats)
+        tables = {k: v.astype({c: "float64" for c in v.columns if str(v[c].dtype) in ("Int64", "boolean")})
+                  for k, v in build_all(frames).items()}
         out[drifted] = {
             "chs": _chs_rows(tables),
             "intent": _intent_rows(frames, tables),
