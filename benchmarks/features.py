@@ -101,6 +101,11 @@ def redis_read_latency(settings: Settings, account_ids) -> tuple[dict[int, tuple
     return reads, note
 
 
+def _floats(column: pd.Series) -> np.ndarray:
+    """A feature column as float64 with NaN for missing (counts are Int64 and flags boolean in Feast)."""
+    return pd.to_numeric(column, errors="coerce").astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+
+
 def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows: int = 200_000,
         seed: int = 3, log: Callable[[str], None] = print, redis: bool = True) -> Path:
     """``redis``: also read from the team profile's Redis online store (skipped, with the reason in
@@ -165,7 +170,7 @@ def run(settings: Settings, accounts: int = 12_500, weeks: int = 104, label_rows
         t_stock, stock = _timed(lambda: store.get_historical_features(entity_df=labels, features=service).to_df())
     finally:
         del os.environ["SALESML_FEAST_STOCK_JOIN"]
-    same = all(np.allclose(ours[c].fillna(-1), plain[c].fillna(-1)) for c in feature_cols)
+    same = all(np.allclose(_floats(ours[c]), _floats(plain[c]), equal_nan=True) for c in feature_cols)
     lines += [f"## Point-in-time training set: {label_rows:,} label rows x {behaviour_rows:,} feature rows", "",
               "| method | seconds | vs plain ASOF JOIN |", "|---|---:|---:|",
               f"| plain DuckDB `ASOF JOIN` (no Feast) | {t_plain:.2f} | 1.0x |",

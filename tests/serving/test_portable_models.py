@@ -117,7 +117,8 @@ def test_each_model_scores_without_the_repository_as_serving_does(fresh_env, tmp
         inputs = Model.load(str(folders[name])).signature.inputs.input_names()
         row = frame[[c for c in inputs if c in frame.columns]]
         # the signature declares every numeric input a double (training.tracking.log_model)
-        row = row.astype({c: "float64" for c in row.columns if pd.api.types.is_integer_dtype(row[c].dtype)})
+        row = row.astype({c: "float64" for c in row.columns if pd.api.types.is_integer_dtype(row[c].dtype)
+                          or pd.api.types.is_bool_dtype(row[c].dtype)})
         row.to_pickle(tmp_path / f"{name}.pkl")
         t = time.perf_counter()
         run = subprocess.run([str(python), "score.py", str(folders[name]), str(tmp_path / f"{name}.pkl"),
