@@ -93,8 +93,12 @@ class Gate:
                 pending["start"] = message
                 return
             start = pending.pop("start", None)
-            if message["type"] == "http.response.body" and not message.get("more_body") and start is not None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                # the body's last part: the row is committed first, also when earlier parts already went out
+                # (a streamed answer is complete for the client only with its last part)
                 if not record():
+                    if start is None:  # the status already left: cut the answer short instead of a 503
+                        raise RuntimeError("the access log could not be written; the answer was cut short")
                     status["code"] = 503
                     body = b'{"error": "the access log could not be written; nothing was answered", "field": null}'
                     start = {**start, "status": 503, "headers": [
