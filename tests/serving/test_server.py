@@ -74,23 +74,24 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(served_settings, tmp_path_factory):
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    proc = _start(served_settings, port, log_path)
-    yield port, proc, log_path
-    _kill(proc)
+def _servers(served_settings, tmp_path_factory):
+    """The module's one server at a time: started on first use, again after a test killed it."""
+    held: dict = {}
+    yield held, served_settings, tmp_path_factory
+    if held.get("proc") is not None and held["proc"].poll() is None:
+        _kill(held["proc"])
 
 
 @pytest.fixture
-def own_server(served_settings, tmp_path):
-    """A server for a test that kills it: the module's stays up for the other tests, whatever their order."""
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    proc = _start(served_settings, port, log_path)
-    yield port, proc, log_path
-    if proc.poll() is None:  # the test failed before its kill (a killed one's pid may be reused: leave it)
-        _kill(proc)
+def server(_servers):
+    """A running server on the served environment: the module's, or a new one when a test (the SIGKILL
+    test) killed it. Never two at once: two servers writing one environment's logs is not what is tested."""
+    held, settings, factory = _servers
+    if held.get("proc") is None or held["proc"].poll() is not None:
+        held["port"] = _free_port()
+        held["log"] = factory.mktemp("server") / "server.log"
+        held["proc"] = _start(settings, held["port"], held["log"])
+    return held["port"], held["proc"], held["log"]
 
 
 def test_bentoml_client_and_plain_http(server, served_settings, keys):
@@ -226,14 +227,14 @@ def test_schemathesis_all_checks_per_role(server, served_settings, keys, role, s
         assert reached.get(path, 0) > 0, f"no generated {path} request reached the scoring code"
 
 
-def test_sigkill_under_load_loses_no_acknowledged_request(own_server, served_settings, keys):
+def test_sigkill_under_load_loses_no_acknowledged_request(server, served_settings, keys):
     """Reads and writes in one concurrent mix, the server SIGKILLed mid-load: every acknowledged
     request is in the logs and stores after restart, and a rebuild includes every acknowledged event."""
     from features.live import live_path, open_live
     from features.store import build_feature_files, materialize, online_features
     from serving.predlog import PredictionLog
 
-    port, proc, log_path = own_server
+    port, proc, log_path = server
     raw = served_settings.raw_dir
     accounts = pd.read_parquet(raw / "accounts.parquet")["account_id"].tolist()
     events = pd.read_parquet(raw / "lead_events.parquet", columns=["lead_id", "occurred_at"])
