@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -117,7 +119,18 @@ def team_env(tmp_path_factory):
         up(settings, show=lambda _: None)
         yield env
     finally:
-        down(settings, show=lambda _: None)
+        # `salesml team down` as a user runs it (the README's command); the library call is the fallback
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        salesml = str(Path(sys.executable).with_name("salesml"))
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SALESML_", "MLFLOW_"))}
+        stopped = subprocess.run([salesml, "team", "down"], env={**inherited, **env}, capture_output=True, text=True)
+        if stopped.returncode != 0:
+            down(settings, show=lambda _: None)
         for url in postgres_urls(settings).values():
             drop_database(url)
         delete_feast_keys(settings.redis_url, settings.feast_project)
+        assert stopped.returncode == 0 and "Traceback" not in stopped.stderr, (
+            f"salesml team down failed ({stopped.returncode}): {stopped.stderr[-3000:]}")

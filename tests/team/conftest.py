@@ -36,4 +36,6 @@ def team_demo(team_env):
         settings = Settings(**{k: team_env[f"SALESML_{k.upper()}"] for k in keys})  # what the commands see
         yield {"env": env, "port": port, "settings": settings, "stdout": proc.stdout, "stderr": proc.stderr}
     finally:
-        subprocess.run([str(REPO / ".venv/bin/salesml"), "serve-stop"], cwd=REPO, env=env, capture_output=True)
+        stop = subprocess.run([str(REPO / ".venv/bin/salesml"), "serve-stop"], cwd=REPO, env=env, capture_output=True,
+                              text=True)
+        assert stop.returncode == 0 and "Traceback" not in stop.stderr, stop.stderr[-3000:]
