@@ -80,7 +80,7 @@ def analyze(log, model: str, mde: float, alpha: float = 0.05, power: float = 0.8
                                          int(champ["successes"]), int(champ["exposed"]), alpha)
     if chall["exposed"] == 0:
         verdict = "no challenger traffic: configure SALESML_CHALLENGER_SHARE for this model"
-    elif not reached:
+    elif not reached or test is None:
         verdict = (f"no winner yet: {int(champ['exposed']):,} / {int(chall['exposed']):,} exposures, "
                    f"{need:,} per arm needed to detect {mde:+.3f} at alpha {alpha} and power {power}")
     elif test["p_value"] < alpha and (test["ci_low"] > 0 or test["ci_high"] < 0):

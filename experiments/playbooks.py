@@ -257,7 +257,7 @@ def log_effects(settings, table: pd.DataFrame, *, as_of, extra_params: dict | No
         mlflow.set_tags({"kind": "playbook-effects", "git_commit": tracking.git_commit(),
                          "verdicts": "; ".join(f"{_label(r)}: {r['verdict']}" for _, r in table.iterrows())})
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        metrics = {}
+        metrics: dict[str, float] = {}
         for _, r in table.iterrows():
             pid = _metric_key(_label(r))
             metrics |= {f"n__{pid}": r["n_prompted"] + r["n_holdout"], f"n_prompted__{pid}": r["n_prompted"],

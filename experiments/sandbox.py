@@ -46,12 +46,12 @@ class Comparison:
 
 def compare(spec: ExperimentSpec, y: np.ndarray, scores: dict[str, np.ndarray]) -> Comparison:
     """Paired comparison of every variant with the first one (the control) on the same rows."""
-    fns = {m: _metric_fns()[m] for m in spec.metrics}
+    fns: dict[str, Callable] = {m: _metric_fns()[m] for m in spec.metrics}
     b = spec.bootstrap
     mean = {k: (v.mean(axis=0) if v.ndim == 2 else v) for k, v in scores.items()}  # the fits' ensemble
     rows = []
     for name, p in scores.items():
-        row = {"variant": name}
+        row: dict[str, object] = {"variant": name}
         for m, fn in fns.items():
             est, lo, hi = stats.bootstrap_metric_ci(y, p, fn, n_resamples=b.resamples, seed=b.seed, alpha=b.alpha)
             row.update({m: est, f"{m}_ci_low": lo, f"{m}_ci_high": hi})

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from salesml.modelspec import MODEL_NAMES
+from salesml.modelspec import ModelName
 
-METRICS = ("roc_auc", "pr_auc", "brier", "log_loss")
+Metric = Literal["roc_auc", "pr_auc", "brier", "log_loss"]
+METRICS: tuple[str, ...] = get_args(Metric)
 
 
 class Variant(BaseModel, extra="forbid"):
@@ -30,7 +31,7 @@ class Bootstrap(BaseModel, extra="forbid"):
 
 
 class DecisionRule(BaseModel, extra="forbid"):
-    metric: Literal[METRICS] = "roc_auc"
+    metric: Metric = "roc_auc"
     higher_is_better: bool | None = None  # default from the metric
     alpha: float = Field(0.05, gt=0, lt=0.5)
     min_effect: float = Field(0.0, ge=0)
@@ -45,9 +46,9 @@ class DecisionRule(BaseModel, extra="forbid"):
 class ExperimentSpec(BaseModel, extra="forbid"):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    model: Literal[MODEL_NAMES]
+    model: ModelName
     variants: list[Variant] = Field(min_length=2)
-    metrics: list[Literal[METRICS]] = Field(default_factory=lambda: list(METRICS))
+    metrics: list[Metric] = Field(default_factory=lambda: list(get_args(Metric)))
     fits_per_variant: int = Field(3, ge=1, le=20, description="seeds per variant: training variance enters the CIs")
     operating_share: float = Field(0.1, gt=0, lt=1, description="share of test rows flagged at the operating threshold")
     bootstrap: Bootstrap = Field(default_factory=Bootstrap)

@@ -28,7 +28,7 @@ _CHUNK_CELLS = 2_000_000  # resamples x rows evaluated at once
 
 def vectorized(fn: Callable) -> Callable:
     """Mark ``fn(y, p)`` as accepting 2-D arrays (one resample per row) and returning one value per row."""
-    fn.vectorized = True
+    setattr(fn, "vectorized", True)  # noqa: B010 (a mark on a function object, read with getattr)
     return fn
 
 
@@ -164,7 +164,7 @@ def _bootstrap_values(y, scores: dict, metrics: dict, n_resamples: int, seed: in
     randomly drawn fit per resample (``np.random.default_rng(seed + 1)``, per chunk and variant in order),
     so the interval also carries the variance that comes from training, not only from the test rows.
     """
-    vals = {(mk, vk): [] for mk in metrics for vk in scores}
+    vals: dict[tuple[str, str], list[np.ndarray]] = {(mk, vk): [] for mk in metrics for vk in scores}
     fit_rng = np.random.default_rng(seed + 1)
     for idx in _resample_chunks(y, n_resamples, seed, strata):
         y2 = y[idx]
@@ -189,7 +189,7 @@ def _p_boot(d: np.ndarray) -> float:
     n = len(d)
     if n == 0:
         return float("nan")
-    p = 2 * min(np.mean(d <= 0), np.mean(d >= 0))
+    p = 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0)))
     return float(min(max(p, 1.0 / (n + 1)), 1.0))
 
 
@@ -212,7 +212,7 @@ def paired_bootstrap(y, scores: dict[str, np.ndarray], metrics: dict[str, Callab
     rows = []
     for mk, metric in metrics.items():
         full = {vk: _full(metric, y, p) for vk, p in scores.items()}
-        block = []
+        block: list[dict] = []
         for i, a in enumerate(names):
             for b in names[i + 1:]:
                 d = vals[(mk, a)] - vals[(mk, b)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 
 import duckdb
 import pandas as pd
@@ -91,7 +92,7 @@ def feature_types(view: str, custom: dict[str, list[CustomFeature]] | None = Non
     return out
 
 
-def _typed_frame(df: pd.DataFrame, view: str, custom: list[CustomFeature] = ()) -> pd.DataFrame:
+def _typed_frame(df: pd.DataFrame, view: str, custom: Sequence[CustomFeature] = ()) -> pd.DataFrame:
     """The view's features with their declared types (the SQL computes numbers as DOUBLE). A count
     that is not whole, or a flag not 0/1, raises instead of being rounded into another meaning."""
     types = feature_types(view, {"": list(custom)})
@@ -148,7 +149,7 @@ def _optional(df: pd.DataFrame, columns: tuple[str, ...], dtype: str = "Float64"
     return df
 
 
-def contract_features(contracts: pd.DataFrame, custom: list[CustomFeature] = ()) -> pd.DataFrame:
+def contract_features(contracts: pd.DataFrame, custom: Sequence[CustomFeature] = ()) -> pd.DataFrame:
     contracts = _optional(contracts, ("sla_attainment", "annual_value", "sla_target"))
     contracts = _optional(contracts, ("tier",), "string")
     contracts = _optional(contracts, ("start_date", "end_date"), TS)
@@ -219,7 +220,7 @@ def _densify(usage: pd.DataFrame, measures: list[str], until: pd.Timestamp | Non
     return out
 
 
-def behaviour_features(usage: pd.DataFrame, custom: list[CustomFeature] = (), until: pd.Timestamp | None = None,
+def behaviour_features(usage: pd.DataFrame, custom: Sequence[CustomFeature] = (), until: pd.Timestamp | None = None,
                        stops: pd.Series | None = None, activity: str | None = None) -> pd.DataFrame:
     """Weekly behaviour: measures, trends, the below-own-baseline streak, recency and frequency.
 
@@ -265,7 +266,7 @@ def behaviour_features(usage: pd.DataFrame, custom: list[CustomFeature] = (), un
         else:
             rows = f"ROWS BETWEEN {f.days // 7 - 1} PRECEDING AND CURRENT ROW" if f.days else "ROWS UNBOUNDED PRECEDING"
             agg = {"count": f"COUNT({col}) FILTER (WHERE {col} > 0)", "last": f"last_value({col} IGNORE NULLS)"}.get(
-                f.fn, f"{f.fn.upper()}({col})")
+                f.fn, f"{str(f.fn).upper()}({col})")
             expr = f"({agg} {w} {rows}))::DOUBLE"
         custom_sel += f",\n               {expr} AS {_q(f.name)}"
     return _typed_frame(_sql(
@@ -349,12 +350,12 @@ def _event_aggs(f: CustomFeature, key: str, ts: str, filt: str = "") -> str:
     order = f"ORDER BY {ts}" + (", is_grid" if filt else "")
     if f.fn == "last":
         return _typed(f, f"last_value({col} IGNORE NULLS) OVER (PARTITION BY {key} {order} {frame})")
-    agg = f"COUNT({col})" if f.fn == "count" else f"{f.fn.upper()}({col})"
+    agg = f"COUNT({col})" if f.fn == "count" else f"{str(f.fn).upper()}({col})"
     return f"({agg}{where} OVER (PARTITION BY {key} {order} {frame}))::DOUBLE"
 
 
 def relationship_features(interactions: pd.DataFrame, grid: pd.DataFrame | None = None,
-                          custom: list[CustomFeature] = ()) -> pd.DataFrame:
+                          custom: Sequence[CustomFeature] = ()) -> pd.DataFrame:
     """Trailing-window relationship measures on a weekly grid.
 
     The grid (account_id, event_timestamp) is normally the behaviour view's week ends, so the
@@ -416,7 +417,7 @@ def relationship_features(interactions: pd.DataFrame, grid: pd.DataFrame | None 
     ), "relationship", custom)
 
 
-def lead_activity_features(lead_events: pd.DataFrame, custom: list[CustomFeature] = ()) -> pd.DataFrame:
+def lead_activity_features(lead_events: pd.DataFrame, custom: Sequence[CustomFeature] = ()) -> pd.DataFrame:
     """Trailing counts per lead, one row per event time (as fresh as the latest signal)."""
     # No dwell / webinar columns in the export: those features stay unknown, not 0.
     zero_dwell = "0" if "dwell_seconds" in lead_events.columns else "NULL"
@@ -475,7 +476,7 @@ def lead_activity_features(lead_events: pd.DataFrame, custom: list[CustomFeature
     ), "lead_activity", custom)
 
 
-def _custom_select(custom: list[CustomFeature], alias: str = "") -> str:
+def _custom_select(custom: Sequence[CustomFeature], alias: str = "") -> str:
     return "".join(f",\n               {_typed(f, alias + _q(f.column))} AS {_q(f.name)}" for f in custom)
 
 
@@ -494,7 +495,7 @@ def account_profile_features(accounts: pd.DataFrame, custom: list[CustomFeature]
     ), "account_profile", custom)
 
 
-def lead_profile_features(leads: pd.DataFrame, custom: list[CustomFeature] = ()) -> pd.DataFrame:
+def lead_profile_features(leads: pd.DataFrame, custom: Sequence[CustomFeature] = ()) -> pd.DataFrame:
     """Static lead attributes. ``expected_deal_amount`` is subjective and deliberately left out."""
     leads = _optional(leads, ("company_size",), "Int64")
     leads = _optional(leads, ("industry", "region", "product_interest", "source"), "string")
@@ -510,7 +511,7 @@ def lead_profile_features(leads: pd.DataFrame, custom: list[CustomFeature] = ())
     ), "lead_profile", custom)
 
 
-def rep_state_features(rep_state: pd.DataFrame, reps: pd.DataFrame, custom: list[CustomFeature] = ()
+def rep_state_features(rep_state: pd.DataFrame, reps: pd.DataFrame, custom: Sequence[CustomFeature] = ()
                        ) -> pd.DataFrame:
     rep_state = _optional(rep_state, ("capacity", "open_leads"), "Int64")
     rep_state = _optional(rep_state, ("win_rate_90d", "avg_close_cycle_days"))

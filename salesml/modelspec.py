@@ -9,14 +9,16 @@ their own copies of a horizon, a key or a column name.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
-MODEL_NAMES = ("intent", "lead_match", "chs")
-CANDIDATES = ("xgboost", "xgboost_unconstrained", "logistic")
+ModelName = Literal["intent", "lead_match", "chs"]
+Candidate = Literal["xgboost", "xgboost_unconstrained", "logistic"]
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+CANDIDATES: tuple[str, ...] = get_args(Candidate)
 ENTITY_TABLES = {"account": "accounts", "lead": "leads"}  # the contract table that lists each entity
 
 
@@ -89,8 +91,8 @@ class ModelSpec(BaseModel, extra="forbid"):
     tables: Tables
     label: Label
     monotone: dict[str, Literal[-1, 0, 1]] = Field(default_factory=dict)
-    candidates: list[Literal[CANDIDATES]] = Field(default_factory=lambda: list(CANDIDATES))
-    baselines: list[Literal["logistic", "rules"]] = Field(default_factory=lambda: ["logistic"])
+    candidates: list[Candidate] = Field(default_factory=lambda: list(get_args(Candidate)))
+    baselines: list[Literal["logistic", "rules"]] = ["logistic"]  # pydantic copies a mutable default
     # A candidate is registered only if no logged baseline beats it on validation by more than this.
     selection_margin: float = Field(0.01, ge=0, le=0.5)
     serving: Serving

@@ -91,7 +91,7 @@ def ensure_databases(settings: Settings) -> list[str]:
     for component, url in postgres_urls(settings).items():
         try:
             if create_database(url):
-                created.append(make_url(url).database)
+                created.append(str(make_url(url).database))
         except psycopg.OperationalError as exc:
             raise ServiceError(f"PostgreSQL for the {component} ({make_url(url).render_as_string()}) "
                                f"is not reachable: {str(exc).strip()}") from None

@@ -63,8 +63,9 @@ def resolve_as_of(settings: Settings, spec, service, as_of: date | None) -> tupl
         raise FileNotFoundError(f"no feature files for service '{spec.feature_service}' in "
                                 f"{settings.feature_data_dir}: run `salesml features build`")
     with duckdb.connect() as con:
-        (last,) = con.execute("SELECT max(event_timestamp) FROM read_parquet(?, union_by_name=true)",
-                              [[str(f) for f in files]]).fetchone()
+        row = con.execute("SELECT max(event_timestamp) FROM read_parquet(?, union_by_name=true)",
+                          [[str(f) for f in files]]).fetchone()
+    last = row[0] if row else None
     return pd.Timestamp(last).date(), f"latest feature time of the '{spec.feature_service}' views"
 
 

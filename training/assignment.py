@@ -192,7 +192,7 @@ def random_problem(n_leads: int, n_reps: int, seed: int = 0):
 
 def benchmark(n_leads: int = 10_000, n_reps: int = 1_000, seed: int = 0) -> dict:
     p, cap, cur = random_problem(n_leads, n_reps, seed)
-    out = {"n_leads": n_leads, "n_reps": n_reps}
+    out: dict[str, float] = {"n_leads": n_leads, "n_reps": n_reps}
     for name, fn in [("optimal", lambda: propose_assignment(p, cap)),
                      ("round_robin", lambda: round_robin(n_leads, cap, p=p)),
                      ("least_loaded", lambda: least_loaded(n_leads, cap, cur, p=p))]:

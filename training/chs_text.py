@@ -141,19 +141,19 @@ def change_texts(attr: Attribution) -> np.ndarray:
     text = _Pieces(n)
     text.add(*_formatted(attr.total, "CHS {:+.1f}: "))
     for p in range(n_layers):  # the moved layers sort first: ", " goes before every one but the first
-        k = order[:, p]
-        shown = moved[rows, k]
-        text.add([f"{', ' if p else ''}{name} " for name in attr.layers], k, shown)
-        text.add(*_formatted(attr.points[rows, k], "{:+.1f}"), shown)
+        layer = order[:, p]
+        shown = moved[rows, layer]
+        text.add([f"{', ' if p else ''}{name} " for name in attr.layers], layer, shown)
+        text.add(*_formatted(attr.points[rows, layer], "{:+.1f}"), shown)
         for j in range(top):
-            f = feature[k, j, rows]
+            f = feature[layer, j, rows]
             has = shown & (f >= 0)
             text.add([(" (" if j == 0 else ", ") + name for name in names], np.clip(f, 0, None), has)
-            v = pct[k, j, rows]
+            v = pct[layer, j, rows]
             known = has & ~np.isnan(v)
             text.add(*_formatted(np.where(known, v, 0.0), " {:+.0f}%"), known)
         if top:
-            text.add([")"], np.zeros(n, dtype=np.int64), shown & (feature[k, 0, rows] >= 0))
+            text.add([")"], np.zeros(n, dtype=np.int64), shown & (feature[layer, 0, rows] >= 0))
     text.add(["no material change"], np.zeros(n, dtype=np.int64), ~moved.any(axis=1))
     return text.join()
 
@@ -172,7 +172,8 @@ class _Pieces:
     and splits the rows in one pass over the bytes (a zero byte never occurs inside UTF-8 text)."""
 
     def __init__(self, n: int):
-        self.n, self.blocks = n, []
+        self.n = n
+        self.blocks: list[np.ndarray] = []
 
     def add(self, strings: list[str], index: np.ndarray, where: np.ndarray | None = None) -> None:
         encoded = [s.encode() for s in strings]

@@ -127,8 +127,8 @@ def grouped_split(frame: pd.DataFrame, keys: list[str], seed: int, valid_fractio
     inner = StratifiedGroupKFold(n_splits=max(2, round((1 - test_fraction) / valid_fraction)), shuffle=True,
                                  random_state=seed)
     tr, va = next(inner.split(rest, frame[LABEL].iloc[rest], group[rest]))
-    parts = [frame.iloc[rest[tr]], frame.iloc[rest[va]], frame.iloc[test]]
-    return Split(*[p.reset_index(drop=True) for p in parts], None, None, "grouped_random",
+    train, valid, held = (frame.iloc[i].reset_index(drop=True) for i in (rest[tr], rest[va], test))
+    return Split(train, valid, held, None, None, "grouped_random",
                  f"{note}: stratified random split grouped by {keys[0]}")
 
 
@@ -152,5 +152,6 @@ def time_split(frame: pd.DataFrame, valid_fraction: float = 0.2, test_fraction: 
     for name, part in zip(("train", "validation", "test"), parts):
         if part[LABEL].nunique() < 2:
             raise ValueError(f"the {name} window has only one label class; use more data")
-    return Split(*[p.reset_index(drop=True) for p in parts], pd.Timestamp(valid_start), pd.Timestamp(test_start),
-                 "time", "newest label times are the test window")
+    train, valid, test = (p.reset_index(drop=True) for p in parts)
+    return Split(train, valid, test, pd.Timestamp(valid_start), pd.Timestamp(test_start), "time",
+                 "newest label times are the test window")

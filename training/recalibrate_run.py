@@ -54,11 +54,12 @@ def run(settings, quarter: str | None = None, walk_forward: bool = False, raw_di
     quarters = quarters_in(frame, spec.horizon_days) if walk_forward else [quarter]
     if not quarters or quarters == [None]:
         raise ValueError("give --quarter 2025Q3 or --walk-forward")
+    chosen = [q for q in quarters if q is not None]
     tracking.use_experiment(settings, "salesml-chs-recalibration")
     results = []
     with mlflow.start_run(run_name="walk-forward" if walk_forward else f"recalibrate-{quarter}"):
         mlflow.set_tags({"model": "chs", "git_commit": tracking.git_commit()})
-        for q in quarters:
+        for q in chosen:
             r = recalibrate(model, frame, q, spec.horizon_days, current)
             results.append(r)
             log(f"{q}: {'accepted' if r.accepted else 'kept current'} - {r.reason}; "
