@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
 from salesml.settings import Settings
 
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "specs" / "chs_layers.yaml"
-DEMO = dict(accounts=600, leads=2500, reps=40, weeks=104, seed=7)  # as the Makefile's DEMO_ARGS
+# as the Makefile's DEMO_ARGS
+DEMO: dict[str, Any] = {"accounts": 600, "leads": 2500, "reps": 40, "weeks": 104, "seed": 7}
 
 
 def run(settings: Settings, log: Callable[[str], None] = print) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 # model, tables joined as they are (table -> time column for an as-of join, None for a static join)
-SHAPES = {
+SHAPES: dict[str, tuple[str, dict[str, str | None]]] = {
     "snapshot": ("chs", {"accounts": None, "contracts": "snapshot_at"}),
     "prospects": ("intent", {"leads": None}),
     "purchases": ("chs", {"accounts": None, "usage_weekly": "week_start"}),

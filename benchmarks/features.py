@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ import pandas as pd
 from salesml.settings import Settings
 
 
-def _timed(fn: Callable, repeat: int = 1) -> tuple[float, object]:
+def _timed(fn: Callable, repeat: int = 1) -> tuple[float, Any]:
     best, result = float("inf"), None
     for _ in range(repeat):
         t0 = time.perf_counter()

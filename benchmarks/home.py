@@ -10,7 +10,7 @@ models exactly as they were.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from salesml.settings import Settings
 
@@ -42,7 +42,7 @@ def write_report(settings: Settings, name: str, lines: list[str], log: Callable[
     return report
 
 
-def simulated_store(home: Settings, online: bool = False, **simulate) -> dict[str, int]:
+def simulated_store(home: Settings, online: bool = False, **simulate: Any) -> dict[str, int]:
     """Simulate an export (``salesml.simulator.generate`` arguments) into ``home``'s raw folder, build
     its feature files and Feast registry and, with ``online``, its online store; rows per table."""
     from features.store import apply, build_feature_files, materialize

@@ -18,7 +18,7 @@ import os
 import resource
 import tempfile
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +42,7 @@ def _prepare(settings: Settings, accounts: int, seed: int, log) -> Settings:
     return home
 
 
-def book_pairs(home: Settings, core) -> tuple[pd.DataFrame, pd.DataFrame, object]:
+def book_pairs(home: Settings, core) -> tuple[pd.DataFrame, pd.DataFrame, date]:
     """(features at the previous run, features at the run, the run's date) of the active accounts."""
     from serving.scoring_book import end_of_day, read_book, resolve_as_of
 

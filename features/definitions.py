@@ -19,7 +19,7 @@ from datetime import timedelta
 import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Bool, Float64, Int64, String
+from feast.types import Bool, FeastType, Float64, Int64, String
 from feast.value_type import ValueType
 
 from features.custom import CustomFeature
@@ -29,7 +29,7 @@ from features.transforms import FEATURE_TYPES, custom_type
 # files those transforms write carry the same types, so materialize and retrieval cast nothing).
 FEAST_TYPES = {"int": Int64, "bool": Bool, "float": Float64, "str": String}
 # Built-in features per view: (name, Feast type).
-BUILTIN: dict[str, list[tuple[str, object]]] = {
+BUILTIN: dict[str, list[tuple[str, FeastType]]] = {
     view: [(n, FEAST_TYPES[t]) for n, t in types.items()] for view, types in FEATURE_TYPES.items()
     if view != "lead_rep_fit"
 }
@@ -92,7 +92,7 @@ def _source(name: str) -> FileSource:
     return FileSource(name=f"{name}_source", path=f"{name}.parquet", timestamp_field="event_timestamp")
 
 
-def view_features(view: str, custom: dict[str, list[CustomFeature]] | None = None) -> list[tuple[str, object]]:
+def view_features(view: str, custom: dict[str, list[CustomFeature]] | None = None) -> list[tuple[str, FeastType]]:
     """(name, Feast type) of a view's features: built-in, then the project's custom ones."""
     extra = [(f.name, FEAST_TYPES[custom_type(f)])
              for feats in (custom or {}).values() for f in feats if f.view == view]

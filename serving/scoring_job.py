@@ -146,6 +146,7 @@ def chs_frame(model, frame: pd.DataFrame, before: pd.DataFrame | None = None, pr
         part, has = frame.iloc[a:z], has_prev[a:z]
         change = None
         if has.any():
+            assert before is not None  # rows with a previous run have features read at it
             b = before.iloc[a:z]
             # the whole chunk when it can: health_frame then reuses the chunk's prepared inputs
             change = model.attribute_changes(b, part) if has.all() else model.attribute_changes(b[has], part[has])
@@ -178,7 +179,8 @@ def chs_frame(model, frame: pd.DataFrame, before: pd.DataFrame | None = None, pr
         values = np.append(prev[column].to_numpy(dtype=dtype), np.array([missing], dtype=dtype))
         return values[at]  # -1 picks the appended "missing"
 
-    out["previous_as_of"] = pd.Series(np.where(has_prev, prev_date, None), index=out.index, dtype=object)
+    previous_as_of = np.where(has_prev, np.asarray(prev_date, dtype=object), np.asarray(None, dtype=object))
+    out["previous_as_of"] = pd.Series(previous_as_of, index=out.index, dtype=object)
     out["previous_score"] = previous("score", np.float64, np.nan)
     out["previous_level"] = previous("level", object, None)
     out["previous_early_warning"] = pd.array(previous("early_warning", object, None), dtype="boolean")

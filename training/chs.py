@@ -23,7 +23,7 @@ from training.chs_text import MATERIAL, Attribution, change_texts, round_like_py
 from training.chs_text import layer_drivers as _layer_drivers
 from training.data import FeatureSpec, prepare_features
 from training.drivers import driver_columns, driver_effects
-from training.models import ScoringModel, fit_xgboost
+from training.models import LinearScoringModel, ScoringModel, fit_xgboost
 
 LAYERS = ("contract", "behaviour", "relationship")
 _LAST = threading.local()  # HealthModel._inputs: per thread, the last frame's prepared inputs
@@ -52,7 +52,7 @@ def level_of(score: float, thresholds: dict[str, float] = DEFAULT_LEVELS) -> str
 @dataclass
 class HealthModel:
     layers: dict[str, ScoringModel]
-    full: ScoringModel
+    full: ScoringModel | LinearScoringModel
     base_logit: float
     weights: dict[str, float]
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
@@ -231,7 +231,7 @@ def fit_weights(subs: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
     return {name: float(round(v, 4)) for name, v in zip(names, w)}
 
 
-def fit_health_model(train: pd.DataFrame, valid: pd.DataFrame, full: ScoringModel, seed: int,
+def fit_health_model(train: pd.DataFrame, valid: pd.DataFrame, full: ScoringModel | LinearScoringModel, seed: int,
                      params: dict | None = None, monotone: dict[str, int] | None = None,
                      custom=None) -> HealthModel:
     """One monotone model per layer the export has (a layer without features is left out and the

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ import pandas as pd
 class Engine:
     name: str  # "local" | "dask"
     cluster: str = "in-process"  # "LocalCluster(2 workers)" or the scheduler address
-    client: object | None = None
+    client: Any = None  # a dask.distributed Client, imported where a Dask engine starts
     workers: int = 1
 
     def describe(self) -> dict[str, str]:

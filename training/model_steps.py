@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Extras:
     """A model's additions to a training result."""
 
-    model: object | None = None  # replaces the chosen model as the one logged and registered (chs: the health model)
+    model: Any = None  # replaces the chosen model as the one logged and registered (chs: the health model)
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, object] = field(default_factory=dict)
     figures: dict[str, object] = field(default_factory=dict)  # logged as plots/<name>.png

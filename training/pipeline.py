@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,15 @@ import pandas as pd
 from salesml.modelspec import ModelSpec
 from training.data import LABEL, NOT_FEATURES, FeatureSpec, Split, infer_spec, split_frame
 from training.metrics import classification_metrics
-from training.models import INTENT_RULES, ScoringModel, fit_linear_model, fit_logistic, fit_rule_baseline, fit_xgboost
+from training.models import (
+    INTENT_RULES,
+    LinearScoringModel,
+    ScoringModel,
+    fit_linear_model,
+    fit_logistic,
+    fit_rule_baseline,
+    fit_xgboost,
+)
 
 if TYPE_CHECKING:
     from training.model_steps import TrainingInputs
@@ -45,13 +53,13 @@ def reference_frame(model, train: pd.DataFrame, seed: int, max_rows: int = REFER
 
 @dataclass
 class TrainResult:
-    model: ScoringModel
+    model: ScoringModel | LinearScoringModel
     split: Split
     metrics: dict[str, float]
     test_scores: dict[str, np.ndarray]
-    baselines: dict[str, object] = field(default_factory=dict)
-    selection: Selection | None = None
-    spec: ModelSpec | None = None
+    selection: Selection
+    spec: ModelSpec
+    baselines: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,7 +90,7 @@ def select(spec: ModelSpec, valid_auc: dict[str, float], baselines: list[str]) -
     reason = f"{chosen}: validation ROC-AUC {cands[chosen]:.4f} (best candidate {best:.4f}, margin {margin:.4f})"
     beaten = {b: valid_auc[b] for b in baselines if valid_auc.get(b, -np.inf) > cands[chosen] + margin}
     if beaten:
-        worst = max(beaten, key=beaten.get)
+        worst = max(beaten, key=lambda b: beaten[b])
         return Selection(chosen, valid_auc, False, f"baseline {worst} beats {chosen} on validation "
                          f"({beaten[worst]:.4f} vs {cands[chosen]:.4f}, margin {margin:.4f}): not registered", notes)
     return Selection(chosen, valid_auc, True, reason, notes)
@@ -108,14 +116,14 @@ def fit_and_evaluate(spec: ModelSpec | str, frame: pd.DataFrame, feature_columns
     split = split_frame(frame, list(spec.keys), seed)
     empty = [c for c in feature_columns if c in split.train and split.train[c].isna().all()]
     features = features or infer_spec(split.train, [c for c in feature_columns if c not in set(empty)])
-    fitted: dict[str, object] = {}
+    fitted: dict[str, ScoringModel | LinearScoringModel] = {}
     for cand in spec.candidates:
         if cand == "xgboost":
             fitted[cand] = fit_xgboost(split.train, split.valid, features, seed, params, spec.constraints,
                                        spec.name, callbacks)
         elif cand == "xgboost_unconstrained":
             fitted[cand] = fit_xgboost(split.train, split.valid, features, seed, params, {}, spec.name, callbacks)
-    baselines: dict[str, object] = {}
+    baselines: dict[str, Any] = {}
     if "logistic" in spec.baselines or "logistic" in spec.candidates:
         baselines["logistic"] = fit_logistic(split.train, features, seed)
     if "rules" in spec.baselines and any(c in features.columns for c in INTENT_RULES):
@@ -147,7 +155,7 @@ def fit_and_evaluate(spec: ModelSpec | str, frame: pd.DataFrame, feature_columns
                                 if k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10")})
     for name, auc in valid_auc.items():
         metrics[f"{'baseline' if name in baselines else 'candidate'}_{name}_valid_roc_auc"] = auc
-    return TrainResult(model, split, metrics, scores, baselines, selection, spec)
+    return TrainResult(model, split, metrics, scores, selection, spec, baselines)
 
 
 @dataclass
