@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from salesml.settings import Settings
+
 # model, tables joined as they are (table -> time column for an as-of join, None for a static join)
 SHAPES: dict[str, tuple[str, dict[str, str | None]]] = {
     "snapshot": ("chs", {"accounts": None, "contracts": "snapshot_at"}),
@@ -133,7 +135,8 @@ def tuned_logistic(x: dict[str, pd.DataFrame], y: dict[str, np.ndarray], trials:
     return float(roc_auc_score(y["test"], best.predict_proba(as_obj["test"])[:, 1]))
 
 
-def run_shape(settings, shape: str, n: int | None, seed: int, trials: int, log: Callable[[str], None]) -> dict:
+def run_shape(settings: Settings, shape: str, n: int | None, seed: int, trials: int,
+              log: Callable[[str], None]) -> dict:
     import optuna
 
     from benchmarks.home import bench_home
@@ -184,8 +187,8 @@ def run_shape(settings, shape: str, n: int | None, seed: int, trials: int, log: 
             "generator truth AUC (all rows)": gen["truth_auc"], "train fit seconds": fit_s}
 
 
-def run(settings, shapes: tuple[str, ...] = tuple(SHAPES), n: int | None = None, seed: int = 0, trials: int = 30,
-        log: Callable[[str], None] = print) -> Path:
+def run(settings: Settings, shapes: tuple[str, ...] = tuple(SHAPES), n: int | None = None, seed: int = 0,
+        trials: int = 30, log: Callable[[str], None] = print) -> Path:
     from benchmarks.home import measured, write_report
 
     rows = []

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments import stats
+from salesml.settings import Settings
 
 
 @dataclass
@@ -92,7 +93,8 @@ def analyze(log, model: str, mde: float, alpha: float = 0.05, power: float = 0.8
     return OnlineResult(model, arms, test, need, bool(reached), verdict, len(mixed))
 
 
-def run(settings, model: str, mde: float, alpha: float = 0.05, power: float = 0.8) -> tuple[OnlineResult, Path]:
+def run(settings: Settings, model: str, mde: float, alpha: float = 0.05,
+        power: float = 0.8) -> tuple[OnlineResult, Path]:
     from serving.predlog import PredictionLog
 
     if not settings.prediction_log_path.exists():

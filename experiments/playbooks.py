@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.stats import holm, two_proportion_test
+from salesml.settings import Settings
 
 EXPERIMENT = "salesml-playbooks"
 WARNING_COLUMNS = ("warning_id", "account_id", "playbook_id", "holdout", "raised_at")
@@ -237,7 +238,7 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
 
 
-def log_effects(settings, table: pd.DataFrame, *, as_of, extra_params: dict | None = None) -> str:
+def log_effects(settings: Settings, table: pd.DataFrame, *, as_of, extra_params: dict | None = None) -> str:
     """One MLflow run in experiment ``salesml-playbooks``: params (as_of, horizon, alpha, overlap, extra),
     per playbook metrics ``effect__<id>``, ``ci_low__<id>``, ``ci_high__<id>``, ``n__<id>`` (complete
     warnings counted), ``n_prompted__``, ``n_holdout__``, ``p_value__`` (no-estimate playbooks log only
@@ -272,7 +273,7 @@ def log_effects(settings, table: pd.DataFrame, *, as_of, extra_params: dict | No
     return run.info.run_id
 
 
-def churn_outcomes(settings) -> tuple[pd.DataFrame, str]:
+def churn_outcomes(settings: Settings) -> tuple[pd.DataFrame, str]:
     """(account_id, churned_at) from the export's ``churn_events`` (the CHS label's outcome kinds)
     and from churn outcomes posted to the service (``/outcomes``); and a line that says which
     sources were found: an export without churn events is said, not silently read as "no churn"."""

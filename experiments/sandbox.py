@@ -19,6 +19,7 @@ import pandas as pd
 
 from experiments import stats
 from experiments.spec import ExperimentSpec, Variant
+from salesml.settings import Settings
 
 EXPERIMENT = "salesml-experiments"
 
@@ -134,7 +135,7 @@ def variant_features(v: Variant, available: list[str]) -> list[str]:
 
 
 # --- the whole run -------------------------------------------------------------------------
-def run_experiment(settings, spec: ExperimentSpec, raw_dir: Path | None = None,
+def run_experiment(settings: Settings, spec: ExperimentSpec, raw_dir: Path | None = None,
                    log: Callable[[str], None] = print) -> dict:
     import mlflow
 

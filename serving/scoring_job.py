@@ -112,7 +112,7 @@ def score_book(settings: Settings, model: str = "chs", as_of: date | None = None
     return _record(settings, model, as_of, frame, book, transitions, summary, started, step)
 
 
-def _score_chs(settings, model, book: Book, store, service, as_of: date, step):
+def _score_chs(settings: Settings, model, book: Book, store, service, as_of: date, step):
     """Health of every account of the book and its change since the previous stored run."""
     key = "account_id"
     prev_date = scores.previous(settings, "chs", as_of)
@@ -255,7 +255,7 @@ def _summary(model, as_of, as_of_source, loaded, book: Book, frame, transitions,
     return s
 
 
-def _record(settings, model, as_of, frame, book, transitions, summary, started, step) -> ScoreRun:
+def _record(settings: Settings, model, as_of, frame, book, transitions, summary, started, step) -> ScoreRun:
     """MLflow run, dated file, and (for the latest CHS run) the online scores. Logged through a client
     bound to ``settings``: the process-wide MLflow state (tracking URI, active run) stays as it was."""
     from mlflow.entities import Metric, Param, RunStatus

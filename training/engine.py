@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from salesml.settings import Settings
+
 
 @dataclass
 class Engine:
@@ -39,7 +41,7 @@ def current() -> Engine:
 
 
 @contextlib.contextmanager
-def session(settings):
+def session(settings: Settings):
     """The configured engine for the duration of one training run."""
     if settings.train_engine != "dask":
         token = _current.set(Engine("local"))

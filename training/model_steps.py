@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from salesml.modelspec import ModelSpec
+    from salesml.settings import Settings
     from training.pipeline import TrainResult
 
 
@@ -40,7 +41,7 @@ class TrainingInputs:
     model: dict = field(default_factory=dict)  # the model's own inputs (its strategy's ``read``)
 
 
-def _read_nothing(settings, spec: ModelSpec, raw_dir: Path) -> dict:
+def _read_nothing(settings: Settings, spec: ModelSpec, raw_dir: Path) -> dict:
     return {}
 
 
@@ -56,7 +57,7 @@ class ModelSteps:
 
 # --- chs: the health score (layer models and weights) on top of the churn model ---
 
-def _read_chs(settings, spec: ModelSpec, raw_dir: Path) -> dict:
+def _read_chs(settings: Settings, spec: ModelSpec, raw_dir: Path) -> dict:
     from features.custom import custom_features
 
     return {"levels": dict(settings.chs_levels), "custom": custom_features(settings.project(raw_dir))}
@@ -81,7 +82,7 @@ def _health_model(fit: TrainResult, inputs: dict, seed: int, params: dict | None
 
 # --- lead_match: optimal proposals vs round-robin vs least-loaded on the held-out weekly batches ---
 
-def _read_reps(settings, spec: ModelSpec, raw_dir: Path) -> dict:
+def _read_reps(settings: Settings, spec: ModelSpec, raw_dir: Path) -> dict:
     """The active reps of the export, and the feature store the replay reads pair features from."""
     from features.store import open_store
     from salesml.validation import load_valid_export
@@ -115,7 +116,7 @@ def steps_for(name: str) -> ModelSteps:
     return STEPS.get(name, ModelSteps())
 
 
-def read_inputs(settings, spec: ModelSpec, raw_dir: Path) -> TrainingInputs:
+def read_inputs(settings: Settings, spec: ModelSpec, raw_dir: Path) -> TrainingInputs:
     """The edge of the training step: the truth where the export has it, and the model's own inputs."""
     from training.truth import oracle_probabilities
 

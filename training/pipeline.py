@@ -31,6 +31,7 @@ from training.models import (
 )
 
 if TYPE_CHECKING:
+    from salesml.settings import Settings
     from training.model_steps import TrainingInputs
 
 REFERENCE_ROWS = 50_000  # the drift reference keeps at most this many training rows (seeded sample)
@@ -275,7 +276,7 @@ def _report(result: TrainingResult, log: Callable[[str], None]) -> None:
         log(f"{name}: left out, empty in every training row: {', '.join(result.empty_features)}")
 
 
-def run(settings, name: str, seed: int = 42, params: dict | None = None, raw_dir: Path | None = None,
+def run(settings: Settings, name: str, seed: int = 42, params: dict | None = None, raw_dir: Path | None = None,
         register: bool = True, log: Callable[[str], None] = print, training_set=None,
         force_alias: str | None = None, spec: ModelSpec | None = None) -> dict:
     """Build the training set through Feast, train (``train``), record the run in MLflow

@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from salesml.settings import Settings
 from training.recalibration import (
     Recalibration,
     WeightStore,
@@ -17,11 +18,11 @@ from training.recalibration import (
 )
 
 
-def weight_store(settings) -> WeightStore:
+def weight_store(settings: Settings) -> WeightStore:
     return WeightStore(settings.chs_weights_dir)
 
 
-def load_health_model(settings, alias: str = "champion"):
+def load_health_model(settings: Settings, alias: str = "champion"):
     """The registered CHS model (a ``HealthModel``), rebuilt as serving rebuilds it."""
     from training import tracking
 
@@ -39,7 +40,7 @@ def _log(result: Recalibration, prefix: str = "") -> None:
         mlflow.log_metrics({f"{prefix}backtest_{tag}_{k}": v for k, v in m.items() if np.isfinite(v)})
 
 
-def run(settings, quarter: str | None = None, walk_forward: bool = False, raw_dir: Path | None = None,
+def run(settings: Settings, quarter: str | None = None, walk_forward: bool = False, raw_dir: Path | None = None,
         log: Callable[[str], None] = print) -> list[Recalibration]:
     import mlflow
 
