@@ -35,6 +35,20 @@ family (the column still counts in m, so the others stay conservative). The leve
 rows are independent draws, one per entity: several rows of one account in a window (weekly rows, a
 console re-scoring it) are not, and make an unchanged distribution look significantly different.
 
+Time. A served window is the book at one moment; the reference is one observation per entity spread over
+the training window, so a feature that moves with time alone differs from it whatever the traffic does.
+Clocks (``DriftConfig.clocks``: features that grow with elapsed time by construction, declared once in
+``features.transforms.CLOCK_FEATURES``) are tested at the same level but reported apart (``DriftResult.clocks``)
+and left out of the verdict and of m. Every other column must also pass a yardstick when the reference has
+its time column: its distance from the reference (Kolmogorov-Smirnov statistic; total variation distance for
+discrete and categorical columns) must exceed mean + 3 sd of the distances between each reference period
+(``period_days``, a quarter, with at least ``period_min_rows`` values) and the rest of the reference, over at
+least 3 such periods: a window no further from the reference than the reference's own seasons are is not
+drift. The yardstick only clears significant columns, so the false-alarm bound above still holds; with few
+rows per period it is loose (on the demo's 600 accounts a KS distance of about 0.2-0.25), and the Evidently
+report shows the significance tests before it. Nullable Int64/Float64 columns are read as float64 and
+nullable booleans as categories, as a training set holds them.
+
 Quality (ROC-AUC, precision and recall at a probability threshold) is computed with Evidently's
 classification metrics (``evidently.metrics.RocAuc``, ``Precision``, ``Recall`` over a
 ``DataDefinition`` with a ``BinaryClassification(target=label, prediction_probas=prediction)``), not
@@ -65,6 +79,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,19 +142,29 @@ class DriftConfig:
     prediction_column: str | None = "prediction"
     max_rows: int | None = None  # quantile-sketch each window above this many rows (quality: a random row sample)
     seed: int = 0  # of the quality metrics' row sample
+    # Features that grow with elapsed time (features.transforms.CLOCK_FEATURES): tested and reported apart,
+    # outside the verdict and the correction's family.
+    clocks: frozenset[str] = frozenset()
+    # The yardstick (module docstring): the reference's own variation over periods of its time column.
+    time_column: str | None = "event_timestamp"
+    period_days: float = 91.0  # length of a reference period (a quarter: one season)
+    period_min_rows: int = 30  # a period counts for a column when it has this many values of it
+    period_sigmas: float = 3.0  # yardstick = mean + this many standard deviations of the periods' distances
 
 
 @dataclass
 class DriftResult:
-    columns: pd.DataFrame  # column, type, method, threshold, score, drifted (bool)
+    # column, type, method, threshold, score, significant, distance, yardstick, drifted (bool)
+    columns: pd.DataFrame
     drifted_share: float
     dataset_drift: bool
     prediction_drift: dict | None  # {"method", "threshold", "score", "drifted"}
     quality: dict | None  # {"reference": {...}, "current": {...}}: roc_auc, precision, recall, threshold, rows
-    snapshot: object  # the Evidently drift snapshot (HTML / JSON / workspace)
+    snapshot: Any  # the Evidently drift snapshot (HTML / JSON / workspace)
     rows: dict  # {"reference": n, "current": n, "sampled": bool}
-    quality_snapshot: object | None = None  # the Evidently classification snapshot when quality was computed
+    quality_snapshot: Any = None  # the Evidently classification snapshot when quality was computed
     tests: dict = field(default_factory=dict)  # the tests' configuration: level, correction, method per column type
+    clocks: pd.DataFrame | None = None  # the clocks' tests, as ``columns`` (not in the verdict)
 
 
 def column_type(reference: pd.Series, current: pd.Series) -> str:
@@ -153,7 +178,7 @@ def column_type(reference: pd.Series, current: pd.Series) -> str:
             f"column {reference.name!r} is {_kind(reference)} ({reference.dtype}) in reference "
             f"but {_kind(current)} ({current.dtype}) in current"
         )
-    return kinds.pop()
+    return str(kinds.pop())
 
 
 def _kind(series: pd.Series) -> str | None:
@@ -217,6 +242,59 @@ def _sketch(frame: pd.DataFrame, k: int | None) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _plain(column: pd.Series) -> pd.Series:
+    """A nullable column of the feature files as the training set holds it: Int64/Float64 -> float64 with NaN,
+    boolean -> True/False/NaN objects (a category)."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.BooleanDtype):
+        return column.astype(object).where(column.notna(), np.nan)
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(dtype):
+        return column.astype("float64")
+    return column
+
+
+def _distance(a: pd.Series, b: pd.Series, discrete: bool) -> float:
+    """How far apart two samples are: the Kolmogorov-Smirnov statistic (largest CDF gap) of a numeric column,
+    the total variation distance (half the summed share differences) of a discrete or categorical one."""
+    a, b = a.dropna(), b.dropna()
+    if a.empty or b.empty:
+        return math.nan
+    if discrete:
+        shares = a.value_counts(normalize=True).sub(b.value_counts(normalize=True), fill_value=0)
+        return float(0.5 * shares.abs().sum())
+    x, y = np.sort(a.to_numpy(dtype="float64")), np.sort(b.to_numpy(dtype="float64"))
+    grid = np.concatenate([x, y])
+    gap = np.searchsorted(x, grid, side="right") / len(x) - np.searchsorted(y, grid, side="right") / len(y)
+    return float(np.abs(gap).max())
+
+
+def _periods(reference: pd.DataFrame, config: DriftConfig) -> pd.Series | None:
+    """Each reference row's period number (``period_days`` from the first timestamp), None without a time column."""
+    if config.time_column is None or config.time_column not in reference.columns:
+        return None
+    ts = pd.to_datetime(reference[config.time_column], utc=True, errors="coerce")
+    if ts.notna().sum() == 0:
+        return None
+    return ((ts - ts.min()) / pd.Timedelta(days=config.period_days)).apply(
+        lambda v: math.floor(v) if pd.notna(v) else -1)
+
+
+def _yardstick(values: pd.Series, periods: pd.Series | None, discrete: bool, config: DriftConfig) -> float:
+    """mean + ``period_sigmas`` sd of the distances between each reference period and the rest of the reference
+    (periods with at least ``period_min_rows`` values on both sides); NaN with fewer than 3 such periods."""
+    if periods is None:
+        return math.nan
+    distances = []
+    for period in sorted(set(periods) - {-1}):
+        inside = periods == period
+        if min(values[inside].notna().sum(), values[~inside].notna().sum()) < config.period_min_rows:
+            continue
+        distances.append(_distance(values[inside], values[~inside], discrete))
+    if len(distances) < 3:
+        return math.nan
+    return float(np.mean(distances) + config.period_sigmas * np.std(distances, ddof=1))
+
+
 def _sample(frame: pd.DataFrame, max_rows: int | None, rng: np.random.Generator) -> pd.DataFrame:
     if max_rows is None or len(frame) <= max_rows:
         return frame
@@ -247,6 +325,15 @@ def _validate(reference, current, features, config, label):
         raise ValueError("features " + "; ".join(parts))
     if not features:
         raise ValueError("no shared features to compare (features is empty)")
+    stray = sorted(set(config.clocks) - set(features))
+    if stray:
+        raise ValueError(f"clocks name columns that are not features: {stray}")
+    if not set(features) - set(config.clocks):
+        raise ValueError(f"every feature is a clock ({sorted(features)}): nothing is left for the drift verdict")
+    if not config.period_days > 0:
+        raise ValueError(f"period_days must be a positive number of days, got {config.period_days}")
+    if config.period_min_rows < 2:
+        raise ValueError(f"period_min_rows must be at least 2, got {config.period_min_rows}")
     for special, what in ((config.prediction_column, "prediction column"), (label, "label")):
         if special is not None and special in features:
             raise ValueError(f"the {what} {special!r} must not be listed among the features")
@@ -278,9 +365,14 @@ def check(
     features = list(features)
     _validate(reference, current, features, config, label)
 
+    clocks = [f for f in features if f in config.clocks]
+    features = [f for f in features if f not in config.clocks]  # the verdict's features
     pred = config.prediction_column
     has_pred = pred is not None and pred in reference.columns and pred in current.columns
-    tested = features + ([pred] if has_pred else [])
+    family = features + ([pred] if pred is not None and has_pred else [])  # the columns the correction covers
+    tested = family + clocks
+    reference = reference.assign(**{c: _plain(reference[c]) for c in tested})
+    current = current.assign(**{c: _plain(current[c]) for c in tested})
 
     kinds = {}
     for column in tested:
@@ -294,10 +386,11 @@ def check(
     cur = _sketch(current[tested], config.max_rows)
     rows["sampled"] = len(ref) < len(reference) or len(cur) < len(current)
 
-    tests = {}
+    tests, discrete = {}, {}
     for column in tested:
         distinct = pd.concat([ref[column], cur[column]], ignore_index=True).nunique() if kinds[column] == NUMERIC else 0
-        tests[column] = _test_for(column, kinds[column], distinct, config, family=len(tested))
+        tests[column] = _test_for(column, kinds[column], distinct, config, family=len(family))
+        discrete[column] = kinds[column] == CATEGORICAL or distinct <= config.discrete_max_values
 
     value_drifts = {c: ValueDrift(column=c, method=m, threshold=t) for c, (m, t) in tests.items()}
     count = DriftedColumnsCount(
@@ -323,10 +416,14 @@ def check(
     for test in payload["tests"]:
         statuses.setdefault(test["metric_config"]["metric_id"], []).append(str(_status(test["status"])))
 
+    periods = _periods(reference, config)
     records = []
     for column in tested:
         metric_id = value_drifts[column].metric_id
         method, test_threshold = tests[column]
+        significant = _drifted(statuses, metric_id, column)
+        distance = _distance(ref[column], cur[column], discrete[column])
+        yardstick = math.nan if column in clocks else _yardstick(reference[column], periods, discrete[column], config)
         records.append(
             {
                 "column": column,
@@ -334,11 +431,16 @@ def check(
                 "method": method,
                 "threshold": test_threshold,
                 "score": float(values[metric_id]),
-                "drifted": _drifted(statuses, metric_id, column),
+                "significant": significant,
+                "distance": distance,
+                "yardstick": yardstick,
+                # significant, and further from the reference than the reference's own periods are from the rest
+                "drifted": significant and not (math.isfinite(yardstick) and distance <= yardstick),
             }
         )
-    table = pd.DataFrame(records, columns=["column", "type", "method", "threshold", "score", "drifted"])
+    table = pd.DataFrame(records, columns=COLUMNS)
     feature_table = table[table["column"].isin(features)].reset_index(drop=True)
+    clock_table = table[table["column"].isin(clocks)].reset_index(drop=True)
     prediction_drift = None
     if has_pred:
         row = table[table["column"] == pred].iloc[0]
@@ -350,13 +452,17 @@ def check(
         }
 
     count_value = values[count.metric_id]
-    drifted_share = float(count_value["share"])
-    dataset_drift = _drifted(statuses, count.metric_id, "dataset")
-    if int(round(count_value["count"])) != int(feature_table["drifted"].sum()):
+    if int(round(count_value["count"])) != int(feature_table["significant"].sum()):
         raise RuntimeError(
             f"Evidently's DriftedColumnsCount ({count_value['count']}) disagrees with the per-column "
-            f"ValueDrift tests ({int(feature_table['drifted'].sum())}); check the stattest configuration"
+            f"ValueDrift tests ({int(feature_table['significant'].sum())}); check the stattest configuration"
         )
+    if feature_table["drifted"].equals(feature_table["significant"]):  # no yardstick cleared a column
+        drifted_share = float(count_value["share"])
+        dataset_drift = _drifted(statuses, count.metric_id, "dataset")
+    else:  # Evidently's rule (drift when the share is not below drift_share) on the columns that still drift
+        drifted_share = float(feature_table["drifted"].mean())
+        dataset_drift = drifted_share >= config.drift_share
 
     quality, quality_snapshot = None, None
     if label is not None and has_pred and label in reference.columns and label in current.columns:
@@ -367,8 +473,12 @@ def check(
     tests_used = {
         "alpha": float(config.alpha),
         "correction": "bonferroni",
-        "family_size": len(tested),
-        "per_column_level": float(config.alpha / len(tested)),
+        "family_size": len(family),
+        "per_column_level": float(config.alpha / len(family)),
+        "clocks": clocks,
+        "yardstick": {"time_column": config.time_column if periods is not None else None,
+                      "period_days": float(config.period_days), "period_min_rows": int(config.period_min_rows),
+                      "sigmas": float(config.period_sigmas)},
         "drift_share": float(config.drift_share),
         "by_type": {
             f"numeric, more than {config.discrete_max_values} distinct values": config.numeric_method,
@@ -387,7 +497,11 @@ def check(
         rows=rows,
         quality_snapshot=quality_snapshot,
         tests=tests_used,
+        clocks=clock_table,
     )
+
+
+COLUMNS = ["column", "type", "method", "threshold", "score", "significant", "distance", "yardstick", "drifted"]
 
 
 def _status(status) -> str:
@@ -435,7 +549,8 @@ def _quality(ref, cur, label, pred, threshold):
     current_values = {m["id"]: m["value"] for m in snapshot.dict()["metrics"]}
     quality = {}
     for window, frame in frames.items():
-        entry = {"rows": int(len(frame)), "positives": int(frame[label].sum()), "threshold": float(threshold)}
+        entry: dict[str, Any] = {"rows": int(len(frame)), "positives": int(frame[label].sum()),
+                                 "threshold": float(threshold)}
         for name, metric in metrics.items():
             if window == "current":
                 value = current_values[metric.metric_id]
@@ -459,21 +574,29 @@ def summary(result: DriftResult) -> dict:
         "drifted_share": float(result.drifted_share),
         "drifted_columns": [str(c) for c in result.columns.loc[result.columns["drifted"], "column"]],
         "rows": {k: (bool(v) if k == "sampled" else int(v)) for k, v in result.rows.items()},
-        "columns": [
-            {
-                "column": str(r.column),
-                "type": str(r.type),
-                "method": str(r.method),
-                "threshold": float(r.threshold),
-                "score": _finite(r.score),
-                "score_is_p_value": is_p_value(str(r.method)),
-                "drifted": bool(r.drifted),
-            }
-            for r in result.columns.itertuples(index=False)
-        ],
+        "columns": [_column_summary(r) for r in result.columns.itertuples(index=False)],
+        # clocks: tested at the same level, not in the verdict; moved = significant
+        "clocks": [{**_column_summary(r), "moved": bool(r.significant)}
+                   for r in (result.clocks if result.clocks is not None else pd.DataFrame(columns=COLUMNS))
+                   .itertuples(index=False)],
         "tests": result.tests,
         "prediction_drift": result.prediction_drift,
         "quality": result.quality,
+    }
+
+
+def _column_summary(r) -> dict:
+    return {
+        "column": str(r.column),
+        "type": str(r.type),
+        "method": str(r.method),
+        "threshold": float(r.threshold),
+        "score": _finite(r.score),
+        "score_is_p_value": is_p_value(str(r.method)),
+        "significant": bool(r.significant),
+        "distance": _finite(r.distance),
+        "yardstick": _finite(r.yardstick),
+        "drifted": bool(r.drifted),
     }
 
 

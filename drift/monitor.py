@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from drift.evidently_check import DriftConfig, DriftResult
+    from salesml.settings import Settings
 
 EXIT_OK, EXIT_BAD, EXIT_DRIFT, EXIT_EMPTY, EXIT_COLUMNS, EXIT_NO_REFERENCE = 0, 2, 3, 4, 5, 6
 
@@ -94,7 +95,7 @@ def attach_outcomes(log, kind: str, days: int, frame: pd.DataFrame) -> pd.DataFr
     return frame.assign(label=label) if label.notna().any() else frame
 
 
-def alert(settings, model: str, summary: dict) -> dict:
+def alert(settings: Settings, model: str, summary: dict) -> dict:
     """Append the alert to the alerts log and, if configured, POST it to the webhook."""
     body = {"time": datetime.now(timezone.utc).isoformat(), "model": model, **summary}
     path = settings.root / "drift" / "alerts.jsonl"
@@ -141,6 +142,12 @@ class Assessment:
     def drifted_columns(self) -> list[str]:
         return self.result.columns.loc[self.result.columns["drifted"], "column"].tolist()
 
+    @property
+    def moved_clocks(self) -> list[str]:
+        """Clocks (features that grow with time) whose test is significant: reported, not in the verdict."""
+        clocks = self.result.clocks
+        return [] if clocks is None else clocks.loc[clocks["significant"], "column"].tolist()
+
     def html(self) -> str:
         return self.result.snapshot.get_html_str(as_iframe=False)
 
@@ -148,15 +155,21 @@ class Assessment:
         r = self.result
         return {"model": model, "version": version, "window": [window.start.isoformat(), window.end.isoformat()],
                 "rows": r.rows, "drifted_share": r.drifted_share, "dataset_drift": r.dataset_drift,
-                "drifted_columns": self.drifted_columns, "prediction_drift": self.prediction_drift,
+                "drifted_columns": self.drifted_columns, "clocks": r.tests.get("clocks", []),
+                "moved_clocks": self.moved_clocks, "prediction_drift": self.prediction_drift,
                 "auc_drop": self.auc_drop, "performance_drift": self.performance_drift, "drift": self.drift}
 
 
-def drift_config(settings) -> DriftConfig:
+def drift_config(settings: Settings, features: list[str] | None = None) -> DriftConfig:
+    """The check's tests from the settings; the clocks among ``features`` are the feature definitions'
+    (``features.transforms.CLOCK_FEATURES``)."""
     from drift.evidently_check import DriftConfig
+    from features.transforms import CLOCK_FEATURES
 
     return DriftConfig(alpha=settings.drift_alpha, drift_share=settings.drift_share,
-                       per_column=settings.drift_per_column, max_rows=settings.drift_max_rows)
+                       per_column=settings.drift_per_column, max_rows=settings.drift_max_rows,
+                       clocks=frozenset(CLOCK_FEATURES & set(features or ())),
+                       period_days=settings.drift_period_days, period_min_rows=settings.drift_period_min_rows)
 
 
 MIN_OUTCOMES = 50  # matured outcomes in the window before performance is compared
@@ -180,6 +193,8 @@ def assess(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, 
         if current[column].dtype == object and current[column].isna().all():
             current[column] = current[column].astype("float64" if pd.api.types.is_numeric_dtype(reference[column])
                                                       else object)
+    if set(config.clocks) - set(features):  # a clock this model does not read (e.g. the intent model)
+        config = replace(config, clocks=frozenset(set(config.clocks) & set(features)))
     label = "label" if "label" in current and current["label"].notna().sum() >= MIN_OUTCOMES else None
     cur = current[current["label"].notna()] if label else current
     try:
@@ -195,7 +210,7 @@ def assess(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, 
                       bool(result.dataset_drift or prediction or performance))
 
 
-def observe(settings, model: str, window: Window) -> Observed:
+def observe(settings: Settings, model: str, window: Window) -> Observed:
     """The edge that reads: the prediction log's window (with outcomes) and the serving version's reference
     set from the registry (through ``tracking.client(settings)``)."""
     from mlflow.exceptions import MlflowException
@@ -226,7 +241,8 @@ def observe(settings, model: str, window: Window) -> Observed:
     return Observed(current, version, reference)
 
 
-def _log_run(settings, model: str, version: str, stamp: str, assessment: Assessment, files: list[Path]) -> str:
+def _log_run(settings: Settings, model: str, version: str, stamp: str, assessment: Assessment,
+             files: list[Path]) -> str:
     """The check as a run of the ``salesml-drift`` experiment, through this settings' client."""
     import time
 
@@ -254,7 +270,7 @@ def _log_run(settings, model: str, version: str, stamp: str, assessment: Assessm
     return run_id
 
 
-def publish(settings, model: str, version: str, window: Window, assessment: Assessment) -> dict:
+def publish(settings: Settings, model: str, version: str, window: Window, assessment: Assessment) -> dict:
     """The edge that writes: the Evidently report (HTML) and JSON summary under the reports folder, the
     Evidently workspace, an MLflow run, and an alert when drifted. Returns the check's summary."""
     from drift.evidently_check import add_to_workspace, save
@@ -272,13 +288,13 @@ def publish(settings, model: str, version: str, window: Window, assessment: Asse
     return summary
 
 
-def run_check(settings, model: str, window: Window, retrain: bool = False, log_fn=print) -> tuple[int, dict]:
+def run_check(settings: Settings, model: str, window: Window, retrain: bool = False, log_fn=print) -> tuple[int, dict]:
     """The whole check (``observe``, ``assess``, ``publish``, the optional retrain); returns (exit code, summary)."""
     seen = observe(settings, model, window)
     log_fn(f"drift: {model} v{seen.version}, {len(seen.current):,} served rows (one per scored entity) against "
            f"{len(seen.reference):,} reference rows; tests at a {settings.drift_alpha:g} false-alarm level")
-    assessment = assess(seen.reference, seen.current, drift_config(settings), settings.drift_max_auc_drop,
-                        seen.version)
+    assessment = assess(seen.reference, seen.current, drift_config(settings, list(seen.reference.columns)),
+                        settings.drift_max_auc_drop, seen.version)
     summary = publish(settings, model, seen.version, window, assessment)
     if assessment.drift and retrain:
         from training.pipeline import run as train
@@ -295,6 +311,8 @@ def verdict_table(summary: dict, columns: pd.DataFrame | None = None) -> str:
              f"  features drifted: {len(summary['drifted_columns'])} ({summary['drifted_share']:.0%}): "
              f"{', '.join(summary['drifted_columns']) or '-'}",
              f"  prediction drift: {'yes' if summary['prediction_drift'] else 'no'}",
+             *([f"  clocks (grow with time, not in the verdict): {', '.join(summary['clocks'])}; moved: "
+                f"{', '.join(summary.get('moved_clocks') or []) or '-'}"] if summary.get("clocks") else []),
              "  performance: " + ("no outcomes yet" if summary["auc_drop"] is None
                                    else f"ROC-AUC drop {summary['auc_drop']:+.3f}"
                                         f"{' (drift)' if summary['performance_drift'] else ''}"),

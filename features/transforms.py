@@ -67,6 +67,11 @@ FEATURE_TYPES: dict[str, dict[str, str]] = {
     # computed at request time (an on-demand view), never stored
     "lead_rep_fit": {"industry_match": "bool", "product_match": "bool", "region_match": "bool"},
 }
+# Clocks: features that grow with elapsed time by construction (an age, weeks of history, active weeks
+# counted over the lifetime or over a window longer than a young account's history). They differ between
+# any two dates, so the drift check reports them apart from its verdict (drift.evidently_check).
+CLOCK_FEATURES = frozenset({"contract_age_days", "weeks_of_history", "active_weeks_total", "active_weeks_52w",
+                            "active_weeks_26w"})
 # How each type is held in a pandas frame of features (and so in the parquet files).
 PANDAS_TYPES = {"int": "Int64", "bool": "boolean", "float": "float64", "str": "object"}
 

@@ -136,6 +136,9 @@ class Settings(BaseSettings):
                                        "quantiles (empirical CDF within 1/n of the window's).")
     drift_max_auc_drop: float = Field(0.05, description="Performance drift when ROC-AUC falls by more than this.")
     drift_webhook_url: str | None = Field(None, description="POST drift alerts here (JSON) as well as to the log.")
+    # Drift yardstick: a feature drifts only if further from the reference than the reference's own periods are.
+    drift_period_days: float = Field(91.0, gt=0, description="Length of a reference period (a quarter: one season).")
+    drift_period_min_rows: int = Field(30, ge=2, description="Rows a reference period needs to count in the yardstick.")
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> "Settings":

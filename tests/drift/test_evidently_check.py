@@ -47,7 +47,8 @@ def drifted():
 
 def test_flags_exactly_the_shifted_columns(drifted):
     cols = drifted.columns
-    assert list(cols.columns) == ["column", "type", "method", "threshold", "score", "drifted"]
+    assert list(cols.columns) == ["column", "type", "method", "threshold", "score", "significant", "distance",
+                                  "yardstick", "drifted"]
     assert list(cols["column"]) == FEATURES
     assert set(cols.loc[cols["drifted"], "column"]) == SHIFTED
     assert drifted.drifted_share == pytest.approx(0.3)
