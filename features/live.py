@@ -41,10 +41,14 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from salesml import sqlite
+
+if TYPE_CHECKING:
+    from salesml.settings import Settings
 
 # Pushable tables and the entity column each is indexed by.
 ENTITY_KEYS = {"lead_events": "lead_id", "usage_weekly": "account_id"}
@@ -54,17 +58,17 @@ _TS_TEXT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
 
 
-def live_path(settings) -> Path:
+def live_path(settings: Settings) -> Path:
     """Where the live events of this working folder are (the single place that names it)."""
     return settings.root / "data" / "live" / "live.db"
 
 
-def legacy_parts_dir(settings, table: str) -> Path:
+def legacy_parts_dir(settings: Settings, table: str) -> Path:
     """The old layout, one parquet part per push: read only to migrate it (``migrate_parts``)."""
     return live_path(settings).parent / table
 
 
-def open_live(settings, **kwargs) -> LiveStore:
+def open_live(settings: Settings, **kwargs) -> LiveStore:
     """The live store of ``settings``, created if absent, with any legacy parquet parts folded in."""
     kwargs.setdefault("synchronous", settings.log_synchronous)  # as durable as the prediction log
     live = LiveStore(live_path(settings), **kwargs)
@@ -76,7 +80,7 @@ def open_live(settings, **kwargs) -> LiveStore:
     return live
 
 
-def migrate_parts(settings, live: LiveStore) -> dict[str, int]:
+def migrate_parts(settings: Settings, live: LiveStore) -> dict[str, int]:
     """Fold ``data/live/<table>/part-*.parquet`` into ``live`` in one transaction, then remove them.
 
     Parts are appended in name (= arrival) order and recorded in ``live_migrated`` in the same

@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from salesml.settings import Settings
+
+if TYPE_CHECKING:
     from training.pipeline import TrainingResult
 
 
@@ -76,7 +79,7 @@ def record(result: TrainingResult, reports: Path | None = None) -> Recorded:
     return Recorded(mlflow.active_run().info.run_id, info, digest)
 
 
-def register(settings, result: TrainingResult, recorded: Recorded, register: bool = True,
+def register(settings: Settings, result: TrainingResult, recorded: Recorded, register: bool = True,
              alias: str | None = None) -> Registration:
     """Register the recorded model as a new version of ``result.name`` when asked and the selection allows
     it, and alias it (``registry.alias_new_version``: ``alias`` when given, else champion or challenger)."""
@@ -100,7 +103,7 @@ def summary(result: TrainingResult, recorded: Recorded, registration: Registrati
             "selection_notes": list(sel.notes), **result.metrics}
 
 
-def describe(settings, result: TrainingResult, run_summary: dict, registration: Registration,
+def describe(settings: Settings, result: TrainingResult, run_summary: dict, registration: Registration,
              register: bool = True) -> str:
     """The run's description (and the version's, when registered): ``registry.describe_training``."""
     from training import registry

@@ -9,12 +9,16 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from training.metrics import classification_metrics
 from training.tracking import CHALLENGER, CHAMPION
+
+if TYPE_CHECKING:
+    from salesml.settings import Settings
 
 MIN_AUC_GAIN = 0.005  # challenger must beat champion's test ROC-AUC by this much
 MAX_ECE_LOSS = 0.01  # ... and may not be worse calibrated by more than this
@@ -51,7 +55,7 @@ def decide(name: str, y: np.ndarray, p_champion: np.ndarray | None, p_challenger
     return Decision(name, True, reason, champion_version, challenger_version, cm, ch)
 
 
-def promote(settings, name: str, raw_dir: Path | None = None, min_gain: float = MIN_AUC_GAIN) -> Decision:
+def promote(settings: Settings, name: str, raw_dir: Path | None = None, min_gain: float = MIN_AUC_GAIN) -> Decision:
     """Compare challenger and champion on the latest test window; move ``champion`` if earned."""
     import mlflow
 
@@ -157,7 +161,7 @@ def promotion_note(decision: Decision, test_window: str, min_gain: float = MIN_A
             f"{min_gain:+.4f}, ECE loss at most {MAX_ECE_LOSS:.4f}): {verdict}: {decision.reason}.")
 
 
-def describe_training(settings, summary: dict, split, data_window: str, alias_reason: str | None = None,
+def describe_training(settings: Settings, summary: dict, split, data_window: str, alias_reason: str | None = None,
                       register: bool = True) -> str:
     """Write ``training_note`` as the run's description and, when registered, the version's."""
     from training import tracking
@@ -235,7 +239,7 @@ def _close_spell(client, name: str, version: str, alias: str, when: str, why: st
     _write_spells(client, name, version, spells)
 
 
-def set_alias(settings, name: str, alias: str, version: str | int, reason: str, run_id: str | None = None,
+def set_alias(settings: Settings, name: str, alias: str, version: str | int, reason: str, run_id: str | None = None,
               by: str | None = None) -> None:
     """Point ``alias`` at ``version`` and record it: the spell of the version it leaves ends now, the
     new version's begins, each with why and by what (this command; ``run_id``, the run that decided)."""
@@ -255,7 +259,7 @@ def set_alias(settings, name: str, alias: str, version: str | int, reason: str, 
     _write_spells(client, name, version, spells)
 
 
-def remove_alias(settings, name: str, alias: str, reason: str, run_id: str | None = None,
+def remove_alias(settings: Settings, name: str, alias: str, reason: str, run_id: str | None = None,
                  by: str | None = None) -> None:
     """Remove ``alias`` (if set) and end its spell, recording why."""
     from training import tracking
@@ -268,7 +272,7 @@ def remove_alias(settings, name: str, alias: str, reason: str, run_id: str | Non
     _close_spell(client, name, previous, alias, _now(), f"removed: {reason}" + _provenance(by or _command(), run_id))
 
 
-def alias_new_version(settings, name: str, version: str | int, run_id: str,
+def alias_new_version(settings: Settings, name: str, version: str | int, run_id: str,
                       alias: str | None = None) -> tuple[str, str]:
     """Alias a freshly registered version: ``alias`` when given (a drift retrain: challenger, never
     champion directly), else champion for the first model of a name and challenger after that.
@@ -289,7 +293,7 @@ def alias_new_version(settings, name: str, version: str | int, run_id: str,
     return alias, reason
 
 
-def alias_history(settings, model: str) -> pd.DataFrame:
+def alias_history(settings: Settings, model: str) -> pd.DataFrame:
     """Every spell of an alias on a version of ``model``, newest first: alias, version, from, to (None
     while current), reason, by (the command), run_id (the run that decided), end_reason.
 

@@ -17,9 +17,12 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from salesml.settings import Settings
 
 
 def suggest(trial) -> dict:
@@ -50,7 +53,7 @@ def pruning_callback(trial, every: int = 10):
     return Prune()
 
 
-def storage_url(settings) -> str:
+def storage_url(settings: Settings) -> str:
     return settings.optuna_storage_url
 
 
@@ -80,7 +83,7 @@ def release_lock_engine(url: str) -> None:
 
 
 @contextlib.contextmanager
-def study_lock(settings, url: str, study_name: str):
+def study_lock(settings: Settings, url: str, study_name: str):
     """One worker at a time decides whether the study needs another trial and asks for it.
 
     PostgreSQL: a session advisory lock keyed by the study name (workers on any machine); other
@@ -137,7 +140,7 @@ class Heartbeat:
         self.thread.join()
 
 
-def open_study(settings, name: str, study_name: str | None, seed: int, heartbeat: float, grace: float):
+def open_study(settings: Settings, name: str, study_name: str | None, seed: int, heartbeat: float, grace: float):
     """Create or load the study; under the study lock, as workers starting together would race
     to create the tables and the study."""
     import warnings
@@ -159,7 +162,7 @@ def open_study(settings, name: str, study_name: str | None, seed: int, heartbeat
         )
 
 
-def mark_run_killed(study, trial, *, settings) -> None:
+def mark_run_killed(study, trial, *, settings: Settings) -> None:
     """A trial failed for a dead worker: its MLflow run (left RUNNING) is ended as KILLED."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
@@ -265,7 +268,7 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run(settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None = None,
+def run(settings: Settings, name: str, trials: int, seed: int = 42, raw_dir: Path | None = None,
         study_name: str | None = None, log: Callable[[str], None] = print, register: bool = True,
         heartbeat: float = 10.0, grace: float = 60.0) -> dict:
     """Work on the study until it holds ``trials`` finished trials (all workers together).

@@ -108,7 +108,7 @@ def warnings_report(
 ) -> None:
     """Time to first intervention per level, playbook and team (never per person); overdue warnings."""
     from serving.actions.report import render_markdown, report
-    from serving.actions.rules import now_utc
+    from serving.predlog import now_utc
 
     s = settings()
     when = parse_when(now, "now") or now_utc()

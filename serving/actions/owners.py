@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from salesml.settings import Settings
 
 ALL_TEAMS = "all"
 
@@ -74,7 +78,7 @@ class OwnerDirectory:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings) -> OwnerDirectory:
+    def from_settings(cls, settings: Settings) -> OwnerDirectory:
         return cls(settings.warning_owner_fallback, settings.export_dir)
 
     def _files_stamp(self) -> tuple:

@@ -16,10 +16,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from salesml.settings import Settings
 
 SHIPPED = Path(__file__).resolve().parents[2] / "salesml" / "specs" / "playbooks.yaml"
 LEVELS = ("green", "yellow", "orange", "red")  # order matters: later is worse
@@ -133,7 +136,7 @@ def read_playbooks(path: Path | str) -> Playbooks:
     return parse_playbooks(data, path)
 
 
-def load_playbooks(settings=None) -> Playbooks:
+def load_playbooks(settings: Settings=None) -> Playbooks:
     """The playbooks of ``settings.playbooks_file``, or the four shipped ones."""
     path = getattr(settings, "playbooks_file", None) or SHIPPED
     return read_playbooks(path)

@@ -38,6 +38,7 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -47,6 +48,9 @@ from serving.actions.owners import OwnerDirectory
 from serving.actions.playbooks import Playbooks, load_playbooks
 from serving.actions.rules import SOURCES, AccountState, WarningError, decide, holdout, iso, normalize
 from serving.predlog import now_utc
+
+if TYPE_CHECKING:
+    from salesml.settings import Settings
 
 __all__ = ["WarningConfig", "WarningError", "WarningStore", "open_warning_store", "public_view", "warnings_path"]
 
@@ -96,16 +100,16 @@ class WarningConfig:
     fuse: int = 5
 
     @classmethod
-    def from_settings(cls, settings) -> WarningConfig:
+    def from_settings(cls, settings: Settings) -> WarningConfig:
         return cls(settings.warning_due_hours, settings.playbook_holdout_share, settings.experiment_salt,
                    settings.playbook_fuse)
 
 
-def warnings_path(settings) -> Path:
+def warnings_path(settings: Settings) -> Path:
     return settings.actions_dir / "warnings.db"
 
 
-def open_warning_store(settings) -> WarningStore:
+def open_warning_store(settings: Settings) -> WarningStore:
     """The store of ``settings``: its file, playbooks, owners (from the export) and rules."""
     return WarningStore(warnings_path(settings), config=WarningConfig.from_settings(settings),
                         playbooks=load_playbooks(settings), owners=OwnerDirectory.from_settings(settings),

@@ -29,11 +29,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from serving.predlog import now_utc
+
+if TYPE_CHECKING:
+    from salesml.settings import Settings
 
 NO_WEBHOOK = "no webhook configured"
 TIMEOUT_S = 10.0  # per attempt: a receiver slower than this is retried like one that is down
@@ -105,7 +109,7 @@ def deliver_event(store, event: dict, url: str, *, attempts: int, backoff: float
     return True
 
 
-def deliver_pending(store, settings, *, retry_failed: bool = False, client: httpx.Client | None = None,
+def deliver_pending(store, settings: Settings, *, retry_failed: bool = False, client: httpx.Client | None = None,
                     sleep: Callable[[float], None] = time.sleep, stop: threading.Event | None = None) -> dict[str, int]:
     """Deliver every pending event (and failed ones with ``retry_failed``); returns counts by outcome."""
     url = settings.warning_webhook_url
@@ -133,7 +137,7 @@ def deliver_pending(store, settings, *, retry_failed: bool = False, client: http
 class BackgroundDeliverer:
     """A thread that delivers (and escalates) whenever notified, and at least every ``poll_s``."""
 
-    def __init__(self, store, settings, *, poll_s: float = 60.0, escalate: bool = True):
+    def __init__(self, store, settings: Settings, *, poll_s: float = 60.0, escalate: bool = True):
         self.store, self.settings, self.poll_s, self.escalate = store, settings, poll_s, escalate
         self._wake: queue.Queue = queue.Queue()
         self._stop = threading.Event()
