@@ -14,8 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import attrs
+from bentoml._internal.service.openapi.specification import (
+    MediaType,
+    OpenAPISpecification,
+    Operation,
+    Response,
+    Schema,
+)
 
 ERROR_BODY = {
     "type": "object",
@@ -43,6 +51,13 @@ ERRORS = {
     503: "Not ready, model not served, or the key file is unreadable",
     504: "The request took longer than the time limit",
 }
+# How a client sends its API key (serving.auth.key_from_headers); every protected path takes either.
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+               "description": "An API key (`salesml keys add`); its role decides what the call may do and see."},
+    "Bearer": {"type": "http", "scheme": "bearer", "description": "The same API key as `Authorization: Bearer KEY`."},
+}
+SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 # Read-only endpoints that answer GET too (the gate turns the query string into the JSON body).
 GET_AS_POST = ("/warnings",)
 # Scoring endpoints that take ids or feature rows: exactly one of the two.
@@ -132,18 +147,17 @@ def events_body(max_batch: int, extra: dict | None = None) -> dict:
     return {"oneOf": variants}
 
 
-def _schema(doc: dict):
+def _schema(doc: dict[str, Any]) -> Schema:
     """A JSON-schema dict as BentoML's ``Schema`` objects (nested)."""
-    from bentoml._internal.service.openapi.specification import Schema
 
-    def conv(v):
+    def conv(v: Any) -> Any:
         if isinstance(v, dict):
             return _schema(v)
         if isinstance(v, list):
             return [conv(x) for x in v]
         return v
 
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in doc.items():
         key = "not_" if k == "not" else k
         if k == "properties":
@@ -157,14 +171,13 @@ def _schema(doc: dict):
     return Schema(**out)
 
 
-def amend_openapi(spec, max_batch: int = 1000, extra: dict | None = None):
+def amend_openapi(spec: OpenAPISpecification, max_batch: int = 1000, extra: dict | None = None) -> Document:
     """BentoML's OpenAPI document with the one-of rules, the /events rows as the contract describes
-    them (``extra``: the project's declared custom columns) and every error response the service gives."""
-    from bentoml._internal.service.openapi.specification import MediaType, Response, Schema
+    them (``extra``: the project's declared custom columns), every error response the service gives,
+    and the API key each protected path needs (``serving.gate.PROTECTED``)."""
+    from serving.gate import PROTECTED  # the gate imports this module
 
-    error = Schema(**{k: v for k, v in ERROR_BODY.items() if k != "properties"},
-                   properties={k: Schema(**v) if "items" not in v else Schema(**{**v, "items": Schema(**v["items"])})
-                               for k, v in ERROR_BODY["properties"].items()})
+    error = _schema(ERROR_BODY)
     for path, item in spec.paths.items():
         op = getattr(item, "post", None)
         if not op:
@@ -175,28 +188,45 @@ def amend_openapi(spec, max_batch: int = 1000, extra: dict | None = None):
             media = op["requestBody"]["content"]["application/json"]
             op["requestBody"]["content"]["application/json"] = attrs.evolve(
                 media, schema=_schema(events_body(max_batch, extra)))
-        if path in ONE_OF:
+        if path in ONE_OF:  # the ids without rows, or rows without the ids (nor, on /health, since)
             content = op["requestBody"]["content"]
             media = content["application/json"]
-            by_rows = Schema(required=["rows"], not_=Schema(required=["since"]) if path == "/health" else None)
+            ids = ONE_OF[path]
+            by_ids = Schema(required=[ids], not_=Schema(required=["rows"]))
+            by_rows = Schema(required=["rows"], not_=Schema(anyOf=[Schema(required=[ids]), Schema(required=["since"])])
+                             if path == "/health" else Schema(required=[ids]))
             content["application/json"] = attrs.evolve(media, schema=attrs.evolve(
-                media.schema, oneOf=[Schema(required=[ONE_OF[path]]), by_rows]))
+                media.schema, oneOf=[by_ids, by_rows]))
+        if path in PROTECTED:
+            op["security"] = SECURITY
         for code, text in ERRORS.items():
             op["responses"][code] = Response(description=text,
                                              content={"application/json": MediaType(schema=error)})
     for path in GET_AS_POST:
-        if path in spec.paths and spec.paths[path].post:
-            spec.paths[path] = attrs.evolve(spec.paths[path], get=get_operation(spec.paths[path].post))
-    return spec
+        post = spec.paths[path].post if path in spec.paths else None
+        if post:
+            spec.paths[path] = attrs.evolve(spec.paths[path], get=get_operation(post))
+    return Document(**{f.name: getattr(spec, f.name) for f in attrs.fields(type(spec))})
 
 
-def _plain(obj) -> dict:
+@attrs.frozen
+class Document(OpenAPISpecification):
+    """BentoML's OpenAPI document with the security schemes its ``Components`` cannot hold yet."""
+
+    def asdict(self) -> dict[str, Any]:
+        out = super().asdict()
+        out.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        return out
+
+
+def _plain(obj: Any) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else attrs.asdict(obj, recurse=False)
 
 
-def get_operation(post: dict) -> dict:
+def get_operation(post: Operation | dict[str, Any]) -> dict[str, Any]:
     """The GET twin of a read-only POST operation (``serving.gate.GET_AS_POST``): each top-level field
     of its JSON body as an optional query parameter, the same responses (405 answers Allow: GET, POST)."""
+    post = _plain(post)
     schema = _plain(post["requestBody"]["content"]["application/json"].schema)
     params = []
     for name, prop in (schema.get("properties") or {}).items():
@@ -207,6 +237,7 @@ def get_operation(post: dict) -> dict:
         params.append({"name": name, "in": "query", "required": False, "schema": fields,
                        **({"description": prop["title"]} if prop.get("title") else {})})
     return {"tags": post.get("tags"), "description": post.get("description"), "parameters": params,
+            **({"security": post["security"]} if "security" in post else {}),
             "operationId": f"{post['operationId']}_get", "responses": dict(post["responses"])}
 
 
@@ -222,7 +253,8 @@ class OneLineRejections(logging.Filter):
         code = 400 if isinstance(exc, ValidationError) else getattr(getattr(exc, "error_code", None), "value", 500)
         if isinstance(code, int) and code < 500:
             record.msg = "Rejected %s [%s]: %s"
-            record.args = (*record.args[:2], str(exc).splitlines()[0][:300])
+            args = record.args if isinstance(record.args, tuple) else ()
+            record.args = (*args[:2], str(exc).splitlines()[0][:300])
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True

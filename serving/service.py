@@ -14,19 +14,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timezone
 from datetime import time as dtime
-from typing import Annotated, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Optional, TypeVar, Union
 
 import bentoml
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 from starlette.responses import JSONResponse
 
 from salesml.contract import ID_MAX_LENGTH, ID_PATTERN
 from salesml.settings import Settings
-from serving.auth import effective_role
+from serving.auth import Caller, effective_role
 from serving.auth import view as view_of
 from serving.gate import Gate
+
+if TYPE_CHECKING:
+    from serving.actions.warnings import WarningStore
+    from serving.core import ScoringCore
+
+    # What an endpoint returns: its JSON body, or an error response (``error``).
+    Answer = Union[dict[str, Any], JSONResponse]
+else:
+    Answer = dict  # what BentoML declares as the 200 body; a Response is sent as it is
 
 log = logging.getLogger("salesml.serving")
 _LIMITS = Settings()
@@ -45,6 +55,15 @@ View = Literal["sales", "csm", "admin"]
 
 WarningId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^w-[0-9a-f]+$")]
 PlaybookId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+class Prepared(NamedTuple):
+    """What an endpoint works with once ``SalesScoring._prepare`` let the request through."""
+
+    core: ScoringCore
+    caller: Caller
+    role: str
+    request_id: str | None
 
 
 class Outcome(BaseModel):
@@ -108,6 +127,85 @@ def _since(value: date | None) -> datetime | None:
     return None if value is None else datetime.combine(value, dtime.max, tzinfo=timezone.utc)
 
 
+def strict_input(spec: type[bentoml.IODescriptor]) -> type[bentoml.IODescriptor]:
+    """An endpoint's request model as its OpenAPI document states it: a field the endpoint does not take
+    (in the JSON body, or in a GET's query string, which the gate turns into the body) is refused, and
+    so is ``null`` for an optional field (400 naming it): leave a field out to mean "not given"."""
+
+    class Input(spec):  # the name BentoML gives every request model
+        model_config = ConfigDict(extra="forbid")
+
+        @field_validator("*", mode="before")
+        @classmethod
+        def _not_null(cls, value: object, info: ValidationInfo) -> object:
+            if value is None:  # a default is not validated: only an explicit null reaches this
+                raise ValueError(f"'{info.field_name}' may not be null; leave it out instead")
+            return value
+
+    return Input
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def api(route: str) -> Callable[[F], F]:
+    """``bentoml.api`` for a public endpoint, with its request model made strict (``strict_input``)."""
+
+    def wrap(fn: F) -> F:
+        method = bentoml.api(route=route)(fn)
+        method.input_spec = strict_input(method.input_spec)
+        return method  # BentoML's APIMethod, which the service class holds in the function's place
+
+    return wrap
+
+
+# What a sales key reads as a rep's reasons in /match: plain words, never the model's feature names
+# (those, with their effects, are the drivers a csm or admin key sees). A feature not listed here (a
+# project's custom column) reads as its view's phrase.
+SALES_REASONS = {
+    "industry_match": "knows the lead's industry", "product_match": "sells the lead's product",
+    "region_match": "works in the lead's region", "load_ratio": "has room for new leads",
+    "open_leads": "has room for new leads", "capacity": "has room for new leads",
+    "win_rate_90d": "wins often lately", "avg_close_cycle_days": "closes deals quickly",
+    "seniority_rank": "is experienced", "rep_region": "the rep's region", "rep_industries": "the rep's industries",
+    "rep_products": "the rep's products",
+}
+SALES_REASONS_BY_VIEW = {"lead_activity": "the lead's recent activity", "lead_profile": "the lead's profile",
+                         "rep_state": "the rep's track record", "lead_rep_fit": "fit between lead and rep"}
+SALES_REASON_OTHER = "the lead's profile"
+
+
+def sales_reason(feature: str) -> str:
+    """A /match reason in words (``SALES_REASONS``), by feature name."""
+    from features.transforms import FEATURE_TYPES
+
+    if feature in SALES_REASONS:
+        return SALES_REASONS[feature]
+    view = next((v for v, names in FEATURE_TYPES.items() if feature in names), None)
+    return SALES_REASONS_BY_VIEW.get(view or "", SALES_REASON_OTHER)
+
+
+def sales_match(result: dict) -> dict:
+    """A /match answer as a sales key reads it: each ranked rep's reasons in words, once each."""
+    for item in result.get("results") or []:
+        for rep in (item or {}).get("ranked_reps") or []:
+            rep["reasons"] = list(dict.fromkeys(sales_reason(f) for f in rep.get("reasons") or []))
+    return result
+
+
+FEATURE_LIST = "; expected some of "  # serving.core's unknown-feature message: the model's features follow
+
+
+def for_role(result: dict, role: str) -> dict:
+    """``run_core``'s result for a caller of ``role``: only an admin key's 400 lists the model's features
+    (a sales or csm key reads which field is wrong, not the model's make-up)."""
+    bad = result.get(ERROR_KEY)
+    if role != "admin" and bad and FEATURE_LIST in bad.get("error", ""):
+        text = bad["error"].split(FEATURE_LIST)[0]
+        result = {ERROR_KEY: {**bad, "error": f"{text} (an admin key's answer lists the features the model takes)"}}
+    return result
+
+
 class ScoringService(bentoml.Service):
     """BentoML's service with the bounds and declarations its app lacks (``serving.asgi``)."""
 
@@ -145,7 +243,8 @@ class Matching:
         if bentoml.server_context.service_name == "salesml-matching":  # its own process, not a test's
             os.nice(_LIMITS.serve_match_nice)
         try:
-            self.core = ScoringCore.load(Settings(), only=("lead_match",), pinned=pinned(Matching.bento))
+            bento = Matching.bento  # type: ignore[attr-defined]  # a bentoml.Service (bentoml.service is untyped)
+            self.core = ScoringCore.load(Settings(), only=("lead_match",), pinned=pinned(bento))
         except Exception as exc:  # noqa: BLE001 - answered as 503 per call, like SalesScoring
             log.exception("matching: scoring core failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -182,7 +281,8 @@ class SalesScoring:
         self.load_error = None
         self.warnings = self.deliverer = self.warnings_error = None
         try:
-            self.core = ScoringCore.load(self.settings, pinned=pinned(SalesScoring.bento))
+            bento = SalesScoring.bento  # type: ignore[attr-defined]  # a bentoml.Service (bentoml.service is untyped)
+            self.core = ScoringCore.load(self.settings, pinned=pinned(bento))
         except Exception as exc:  # stay up, not ready, and say why
             log.exception("scoring core failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -206,8 +306,9 @@ class SalesScoring:
     def __is_ready__(self) -> bool:
         return self.core is not None and self.core.ready
 
-    def _prepare(self, ctx, entities: list[str], requested: str | None):
-        """(caller, role, request id) or an error response."""
+    def _prepare(self, ctx: bentoml.Context, entities: Sequence[object], requested: str | None
+                 ) -> JSONResponse | Prepared:
+        """The loaded core, the caller, its view and the request id; or an error response."""
         state = ctx.request.state
         state.entities = [str(e) for e in entities if e is not None][:MAX_BATCH]  # rows= without ids name none
         if self.core is None:
@@ -219,46 +320,50 @@ class SalesScoring:
             role = effective_role(caller, requested)
         except PermissionError as exc:
             return error(ctx, 403, "view", str(exc))
-        return caller, role, getattr(state, "request_id", None)
+        return Prepared(self.core, caller, role, getattr(state, "request_id", None))
 
     @staticmethod
-    def _one_of(ctx, ids, rows, ids_name: str):
+    def _one_of(ctx: bentoml.Context, ids: list[str] | None, rows: list[dict] | None, ids_name: str
+                ) -> JSONResponse | None:
         if (ids is None) == (rows is None):
             return error(ctx, 400, ids_name, f"give exactly one of '{ids_name}' or 'rows'")
         return None
 
-    @bentoml.api(route="/intent")
+    @api("/intent")
     def intent(self, ctx: bentoml.Context, lead_ids: Optional[Ids] = None, rows: Optional[Rows] = None,
-               view: Optional[View] = None) -> dict:
+               view: Optional[View] = None) -> Answer:
         """Purchase-intent probability, band and drivers for leads (by id, or feature rows)."""
         bad = self._one_of(ctx, lead_ids, rows, "lead_ids")
         if bad:
             return bad
-        prep = self._prepare(ctx, lead_ids or [r.get("lead_id") for r in rows], view)
+        prep = self._prepare(ctx, lead_ids or [r.get("lead_id") for r in rows or []], view)
         if isinstance(prep, JSONResponse):
             return prep
-        caller, role, rid = prep
-        return self._call(ctx, lambda: self.core.intent(caller, lead_ids, rows, role, rid))
+        core, caller, role, rid = prep
+        return self._call(ctx, lambda: core.intent(caller, lead_ids, rows, role, rid), role)
 
-    @bentoml.api(route="/match")
+    @api("/match")
     async def match(self, ctx: bentoml.Context, lead_ids: Ids, rep_ids: Optional[Ids] = None, assign: bool = False,
-              top: Annotated[int, Field(ge=1, le=50)] = 5, view: Optional[View] = None) -> dict:
+              top: Annotated[int, Field(ge=1, le=50)] = 5, view: Optional[View] = None) -> Answer:
         """Ranked reps per lead with expected conversion and reasons; ``assign`` adds a
         capacity-respecting proposal for the batch (a proposal only: nothing is assigned)."""
         prep = self._prepare(ctx, lead_ids, view)
         if isinstance(prep, JSONResponse):
             return prep
-        caller, role, rid = prep
+        core, caller, role, rid = prep
         if bentoml.server_context.service_name is None:  # in-process (tests' ASGI client): no Matching process
-            return answer(ctx, await asyncio.to_thread(
-                run_core, lambda: self.core.match(caller, lead_ids, rep_ids, assign, top, role, rid)))
-        return answer(ctx, await self.matching.to_async.match(
-            key_id=caller.key_id, caller_role=caller.role, lead_ids=lead_ids, rep_ids=rep_ids, assign=assign,
-            top=top, role=role, request_id=rid))
+            result = await asyncio.to_thread(
+                run_core, lambda: core.match(caller, lead_ids, rep_ids, assign, top, role, rid))
+        else:
+            result = await self.matching.to_async.match(
+                key_id=caller.key_id, caller_role=caller.role, lead_ids=lead_ids, rep_ids=rep_ids, assign=assign,
+                top=top, role=role, request_id=rid)
+        result = for_role(result, role)
+        return answer(ctx, sales_match(result) if role == "sales" else result)
 
-    @bentoml.api(route="/health")
+    @api("/health")
     def health(self, ctx: bentoml.Context, account_ids: Optional[Ids] = None, rows: Optional[Rows] = None,
-               since: Optional[date] = None, view: Optional[View] = None) -> dict:
+               since: Optional[date] = None, view: Optional[View] = None) -> Answer:
         """CHS 0-100, level, churn probability, layer sub-scores, early warning; with ``since``
         also the change since that date and its attribution by layer and feature."""
         bad = self._one_of(ctx, account_ids, rows, "account_ids")
@@ -266,14 +371,14 @@ class SalesScoring:
             return bad
         if since is not None and rows is not None:
             return error(ctx, 400, "since", "'since' needs account_ids: past features are looked up by id")
-        prep = self._prepare(ctx, account_ids or [r.get("account_id") for r in rows], view)
+        prep = self._prepare(ctx, account_ids or [r.get("account_id") for r in rows or []], view)
         if isinstance(prep, JSONResponse):
             return prep
-        caller, role, rid = prep
-        return self._call(ctx, lambda: self.core.health(caller, account_ids, rows, _since(since), role, rid))
+        core, caller, role, rid = prep
+        return self._call(ctx, lambda: core.health(caller, account_ids, rows, _since(since), role, rid), role)
 
-    @bentoml.api(route="/health/history")
-    def health_history(self, ctx: bentoml.Context, account_id: Id, view: Optional[View] = None) -> dict:
+    @api("/health/history")
+    def health_history(self, ctx: bentoml.Context, account_id: Id, view: Optional[View] = None) -> Answer:
         """An account's timeline from the scheduled runs (``salesml score chs``): per run its score,
         level and the change since the run before with its attribution (layers and text: not for
         sales), and the events of each interval (renewals, interactions, pushed usage)."""
@@ -282,7 +387,7 @@ class SalesScoring:
         prep = self._prepare(ctx, [account_id], view)
         if isinstance(prep, JSONResponse):
             return prep
-        _, role, rid = prep
+        _, _, role, rid = prep
         h = history(self.settings, account_id)
         if h.timeline.empty:
             return error(ctx, 404, "account_id", f"no scheduled run scored account {account_id!r} "
@@ -299,54 +404,54 @@ class SalesScoring:
                                                  for e in events],
                 "sources": h.sources, "thresholds": h.thresholds}
 
-    @bentoml.api(route="/events")
-    def events(self, ctx: bentoml.Context, table: Literal["lead_events", "usage_weekly"], rows: Rows) -> dict:
+    @api("/events")
+    def events(self, ctx: bentoml.Context, table: Literal["lead_events", "usage_weekly"], rows: Rows) -> Answer:
         """Live behaviour rows (the raw-data contract's columns), pushed to the online store. Usage
         rows rescore their accounts: a level that worsened raises its warning at once."""
         key = "lead_id" if table == "lead_events" else "account_id"
         prep = self._prepare(ctx, [str(r.get(key)) for r in rows], None)
         if isinstance(prep, JSONResponse):
             return prep
-        caller, _, rid = prep
-        result = self._call(ctx, lambda: self.core.events(caller, table, [dict(r) for r in rows], rid))
+        core, caller, _, rid = prep
+        result = self._call(ctx, lambda: core.events(caller, table, [dict(r) for r in rows], rid))
         if isinstance(result, dict) and table == "usage_weekly" and self.warnings is not None:
-            result["warnings"] = self._live_warnings(result["entities_updated"])
+            result["warnings"] = self._live_warnings(core, self.warnings, result["entities_updated"])
         return result
 
-    def _live_warnings(self, account_ids: list[str]) -> dict:
+    def _live_warnings(self, core: ScoringCore, warnings: WarningStore, account_ids: list[str]) -> dict:
         from datetime import datetime, timezone
 
         from serving.actions.live import live_warnings
 
         try:  # the push is stored already: a failed check is said in the answer, not turned into an error
-            summary = live_warnings(self.core, self.warnings, account_ids, datetime.now(timezone.utc))
+            summary = live_warnings(core, warnings, account_ids, datetime.now(timezone.utc))
         except Exception as exc:  # noqa: BLE001
             log.exception("live warning check failed")
             return {"error": f"the live warning check failed ({type(exc).__name__}); the next run will see it"}
-        if summary["raised"]:
+        if summary["raised"] and self.deliverer is not None:
             self.deliverer.notify()
         return summary
 
-    @bentoml.api(route="/warnings")
+    @api("/warnings")
     def warnings_inbox(self, ctx: bentoml.Context, owner: Optional[Id] = None,
                        status: Optional[Literal["open", "handled", "not_applicable", "escalated"]] = None,
                        level: Optional[Literal["yellow", "orange", "red"]] = None,
-                       limit: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 100, view: Optional[View] = None) -> dict:
+                       limit: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 100, view: Optional[View] = None) -> Answer:
         """The warnings inbox, newest first: account, old and new level, score, attribution text
         (not for sales), the level's playbook, owner, raised and due times, status."""
         prep = self._prepare(ctx, [], view)
         if isinstance(prep, JSONResponse):
             return prep
-        _, role, rid = prep
+        _, _, role, rid = prep
         if self.warnings is None:
             return error(ctx, 503, None, f"warnings unavailable: {self.warnings_error}")
         rows = self.warnings.inbox(owner=owner, status=status, level=level, limit=limit)
         return {"request_id": rid, "warnings": [view_of(w, role) for w in rows]}
 
-    @bentoml.api(route="/interventions")
+    @api("/interventions")
     def interventions(self, ctx: bentoml.Context, warning_id: WarningId, at: Optional[AwareDatetime] = None,
                       playbook_id: Optional[PlaybookId] = None, not_applicable: bool = False,
-                      reason: Optional[Text] = None) -> dict:
+                      reason: Optional[Text] = None) -> Answer:
         """Record what was done about a warning: the playbook applied, or "not applicable" with a
         reason; who is the calling key. Five "not applicable" marks in a row freeze a playbook."""
         from serving.actions.rules import WarningError
@@ -355,7 +460,7 @@ class SalesScoring:
         prep = self._prepare(ctx, [warning_id], None)
         if isinstance(prep, JSONResponse):
             return prep
-        caller, _, rid = prep
+        _, caller, _, rid = prep
         if self.warnings is None:
             return error(ctx, 503, None, f"warnings unavailable: {self.warnings_error}")
         try:
@@ -367,19 +472,20 @@ class SalesScoring:
         # as its owner sees it: a held-out warning shows no playbook, nor that it is held out
         return {"request_id": rid, "warning": {**public_view(done), "interventions": done["interventions"]}}
 
-    @bentoml.api(route="/outcomes")
-    def outcomes(self, ctx: bentoml.Context, outcomes: Annotated[list[Outcome], Field(min_length=1,
-                                                                                       max_length=MAX_BATCH)]) -> dict:
+    @api("/outcomes")
+    def outcomes(self, ctx: bentoml.Context,
+                 outcomes: Annotated[list[Outcome], Field(min_length=1, max_length=MAX_BATCH)]) -> Answer:
         """Observed outcomes (converted / churned) for A/B analysis and performance drift."""
         prep = self._prepare(ctx, [o.entity_id for o in outcomes], None)
         if isinstance(prep, JSONResponse):
             return prep
-        caller, _, rid = prep
-        return self._call(ctx, lambda: self.core.outcomes(caller, [o.model_dump() for o in outcomes], rid))
+        core, caller, _, rid = prep
+        return self._call(ctx, lambda: core.outcomes(caller, [o.model_dump() for o in outcomes], rid))
 
     @staticmethod
-    def _call(ctx, fn):
-        return answer(ctx, run_core(fn))
+    def _call(ctx: bentoml.Context, fn: Callable[[], dict], role: str = "admin") -> Answer:
+        return answer(ctx, for_role(run_core(fn), role))
 
 
-SalesScoring.add_asgi_middleware(Gate)
+# bentoml.service is untyped here: mypy still sees the class it turned into a bentoml.Service
+SalesScoring.add_asgi_middleware(Gate)  # type: ignore[attr-defined]
