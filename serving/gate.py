@@ -1,9 +1,12 @@
 """The key gate: ASGI middleware in front of the scoring endpoints.
 
 API key -> caller (401), method (405 with Allow), content type (415), body size (413) and read
-time (408), JSON (400), the endpoint's scope (403); a request id on every answer; BentoML's 400
-bodies in the service's one error shape; and one access-log row per call, committed before the
-answer leaves (an answer whose row cannot be written is a 503).
+time (408: a pause longer than ``serve_body_timeout``, or a body not complete within the total body
+deadline of ``serving.http_limits``), JSON (400, also for JSON nested deeper than ``MAX_JSON_DEPTH``),
+the endpoint's scope (403); a request id on every answer; BentoML's 400 bodies in the service's one
+error shape; and one access-log row per call, committed before the answer leaves (an answer whose row
+cannot be written is a 503). A client that disconnects before its answer has its row with status 499
+("client closed request", as nginx logs it), not a 500.
 """
 
 from __future__ import annotations
@@ -14,11 +17,16 @@ import logging
 import time
 import uuid
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from salesml.contract import ID_MAX_LENGTH
 from salesml.settings import Settings
 from serving.asgi import GET_AS_POST as ASGI_GET_AS_POST
 from serving.auth import KeyFileError, KeyStore, key_from_headers
+from serving.http_limits import body_deadline
+
+if TYPE_CHECKING:
+    from serving.predlog import PredictionLog
 
 log = logging.getLogger("salesml.serving")
 # The scope each endpoint needs (serving.auth.SCOPES says which role has which).
@@ -28,6 +36,11 @@ PROTECTED = set(SCOPE)
 # Read-only endpoints that also answer GET: the query string is the JSON body's fields (a repeated
 # name keeps its last value), validated exactly as the POST body is.
 GET_AS_POST = set(ASGI_GET_AS_POST)
+# Deepest nesting of arrays and objects a request body may have: the deepest the API's bodies need is 3
+# (``{"rows": [{...}]}``); a body nested 1,000 deep would exhaust the parser's recursion.
+MAX_JSON_DEPTH = 32
+# The access log's status of a call whose client went away before its answer (nginx's "client closed request").
+CLIENT_CLOSED = 499
 
 
 class Gate:
@@ -38,10 +51,10 @@ class Gate:
         self.app = app
         self.settings = settings or Settings()
         self.keys = KeyStore(self.settings.api_keys_path)
-        self._log = None
+        self._log: PredictionLog | None = None
 
     @property
-    def access_log(self):
+    def access_log(self) -> PredictionLog:
         if self._log is None:
             from serving.predlog import PredictionLog
 
@@ -64,6 +77,7 @@ class Gate:
         state = scope.setdefault("state", {})
         t0 = time.perf_counter()
         recorded, pending = False, {}
+        gone = False  # the client disconnected before an answer started
 
         def record() -> bool:
             """The call's access-log row, committed once; False when it could not be written."""
@@ -71,6 +85,8 @@ class Gate:
             if recorded:
                 return True
             recorded = True
+            if gone:
+                status["code"] = CLIENT_CLOSED
             client = scope.get("client")
             try:
                 self.access_log.append_access({
@@ -91,6 +107,7 @@ class Gate:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 pending["start"] = message
+                pending["started"] = True
                 return
             start = pending.pop("start", None)
             if message["type"] == "http.response.body" and not message.get("more_body"):
@@ -141,16 +158,22 @@ class Gate:
                 return await self._reply(send_logged, 413, {"error": f"body larger than {limit} bytes",
                                                      "field": None}, request_id)
             chunks, size = [], 0
+            pause, total = self.settings.serve_body_timeout, body_deadline()
+            deadline = t0 + total  # the whole body, however it trickles
             while True:
+                wait = min(pause, deadline - time.perf_counter())
                 try:
-                    message = await asyncio.wait_for(receive(), self.settings.serve_body_timeout)
+                    if wait <= 0:
+                        raise asyncio.TimeoutError
+                    message = await asyncio.wait_for(receive(), wait)
                 except asyncio.TimeoutError:
                     status["code"] = 408
-                    return await self._reply(send_logged, 408, {"error": f"the body did not arrive within "
-                                                                  f"{self.settings.serve_body_timeout:g} s",
-                                                         "field": None}, request_id, headers=[(b"connection",
-                                                                                                b"close")])
+                    error = (f"the whole body must arrive within {total:g} s of the headers" if wait < pause
+                             else f"the body did not arrive within {pause:g} s")
+                    return await self._reply(send_logged, 408, {"error": error, "field": None}, request_id,
+                                             headers=[(b"connection", b"close")])
                 if message["type"] == "http.disconnect":
+                    gone = True
                     return
                 chunks.append(message.get("body", b""))
                 size += len(chunks[-1])
@@ -163,9 +186,17 @@ class Gate:
             body = b"".join(chunks)
             try:
                 doc = json.loads(body)
+                too_deep = _deeper_than(doc, MAX_JSON_DEPTH)
             except ValueError as exc:
                 status["code"] = 400
                 return await self._reply(send_logged, 400, {"error": f"the body is not valid JSON: {exc}",
+                                                            "field": None}, request_id)
+            except RecursionError:  # the parser gave up: far deeper than the limit
+                too_deep = True
+            if too_deep:
+                status["code"] = 400
+                return await self._reply(send_logged, 400, {"error": f"the body nests arrays and objects deeper "
+                                                                     f"than {MAX_JSON_DEPTH} levels",
                                                             "field": None}, request_id)
             state["entities"] = _entities_in(doc, self.settings.max_batch)
             needed = SCOPE[scope["path"]]
@@ -177,11 +208,14 @@ class Gate:
             sent = False
 
             async def replay():
-                nonlocal sent
+                nonlocal sent, gone
                 if not sent:
                     sent = True
                     return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
+                message = await receive()
+                if message["type"] == "http.disconnect" and "started" not in pending:
+                    gone = True
+                return message
 
             held = {}
 
@@ -246,6 +280,20 @@ def _error_shape(data: bytes) -> bytes:
             doc["error"] += ": " + "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', '')}"
                                             for d in detail[:5] if isinstance(d, dict))
     return json.dumps(doc).encode()
+
+
+def _deeper_than(doc: object, limit: int) -> bool:
+    """Whether a parsed JSON document nests arrays and objects more than ``limit`` deep (``[]`` is 1 deep)."""
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _entities_in(doc, limit: int) -> list[str]:

@@ -3,7 +3,10 @@
 The server is started the way BentoML's worker starts it: a listening socket's fd is handed to the
 process, ``install(...)`` runs, then ``uvicorn.Config(app=..., <BentoML's keyword arguments>)`` and
 ``uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])``. The app is a trivial ASGI app: these
-tests are about the HTTP layer. Only loopback traffic; every wait is bounded.
+tests are about the HTTP layer. For the tests of the edge (the key-less lockout, the trickled body, deep
+JSON, the half-closed client) the trivial app stands behind the real key gate (``serving.gate.Gate``) with
+a key file and an access log in a temporary home. Only loopback traffic (a second client address is
+127.0.0.2, which Linux routes to the loopback too); every wait is bounded.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from serving.http_limits import BODY_GRACE_S, IDLE_GRACE_S
+
 HEADER_TIMEOUT = 1.0
 MAX_CONNECTIONS = 5
 KEEP_ALIVE = 3.0  # install(keep_alive=3) overrides the timeout_keep_alive=5 BentoML passes
@@ -36,9 +41,10 @@ SERVER = textwrap.dedent(
 
     from serving.http_limits import install
 
-    fd, header_timeout, max_connections, keep_alive = sys.argv[1:5]
-    install(float(header_timeout), int(max_connections),
-            keep_alive=None if keep_alive == "none" else float(keep_alive))
+    fd, header_timeout, max_connections, keep_alive, max_client, body_deadline, home = sys.argv[1:8]
+    none = lambda value, kind: None if value == "none" else kind(value)  # noqa: E731
+    install(float(header_timeout), int(max_connections), keep_alive=none(keep_alive, float),
+            max_client_connections=none(max_client, int), body_deadline=none(body_deadline, float))
     fd = int(fd)
 
     BODY = b'{"ok":true}'
@@ -52,17 +58,29 @@ SERVER = textwrap.dedent(
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        body = b""
         while True:
             message = await receive()
+            body += message.get("body", b"")
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
+        if body.startswith(b'{"sleep"'):  # a slow answer: {"sleep": seconds}
+            import asyncio, json
+            await asyncio.sleep(json.loads(body)["sleep"])
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]})
         await send({"type": "http.response.body", "body": BODY})
 
+    served = app
+    if home != "none":  # the edge: the real key gate in front (it reads the installed body deadline)
+        from salesml.settings import Settings
+        from serving.gate import Gate
+
+        served = Gate(app, Settings(home=home))
+
     # as _bentoml_impl/worker/service.py builds it (uvicorn 0.54 / BentoML 1.4.39)
     config = uvicorn.Config(
-        app=app,
+        app=served,
         backlog=2048,
         log_config=None,
         workers=1,
@@ -76,6 +94,7 @@ SERVER = textwrap.dedent(
     )
     print(type(config).__name__, config.header_timeout, config.max_connections, config.timeout_keep_alive,
           flush=True)
+
     sock = socket.socket(fileno=fd)
     uvicorn.Server(config).run(sockets=[sock])
     """
@@ -104,7 +123,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def run_server(tmp_path: Path, header_timeout: float, max_connections: int, keep_alive: float | None):
+def run_server(tmp_path: Path, header_timeout: float, max_connections: int, keep_alive: float | None,
+               max_client_connections: int | None = None, body_deadline: float | None = None,
+               home: Path | None = None):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -114,7 +135,7 @@ def run_server(tmp_path: Path, header_timeout: float, max_connections: int, keep
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", SERVER, str(listener.fileno()), str(header_timeout), str(max_connections),
-             "none" if keep_alive is None else str(keep_alive)],
+             *("none" if x is None else str(x) for x in (keep_alive, max_client_connections, body_deadline, home))],
             pass_fds=[listener.fileno()], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
@@ -390,11 +411,11 @@ def assert_refused(s: socket.socket) -> None:
         assert json.loads(body) == {"error": "too many connections", "field": None}
 
 
-def test_connection_over_the_cap_is_refused_with_503(idle_server):
+def test_connection_over_the_cap_is_refused_with_503_when_every_connection_is_busy(idle_server):
     with contextlib.ExitStack() as stack:
-        idle = [stack.enter_context(idle_server.connect()) for _ in range(MAX_CONNECTIONS)]
-        for s in idle:  # five keep-alive connections, idle after one request
-            assert get(s)[0] == 200
+        busy = [stack.enter_context(idle_server.connect()) for _ in range(MAX_CONNECTIONS)]
+        for s in busy:  # five requests being read: none of them may be closed to make room
+            s.sendall(b"GET / HTTP/1.1\r\nHo")
         idle_server.wait_connections(MAX_CONNECTIONS, within=1)
         with idle_server.connect() as extra:
             # refused at once: the 503 is there before the client sends anything
@@ -403,23 +424,92 @@ def test_connection_over_the_cap_is_refused_with_503(idle_server):
                 503, "close", {"error": "too many connections", "field": None})
         with idle_server.connect() as extra:
             assert_refused(extra)
-        assert all(get(s)[0] == 200 for s in idle)  # the admitted connections are not penalised
-        idle[0].close()
-        idle_server.wait_connections(MAX_CONNECTIONS - 1, within=2)
+        for s in busy:  # the admitted connections are not penalised
+            s.sendall(b"st: test\r\n\r\n")
+            assert read_response(s)[0] == 200
+
+
+def test_an_idle_keep_alive_connection_makes_room_for_a_new_one(idle_server):
+    with contextlib.ExitStack() as stack:
+        idle = []
+        for _ in range(MAX_CONNECTIONS):  # five keep-alive connections, idle after one request, oldest first
+            idle.append(stack.enter_context(idle_server.connect()))
+            assert get(idle[-1])[0] == 200
+            time.sleep(0.02)
+        idle_server.wait_connections(MAX_CONNECTIONS, within=1)
+        with idle_server.connect() as busy:  # all five idle for less than IDLE_GRACE_S: none is closed yet
+            assert_refused(busy)
+        time.sleep(IDLE_GRACE_S + 0.1)
+        with idle_server.connect() as fresh:
+            assert get(fresh)[0] == 200  # served: the longest idle connection was closed for it
+            data, _ = read_until_closed(idle[0], within=SLACK)
+            assert data == b""
+            assert all(get(s)[0] == 200 for s in idle[1:])  # the others keep their connections
+
+
+def test_a_silent_connection_is_closed_before_a_keep_alive_one(idle_server):
+    with contextlib.ExitStack() as stack:
+        served = []
+        for _ in range(MAX_CONNECTIONS - 1):
+            served.append(stack.enter_context(idle_server.connect()))
+            assert get(served[-1])[0] == 200
+        silent = stack.enter_context(idle_server.connect())  # the youngest, but it never sent a byte
+        idle_server.wait_connections(MAX_CONNECTIONS, within=1)
         with idle_server.connect() as fresh:
             assert get(fresh)[0] == 200
+            data, _ = read_until_closed(silent, within=SLACK)
+            assert data == b""
+            assert all(get(s)[0] == 200 for s in served)
 
 
-def test_half_open_connections_count_against_the_cap(idle_server):
+def test_half_open_connections_never_lock_out_a_new_client(idle_server):
     with contextlib.ExitStack() as stack:
-        silent = [stack.enter_context(idle_server.connect()) for _ in range(MAX_CONNECTIONS)]
-        with idle_server.connect() as extra:  # accepted after the five silent ones, well within 1 s
-            assert_refused(extra)
-        for s in silent:
-            s.close()
+        silent = [stack.enter_context(idle_server.connect()) for _ in range(MAX_CONNECTIONS * 4)]
+        with idle_server.connect() as legit:  # accepted after twenty silent ones, well within 1 s
+            assert get(legit)[0] == 200
+        assert sum(not closed_now(s) for s in silent) <= MAX_CONNECTIONS
     idle_server.wait_connections(0, within=2)
-    with idle_server.connect() as s:
-        assert get(s)[0] == 200
+
+
+# -- per-client fairness: a second client address (127.0.0.2) -----------------------------------------
+
+CLIENT_CAP = 4
+
+
+def connect_from(server: Server, address: str, timeout: float = 5.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=timeout, source_address=(address, 0))
+
+
+@pytest.fixture(scope="module")
+def fair_server(tmp_path_factory):
+    """Ten connections per worker, four per client address."""
+    with run_server(tmp_path_factory.mktemp("fair"), HEADER_TIMEOUT, 10, KEEP_ALIVE,
+                    max_client_connections=CLIENT_CAP) as srv:
+        yield srv
+
+
+def test_one_client_holds_at_most_its_share_and_others_keep_theirs(fair_server):
+    fair_server.wait_connections(0, within=HEADER_TIMEOUT + KEEP_ALIVE + SLACK)
+    with contextlib.ExitStack() as stack:
+        legit = [stack.enter_context(connect_from(fair_server, "127.0.0.1")) for _ in range(3)]
+        for s in legit:
+            assert get(s)[0] == 200
+        attacker = [stack.enter_context(connect_from(fair_server, "127.0.0.2")) for _ in range(40)]
+        time.sleep(0.3)
+        assert sum(not closed_now(s) for s in attacker) <= CLIENT_CAP  # its oldest closed for its newest
+        assert fair_server.open_connections() <= 3 + CLIENT_CAP
+        assert all(get(s)[0] == 200 for s in legit)  # the other client's keep-alive connections untouched
+        with connect_from(fair_server, "127.0.0.1") as fresh:
+            assert get(fresh)[0] == 200
+        # the attacker's own busy connections: over its cap with nothing idle to close, it is refused
+        busy = [stack.enter_context(connect_from(fair_server, "127.0.0.2")) for _ in range(CLIENT_CAP)]
+        for s in busy:
+            s.sendall(b"GET / HTTP/1.1\r\nHo")
+        time.sleep(0.2)
+        with connect_from(fair_server, "127.0.0.2") as extra:
+            assert read_response(extra, timeout=SLACK)[0] == 503
+        with connect_from(fair_server, "127.0.0.1") as fresh:  # and the other client is still served
+            assert get(fresh)[0] == 200
 
 
 # -- abandoned half-open connections -------------------------------------------------------------------
@@ -448,9 +538,174 @@ def _assert_200_abandoned_are_reclaimed(server: Server) -> None:
 
 
 def test_200_abandoned_half_open_connections_are_all_reclaimed(idle_server):
-    _assert_200_abandoned_are_reclaimed(idle_server)  # 5 admitted and timed out, 195 refused at once
+    _assert_200_abandoned_are_reclaimed(idle_server)  # each closed for a newer one, the last 5 timed out
 
 
 def test_200_abandoned_half_open_connections_are_reclaimed_without_the_cap(tmp_path):
     with run_server(tmp_path, HEADER_TIMEOUT, 10_000, None) as srv:  # only the header timeout acts
         _assert_200_abandoned_are_reclaimed(srv)
+
+
+# -- the edge: the real key gate behind the limited protocol --------------------------------------------
+
+EDGE_BODY_DEADLINE = 1.5
+EDGE_CONNECTIONS = 64
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    """(server, csm key, settings): the gate with a key file and an access log in a home of its own."""
+    from salesml.settings import Settings
+    from serving.auth import KeyStore
+
+    home = tmp_path_factory.mktemp("edge")
+    settings = Settings(home=home)
+    key = KeyStore(settings.api_keys_path).add("csm", "edge")[1]
+    with run_server(home, HEADER_TIMEOUT, EDGE_CONNECTIONS, KEEP_ALIVE, body_deadline=EDGE_BODY_DEADLINE,
+                    home=home) as srv:
+        yield srv, key, settings
+
+
+def request(path: str, body: bytes, key: str, length: int | None = None) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: test\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
+
+
+def access_rows(settings, request_count: int, within: float = 5.0):
+    """The access log once it holds ``request_count`` rows (the server commits each before answering)."""
+    from serving.predlog import PredictionLog
+
+    t0 = time.monotonic()
+    while True:
+        rows = PredictionLog(settings.prediction_log_path).access()
+        if len(rows) >= request_count or time.monotonic() - t0 > within:
+            return rows
+
+
+def test_edge_a_trickled_body_is_answered_408_at_the_total_deadline(edge):
+    server, key, settings = edge
+    before = len(access_rows(settings, 0))
+    body = b'{"account_ids": ["A1"]}' + b" " * 200
+    t0 = time.monotonic()
+    with server.connect() as s:
+        s.sendall(request("/health", b"", key, length=len(body)))
+        answer = b""
+        for i in range(len(body)):  # one byte every 0.1 s, never a pause near serve_body_timeout
+            try:
+                s.sendall(body[i : i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if select.select([s], [], [], 0.1)[0]:
+                answer, _ = read_until_closed(s, within=SLACK)
+                break
+            assert time.monotonic() - t0 < EDGE_BODY_DEADLINE + SLACK, "the trickled body is still being read"
+    took = time.monotonic() - t0
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer
+    assert json.loads(payload)["error"] == f"the whole body must arrive within {EDGE_BODY_DEADLINE:g} s of the headers"
+    assert EDGE_BODY_DEADLINE * 0.8 < took < EDGE_BODY_DEADLINE + SLACK
+    rows = access_rows(settings, before + 1)
+    assert list(rows["status"])[before:] == [408] and rows["endpoint"].iloc[-1] == "/health"
+
+
+def test_edge_a_trickled_body_on_an_open_path_is_answered_408_by_the_protocol(edge):
+    server, _, _ = edge
+    t0 = time.monotonic()
+    with server.connect() as s:  # "/" is not behind the gate; its app waits for the whole body
+        s.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n{")
+        answer = b""
+        for _ in range(100):
+            try:
+                s.sendall(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if select.select([s], [], [], 0.1)[0]:
+                answer, _ = read_until_closed(s, within=SLACK)
+                break
+    took = time.monotonic() - t0
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer
+    assert json.loads(payload)["error"] == f"the whole body must arrive within {EDGE_BODY_DEADLINE:g} s of the headers"
+    assert EDGE_BODY_DEADLINE + BODY_GRACE_S - 0.3 < took < EDGE_BODY_DEADLINE + BODY_GRACE_S + SLACK
+
+
+def nested(depth: int) -> bytes:
+    return b'{"account_ids": ["A1"], "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [40, 999, 5000, 100_000])
+def test_edge_deep_json_is_a_fast_400_with_an_access_row(edge, depth):
+    server, key, settings = edge
+    before = len(access_rows(settings, 0))
+    with server.connect() as s:
+        t0 = time.monotonic()
+        s.sendall(request("/health", nested(depth), key))
+        status, _, payload = read_response(s)
+        took = time.monotonic() - t0
+    assert status == 400 and took < 1.0
+    assert json.loads(payload) == {"error": "the body nests arrays and objects deeper than 32 levels",
+                                   "field": None}
+    rows = access_rows(settings, before + 1)
+    assert list(rows["status"])[before:] == [400] and rows["entities"].iloc[-1] == []
+
+
+def test_edge_json_at_the_depth_limit_passes(edge):
+    server, key, _ = edge
+    with server.connect() as s:  # the body object + "x" nested 31 deep: 32 levels
+        s.sendall(request("/health", nested(31), key))
+        assert read_response(s)[0] == 200
+
+
+def test_edge_many_deep_json_requests_at_once_do_not_crowd_out_legitimate_calls(edge):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, key, _ = edge
+    deep = request("/health", nested(5000), key)
+
+    def attack(_: int) -> int:
+        try:
+            with server.connect() as s:
+                s.sendall(deep)
+                return read_response(s)[0]
+        except OSError:
+            return 0  # closed to make room for someone else
+
+    def legit(_: int) -> list[int]:
+        with server.connect() as s:
+            out = []
+            for _ in range(10):
+                s.sendall(request("/health", b'{"account_ids": ["A1"]}', key))
+                out.append(read_response(s)[0])
+            return out
+
+    with ThreadPoolExecutor(48) as pool:
+        attacks = [pool.submit(attack, i) for i in range(300)]
+        legits = [pool.submit(legit, i) for i in range(8)]
+        legit_status = [x for f in legits for x in f.result(timeout=60)]
+        attack_status = [f.result(timeout=60) for f in attacks]
+    assert legit_status == [200] * 80
+    assert set(attack_status) <= {400, 503, 0} and attack_status.count(400) > 0
+
+
+def test_edge_a_half_closed_client_gets_its_answer(edge):
+    server, key, settings = edge
+    before = len(access_rows(settings, 0))
+    with server.connect() as s:
+        s.sendall(request("/health", b'{"sleep": 0.3, "account_ids": ["A1"]}', key))
+        s.shutdown(socket.SHUT_WR)  # nothing more to send: the answer still comes, then the server closes
+        data, _ = read_until_closed(s, within=5)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b'{"ok":true}')
+    rows = access_rows(settings, before + 1)
+    assert list(rows["status"])[before:] == [200]
+
+
+def test_edge_a_client_gone_before_its_body_is_a_499_not_a_500(edge):
+    server, key, settings = edge
+    before = len(access_rows(settings, 0))
+    with server.connect() as s:
+        s.sendall(request("/health", b'{"account_ids": [', key, length=100))
+        time.sleep(0.2)  # the gate is reading the body
+        s.shutdown(socket.SHUT_WR)  # the request can never complete
+        read_until_closed(s, within=5)
+    rows = access_rows(settings, before + 1)
+    assert list(rows["status"])[before:] == [499]
