@@ -20,9 +20,9 @@ socket (and a file descriptor) for ever. This module closes those holes:
   connection to make room, choosing it from the peer holding the most connections (for the per-client
   cap, the newcomer's own peer), a connection that never sent a byte before a keep-alive connection
   between requests (idle at least ``IDLE_GRACE_S``), the longest idle first. Only when every candidate is
-  busy (a request being read or answered) is the newcomer answered ``503`` and closed. So one client's idle or half-open sockets can
-  never lock others out, and a client that keeps calling on its keep-alive connections keeps them.
-  The peer is the TCP peer address: behind a reverse proxy every client is the proxy (raise
+  busy (a request being read or answered) is the newcomer answered ``503`` and closed. So one client's
+  idle or half-open sockets can never lock others out, and a client that keeps calling on its keep-alive
+  connections keeps them. The peer is the TCP peer address: behind a reverse proxy every client is the proxy (raise
   ``max_client_connections`` to ``max_connections`` there and let the proxy bound its clients);
 * a **half-closed client** (it sends a complete request, then shuts its write side) still gets its answer,
   and the connection is closed after it; uvicorn alone closes at the client's FIN and drops the answer.
