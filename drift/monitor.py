@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,6 +121,7 @@ class Observed:
     current: pd.DataFrame
     version: str
     reference: pd.DataFrame
+    outside: dict[str, int] = field(default_factory=dict)  # served rows left out: reason -> rows
 
 
 @dataclass
@@ -182,7 +183,12 @@ def assess(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, 
     The features are the reference's model inputs; performance is compared when at least ``MIN_OUTCOMES``
     rows of ``current`` carry a ``label``. DriftInputError for a window that cannot be compared."""
     from drift.evidently_check import check
+    from training.pipeline import IN_SAMPLE
 
+    if IN_SAMPLE in reference:  # predictions (and quality) of the rows the model was fitted on say nothing of new rows
+        in_sample = reference[IN_SAMPLE].fillna(False).astype(bool)
+        reference = reference.drop(columns=IN_SAMPLE).assign(prediction=reference["prediction"].mask(in_sample))
+    current = current.drop(columns=[IN_SAMPLE], errors="ignore")
     features = [c for c in reference.columns if c not in ("event_timestamp", "label", "prediction")]
     missing = [c for c in features if c not in current.columns]
     if missing:
@@ -227,6 +233,7 @@ def observe(settings: Settings, model: str, window: Window) -> Observed:
         raise DriftInputError(f"no prediction log at {settings.prediction_log_path}", EXIT_EMPTY)
     plog = PredictionLog(settings.prediction_log_path)
     current, version = served_window(plog, model, window, spec.serving.prediction)
+    current, outside = in_population(settings, spec, current, window)
     settings.ensure_dirs()
     try:
         reference = tracking.load_reference(model, version, settings)
@@ -238,7 +245,33 @@ def observe(settings: Settings, model: str, window: Window) -> Observed:
         raise DriftInputError(f"version {version} of model {model} served the window but is not in the model "
                               "registry: there is no reference set to compare with", EXIT_NO_REFERENCE) from None
     current = attach_outcomes(plog, spec.serving.outcome, spec.horizon_days, current)
-    return Observed(current, version, reference)
+    return Observed(current, version, reference, outside)
+
+
+def in_population(settings: Settings, spec, current: pd.DataFrame,
+                  window: Window) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The served rows of entities in the model's population, and the count of the others by reason.
+
+    The reference holds what the model was trained on: accounts still customers (and not lapsed), leads
+    still open. A console may well ask about a churned account or a converted lead, but its features are a
+    former customer's, and comparing them with the training window would report the book's churn as drift.
+    The rules are the scoring book's (``serving.scoring_book.gone_by``, the export's outcomes by the window's
+    end; the spec's inactivity rule on the served row)."""
+    from serving.scoring_book import gone_by
+
+    gone = gone_by(settings, spec, pd.Timestamp(window.end))
+    reason = current["entity_id"].astype(str).map(gone)
+    churn = spec.label.churn
+    if churn is not None and "weeks_since_active" in current:
+        lapsed = pd.to_numeric(current["weeks_since_active"], errors="coerce") >= churn.inactive_weeks
+        reason = reason.mask(reason.isna() & lapsed, f"lapsed (no activity for {churn.inactive_weeks} weeks)")
+    outside = {str(k): int(v) for k, v in reason.value_counts().items()}
+    kept = current[reason.isna()].copy()
+    if kept.empty:
+        raise DriftInputError(f"all {len(current):,} served rows of the window are of entities outside the "
+                              f"model's population ({', '.join(f'{k} {v}' for k, v in outside.items())}): "
+                              "nothing to compare", EXIT_EMPTY)
+    return kept, outside
 
 
 def _log_run(settings: Settings, model: str, version: str, stamp: str, assessment: Assessment,
@@ -270,7 +303,8 @@ def _log_run(settings: Settings, model: str, version: str, stamp: str, assessmen
     return run_id
 
 
-def publish(settings: Settings, model: str, version: str, window: Window, assessment: Assessment) -> dict:
+def publish(settings: Settings, model: str, version: str, window: Window, assessment: Assessment,
+            outside: dict[str, int] | None = None) -> dict:
     """The edge that writes: the Evidently report (HTML) and JSON summary under the reports folder, the
     Evidently workspace, an MLflow run, and an alert when drifted. Returns the check's summary."""
     from drift.evidently_check import add_to_workspace, save
@@ -281,7 +315,8 @@ def publish(settings: Settings, model: str, version: str, window: Window, assess
     html, js = out / f"drift_{stamp}.html", out / f"drift_{stamp}.json"
     save(assessment.result, html, js)
     add_to_workspace(assessment.result, settings.root / "evidently", f"salesml-{model}")
-    summary = {**assessment.summary(model, version, window), "report": str(html), "summary": str(js)}
+    summary = {**assessment.summary(model, version, window), "outside_population": dict(outside or {}),
+               "report": str(html), "summary": str(js)}
     _log_run(settings, model, version, stamp, assessment, [html, js])
     if assessment.drift:
         summary["alert"] = alert(settings, model, dict(summary))
@@ -295,7 +330,7 @@ def run_check(settings: Settings, model: str, window: Window, retrain: bool = Fa
            f"{len(seen.reference):,} reference rows; tests at a {settings.drift_alpha:g} false-alarm level")
     assessment = assess(seen.reference, seen.current, drift_config(settings, list(seen.reference.columns)),
                         settings.drift_max_auc_drop, seen.version)
-    summary = publish(settings, model, seen.version, window, assessment)
+    summary = publish(settings, model, seen.version, window, assessment, seen.outside)
     if assessment.drift and retrain:
         from training.pipeline import run as train
 
@@ -313,6 +348,9 @@ def verdict_table(summary: dict, columns: pd.DataFrame | None = None) -> str:
              f"  prediction drift: {'yes' if summary['prediction_drift'] else 'no'}",
              *([f"  clocks (grow with time, not in the verdict): {', '.join(summary['clocks'])}; moved: "
                 f"{', '.join(summary.get('moved_clocks') or []) or '-'}"] if summary.get("clocks") else []),
+             *([f"  left out (outside the model's population, not compared): "
+                f"{', '.join(f'{k} {v:,}' for k, v in summary['outside_population'].items())}"]
+               if summary.get("outside_population") else []),
              "  performance: " + ("no outcomes yet" if summary["auc_drop"] is None
                                    else f"ROC-AUC drop {summary['auc_drop']:+.3f}"
                                         f"{' (drift)' if summary['performance_drift'] else ''}"),

@@ -103,7 +103,7 @@ def read_book(settings: Settings, spec, store, service, as_of: date) -> Book:
         created = parent["created_at"] <= when if "created_at" in parent else pd.Series(True, index=parent.index)
         seen |= set(parent.loc[created, key].astype(str))
         later = len(set(parent.loc[~created, key].astype(str)) - seen)
-    gone = _churned(spec, raw, when) if spec.entity == "account" else _closed_leads(spec, raw, when)
+    gone = gone_by(settings, spec, when)
     left = [(i, gone[i]) for i in sorted(seen & set(gone))]
     ids = sorted(seen - set(gone))
     entity = pd.DataFrame({key: ids, "event_timestamp": when})
@@ -118,6 +118,13 @@ def read_book(settings: Settings, spec, store, service, as_of: date) -> Book:
     left += [(i, "no features at as_of") for i in frame.loc[~known & ~_isin(frame, key, left), key]]
     scored = frame[known].reset_index(drop=True)
     return Book(scored, pd.DataFrame(left, columns=[key, "reason"]), later)
+
+
+def gone_by(settings: Settings, spec, when: pd.Timestamp) -> dict[str, str]:
+    """Entities outside the model's population by ``when`` (the book's rules, from the export): churned
+    accounts, converted or lost leads; id -> reason."""
+    raw = settings.export_dir
+    return _churned(spec, raw, when) if spec.entity == "account" else _closed_leads(spec, raw, when)
 
 
 def _isin(frame: pd.DataFrame, key: str, left: list) -> pd.Series:

@@ -35,19 +35,27 @@ if TYPE_CHECKING:
     from training.model_steps import TrainingInputs
 
 REFERENCE_ROWS = 50_000  # the drift reference keeps at most this many training rows (seeded sample)
+IN_SAMPLE = "in_sample"  # the drift reference's column marking the rows the model was fitted on
 
 
-def reference_frame(model, train: pd.DataFrame, seed: int, max_rows: int = REFERENCE_ROWS) -> pd.DataFrame:
-    """The training window as drift will see it: model inputs, the model's prediction, label, time.
+def reference_frame(model, split: Split, seed: int, max_rows: int = REFERENCE_ROWS) -> pd.DataFrame:
+    """The reference drift compares served traffic with: model inputs, the model's prediction, label, time.
 
-    One row per entity (a seeded random one of its observations): drift's p-value tests assume
-    independent rows, and a served window holds each entity once.
+    One row per entity (a seeded random one of its observations over the whole training window, train,
+    validation and test alike): drift's p-value tests assume independent rows, a served window holds each
+    entity once, and the window's whole span lets the drift yardstick measure its own seasons.
+    ``in_sample`` marks the rows the model was fitted on (the train part): a boosted model's in-sample scores
+    are sharper than its scores on any new row, and comparing served predictions with them made every
+    served window look like prediction drift (and its ROC-AUC a drop); drift compares predictions and
+    quality on the held-out rows only (``drift.monitor.assess``).
     """
-    key = next((k for k in ("account_id", "lead_id") if k in train.columns), None)
-    rows = train.groupby(key, sort=False, observed=True).sample(1, random_state=seed) if key else train
+    frame = pd.concat([split.train.assign(**{IN_SAMPLE: True}), split.valid.assign(**{IN_SAMPLE: False}),
+                       split.test.assign(**{IN_SAMPLE: False})], ignore_index=True)
+    key = next((k for k in ("account_id", "lead_id") if k in frame.columns), None)
+    rows = frame.groupby(key, sort=False, observed=True).sample(1, random_state=seed) if key else frame
     rows = rows.sample(max_rows, random_state=seed) if len(rows) > max_rows else rows
     cols = [c for c in model.spec.columns if c in rows.columns]
-    out = rows[["event_timestamp", *cols, LABEL]].copy()
+    out = rows[["event_timestamp", *cols, LABEL, IN_SAMPLE]].copy()
     out["prediction"] = model.predict_proba(rows)
     return out.reset_index(drop=True)
 
@@ -258,7 +266,7 @@ def train(spec: ModelSpec, frame: pd.DataFrame, feature_columns: list[str], seed
     if data_window is None:
         data_window = f"{frame['event_timestamp'].min():%Y-%m-%d}..{frame['event_timestamp'].max():%Y-%m-%d}"
     return TrainingResult(spec, seed, fit, model, metrics, run_params, scores, figures, documents,
-                          reference_frame(model, split.train, seed), example, dropped, frame,
+                          reference_frame(model, split, seed), example, dropped, frame,
                           feature_service or spec.feature_service, data_window, extras.details)
 
 

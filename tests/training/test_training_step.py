@@ -101,8 +101,13 @@ def test_the_result_carries_what_the_run_records(trained):
     assert p["candidates"] == ",".join(result.spec.candidates) and p["split"] == "time"
     assert {"train_window", "valid_window", "test_window"} <= set(p) and "empty_features" not in p
     ref = result.reference
-    assert list(ref.columns) == ["event_timestamp", *result.model.spec.columns, "label", "prediction"]
-    assert len(ref) == result.split.train["lead_id"].nunique()  # one row per lead
+    assert list(ref.columns) == ["event_timestamp", *result.model.spec.columns, "label", "in_sample", "prediction"]
+    split = result.split
+    every = pd.concat([split.train, split.valid, split.test])
+    assert len(ref) == every["lead_id"].nunique()
+    # one row per lead over the whole window; in_sample marks the rows the model was fitted on
+    assert ref["event_timestamp"].min() < split.valid_start <= ref["event_timestamp"].max()
+    assert ref["in_sample"].equals(ref["event_timestamp"] < split.valid_start)
     assert list(result.example.columns[:len(result.model.spec.columns)]) == result.model.spec.columns
     first, last = frame["event_timestamp"].min(), frame["event_timestamp"].max()
     assert result.data_window == f"{first:%Y-%m-%d}..{last:%Y-%m-%d}"
