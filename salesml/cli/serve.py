@@ -91,15 +91,24 @@ def keys_add(
     role: Annotated[str, typer.Option(help="sales | csm (read scores) | admin (read + write) | ingest (write: "
                                            "/events, /outcomes)")],
     name: Annotated[str, typer.Option(help="Who holds the key (an application or a person).")],
+    owner: Annotated[Optional[str], typer.Option(
+        help="The person the key stands for: the csm_id warnings name as their owner. A csm or sales key with "
+             "an owner or a team reaches only its owner's and team's warnings.")] = None,
+    team: Annotated[Optional[str], typer.Option(help="The owner's team (the region warnings are reported "
+                                                     "under).")] = None,
 ) -> None:
     """Create an API key; it is printed once and stored only as a SHA-256 digest."""
     from serving.auth import KeyFileError, KeyStore
 
     settings = _settings()
     try:
-        key_id, key = KeyStore(settings.api_keys_path).add(role, name)
+        key_id, key = KeyStore(settings.api_keys_path).add(role, name, owner=owner, team=team)
     except (ValueError, KeyFileError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(code=2) from None
-    console.print(f"key id {key_id}, role {role}; store the key now, it is not kept in clear:")
+    reach = (f"owner {owner or '-'}, team {team or '-'}" if owner or team
+             else "unscoped: reaches every warning" if role in ("sales", "csm") else "")
+    console.print(f"key id {key_id}, role {role}{'; ' + reach if reach else ''}; store the key now, it is not "
+                  f"kept in clear:")
     out.print(key)
+
