@@ -19,12 +19,14 @@ returned in ``TrainingSet.duplicates_collapsed``.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from features.feast_store import open_store
+from features.transforms import missing_activity
 from salesml.contract import TABLES
 from salesml.modelspec import MODEL_NAMES, ModelSpec
 from salesml.settings import Settings
@@ -83,7 +85,7 @@ def export_end(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp | None = Non
     if not observed:
         raise IncompleteWindows("the export has no timestamped rows to tell when it ends; declare export.as_of "
                                 "in salesml.yaml (or SALESML_EXPORT_AS_OF)")
-    where = max(observed, key=observed.get)
+    where = max(observed, key=lambda k: observed[k])
     return ExportEnd(observed[where], f"not declared; inferred from the latest {where}", latest)
 
 
@@ -112,13 +114,34 @@ def _cadence(times: pd.DataFrame, key: str, column: str, every: int) -> pd.DataF
     return times[idx % every == 0]
 
 
+def label_problems(spec: ModelSpec, columns: Mapping[str, Collection[str]]) -> list[str]:
+    """What the export lacks to label ``spec``'s rows, one sentence each (empty: it can be labelled).
+    ``columns``: the export's tables and their columns. ``data validate``, ``features build`` and the
+    label builders all ask here, so a lack is named before anything is built."""
+    label = spec.label
+    if label.kind == "conversion":
+        assert label.conversion is not None
+        if label.conversion.table not in columns:
+            return [f"model '{spec.name}' labels rows of {label.conversion.table} (label.conversion.table), "
+                    "which the export lacks"]
+        return []
+    if label.kind == "inactivity":
+        assert label.churn is not None
+        if "usage_weekly" not in columns:
+            return [f"model '{spec.name}' defines churn as {label.churn.inactive_weeks} weeks without activity "
+                    "(label.churn) and needs usage_weekly, which the export lacks"]
+        problem = missing_activity(label.churn.activity, list(columns["usage_weekly"]))
+        return [problem] if problem else []
+    if not any(t in columns for t in label.observe.tables):
+        return [f"model '{spec.name}' is observed on {' or '.join(label.observe.tables)} "
+                "(label.observe.tables); the export has neither"]
+    return []
+
+
 def event_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: ExportEnd) -> pd.DataFrame:
     """Churn/downgrade events within the horizon, observed on the first observation table present."""
     key, label = spec.key, spec.label
-    table = next((t for t in label.observe.tables if t in frames), None)
-    if table is None:
-        raise ValueError(f"model '{spec.name}' is observed on {' or '.join(label.observe.tables)} "
-                         "(label.observe.tables); the export has neither")
+    table = next(t for t in label.observe.tables if t in frames)  # label_problems checked there is one
     if table == "usage_weekly":
         usage = frames["usage_weekly"][[key, "week_start"]].assign(obs=lambda d: d["week_start"] + WEEK)
         obs = _cadence(usage, key, "obs", label.observe.every_weeks)[[key, "obs"]]
@@ -127,6 +150,7 @@ def event_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: ExportEn
         obs = frames[table][[key, col]].drop_duplicates().rename(columns={col: "obs"})
     obs = _complete(obs, spec, end, "obs")
     outcome = label.outcome
+    assert outcome is not None  # ModelSpec fills in the default outcome of an event label
     events = frames.get(outcome.table, pd.DataFrame(columns=[key, "occurred_at", "kind"]))
     events = events[events["kind"].isin(outcome.kinds)]
     if not label.reactivation:  # gone entities are not scored
@@ -145,14 +169,9 @@ def inactivity_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: Exp
     the export end. Observed: entities active before t and within the ``inactive_weeks`` before t
     (a lapsed entity is not scored); with reactivation an entity that comes back is observed again."""
     key, rule = spec.key, spec.label.churn
-    if "usage_weekly" not in frames:
-        raise ValueError(f"model '{spec.name}' defines churn as {rule.inactive_weeks} weeks without activity "
-                         "(label.churn) and needs usage_weekly, which the export lacks")
-    usage = frames["usage_weekly"]
+    assert rule is not None  # an inactivity label is one with label.churn
+    usage = frames["usage_weekly"]  # label_problems checked it and its activity column are there
     if rule.activity is not None:
-        if rule.activity not in usage:
-            raise ValueError(f"label.churn.activity: usage_weekly has no column '{rule.activity}' "
-                             f"(has {', '.join(usage.columns)})")
         usage = usage[usage[rule.activity].fillna(0).astype(float) > 0]
     weeks = usage[[key, "week_start"]].drop_duplicates().sort_values([key, "week_start"])
     step = pd.Timedelta(days=7 * spec.label.observe.every_weeks)
@@ -186,6 +205,7 @@ def inactivity_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: Exp
 
 def conversion_labels(spec: ModelSpec, frames: dict[str, pd.DataFrame], end: ExportEnd) -> pd.DataFrame:
     conv = spec.label.conversion
+    assert conv is not None  # a conversion label is one with label.conversion
     a = _complete(frames[conv.table].copy(), spec, end, conv.at)
     horizon = pd.Timedelta(days=spec.horizon_days)
     converted = a[conv.flag].fillna(False).astype(bool)
@@ -206,20 +226,42 @@ def collapse_duplicates(labels: pd.DataFrame, keys: list[str]) -> tuple[pd.DataF
 def label_rows(spec: ModelSpec, frames: dict[str, pd.DataFrame],
                as_of: pd.Timestamp | None = None) -> tuple[pd.DataFrame, list[str], ExportEnd]:
     """(label rows, entity key columns, the export end the windows were judged against)."""
+    problems = label_problems(spec, {name: list(df.columns) for name, df in frames.items()})
+    if problems:
+        raise ValueError("; ".join(problems))
     end = export_end(frames, as_of)
     builder = {"conversion": conversion_labels, "inactivity": inactivity_labels, "events": event_labels}
     return builder[spec.label.kind](spec, frames, end), list(spec.keys), end
 
 
-def read_label_tables(settings: Settings, spec: ModelSpec, raw_dir: Path) -> dict[str, pd.DataFrame]:
-    """The model's tables from the export (required ones must be there; the rest when present)."""
+def export_folder(settings: Settings, raw_dir: Path | None) -> tuple[Path, str]:
+    """The export folder a command reads and why that one: ``--raw``, else the folder the last
+    successful ``features build`` recorded, else the home's default (no build has succeeded)."""
+    if raw_dir is not None:
+        return Path(raw_dir), "given with --raw"
+    if settings.state_path.exists():
+        return settings.export_dir, "the folder the last successful `features build` read"
+    return settings.raw_dir, ("the home's default export folder: no `features build` has succeeded in this home, "
+                              "so none was recorded; pass --raw or run `salesml features build --raw <folder>`")
+
+
+def read_label_tables(settings: Settings, spec: ModelSpec, raw_dir: Path, why: str = "") -> dict[str, pd.DataFrame]:
+    """The model's tables from the export (required ones must be there; the rest when present).
+    ``why``: how the folder was chosen, said when it holds none of them."""
     from salesml.validation import ContractError, read_export
 
+    def lacking(what: str) -> ValueError:
+        return ValueError(f"model '{spec.name}': the export folder {raw_dir} ({why or 'as given'}) {what}")
+
+    if not Path(raw_dir).is_dir():
+        raise lacking("does not exist")
     project = settings.project(raw_dir)
     report = read_export(raw_dir, tables=spec.tables.all, required_tables=spec.tables.required,
                          extra=project.extra_columns(), optional=optional_columns(spec))
     if report.violations:
         raise ContractError(report.violations)
+    if not report.frames:
+        raise lacking(f"holds none of its tables ({', '.join(spec.tables.all)})")
     return report.frames
 
 
@@ -247,11 +289,11 @@ def build_training_set(settings: Settings, model: str, raw_dir: Path | None = No
                        feature_service: str | None = None, store=None,
                        labels: pd.DataFrame | None = None, spec: ModelSpec | None = None) -> TrainingSet:
     """Labelled point-in-time frame for ``model`` through Feast's historical retrieval."""
-    raw_dir = Path(raw_dir or settings.export_dir)
+    raw_dir, why = export_folder(settings, raw_dir)
     spec = spec or settings.spec(model, raw_dir)
     keys, end = list(spec.keys), None
     if labels is None:
-        frames = read_label_tables(settings, spec, raw_dir)
+        frames = read_label_tables(settings, spec, raw_dir, why)
         labels, keys, end = label_rows(spec, frames, settings.project(raw_dir).export.as_of)
     labels, collapsed = collapse_duplicates(labels, keys)
     if labels.empty:

@@ -72,6 +72,25 @@ FEATURE_TYPES: dict[str, dict[str, str]] = {
 # any two dates, so the drift check reports them apart from its verdict (drift.evidently_check).
 CLOCK_FEATURES = frozenset({"contract_age_days", "weeks_of_history", "active_weeks_total", "active_weeks_52w",
                             "active_weeks_26w"})
+# What an export that leaves out an omittable contract column (``Table.omittable``) loses: the
+# built-in features that column feeds, empty for every row (the lead-rep fit flags, computed at
+# request time, are then never true). ``data validate`` says so; tests/features/test_export_path_f1.py
+# checks every entry against build_all.
+FED_BY_OMITTABLE: dict[str, dict[str, tuple[str, ...]]] = {
+    "accounts": {"industry": (), "region": ()},
+    "contracts": {"tier": ("tier_rank",), "annual_value": ("annual_value",), "start_date": ("contract_age_days",),
+                  "end_date": ("days_to_renewal",), "sla_target": ("sla_gap", "sla_breached")},
+    "usage_weekly": {"logins": ("logins", "logins_4w_avg"), "active_users": ("active_users",),
+                     "key_feature_uses": ("key_feature_uses", "key_feature_uses_4w_avg", "key_feature_uses_wow"),
+                     "api_calls": ("api_calls", "api_calls_wow", "api_calls_mom"),
+                     "config_changes": ("config_changes",)},
+    "interactions": {"channel": ()},
+    "leads": {"industry": ("lead_industry", "industry_match"), "region": ("lead_region", "region_match"),
+              "source": ("lead_source",), "product_interest": ("lead_product", "product_match")},
+    "reps": {"region": ("rep_region", "region_match"), "industries": ("rep_industries", "industry_match"),
+             "products": ("rep_products", "product_match"), "seniority": ("seniority_rank",)},
+    "rep_state": {"open_leads": ("open_leads", "load_ratio"), "win_rate_90d": ("win_rate_90d",)},
+}
 # How each type is held in a pandas frame of features (and so in the parquet files).
 PANDAS_TYPES = {"int": "Int64", "bool": "boolean", "float": "float64", "str": "object"}
 
@@ -225,14 +244,27 @@ def _densify(usage: pd.DataFrame, measures: list[str], until: pd.Timestamp | Non
     return out
 
 
+def missing_activity(activity: str | None, columns: Sequence[str]) -> str | None:
+    """What is wrong when the churn rule's activity column (``label.churn.activity``) is not a
+    column of usage_weekly; None when it is (or when no column is named: any measure counts)."""
+    if activity is None or activity in columns:
+        return None
+    return (f"label.churn.activity: usage_weekly has no column '{activity}' (has {', '.join(map(str, columns))}); "
+            "name one of them under models.chs.churn.activity in salesml.yaml")
+
+
 def behaviour_features(usage: pd.DataFrame, custom: Sequence[CustomFeature] = (), until: pd.Timestamp | None = None,
                        stops: pd.Series | None = None, activity: str | None = None) -> pd.DataFrame:
     """Weekly behaviour: measures, trends, the below-own-baseline streak, recency and frequency.
 
     ``custom``: the usage table's custom features (``features.custom``); their numeric measures
     count as activity, join the own-baseline watch and the usage trend. ``activity``: the column
-    whose value > 0 makes a week active (default: any measure > 0).
+    whose value > 0 makes a week active (default: any measure > 0); ValueError when usage has no
+    such column.
     """
+    problem = missing_activity(activity, list(usage.columns))
+    if problem:
+        raise ValueError(problem)
     present = [m for m in USAGE_MEASURES if m in usage.columns]
     custom_numeric = list(dict.fromkeys(f.column for f in custom if f.type == "numeric"))
     usage = _densify(usage, present + custom_numeric, until, stops)

@@ -20,7 +20,7 @@ from typing import Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONFIG_NAME = "salesml.yaml"
 CUSTOM_TYPES = {"numeric": "float", "categorical": "str", "boolean": "bool"}
@@ -54,10 +54,10 @@ class CustomColumn(BaseModel, extra="forbid"):
     doc: str = ""
 
 
-class ExportInfo(BaseModel, extra="forbid"):
-    as_of: pd.Timestamp | None = None
+class ExportInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    model_config = {"arbitrary_types_allowed": True}
+    as_of: pd.Timestamp | None = None
 
     @field_validator("as_of", mode="before")
     @classmethod

@@ -94,12 +94,13 @@ def data_validate(
     except (ProjectError, SpecError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(code=2) from None
-    from features.training_sets import optional_columns
+    from features.training_sets import label_problems, optional_columns
+    from features.transforms import FED_BY_OMITTABLE
 
     optional: dict[str, set[str]] = {}
     for spec in specs.values():
-        for table, cols in optional_columns(spec).items():
-            optional.setdefault(table, set()).update(cols)
+        for table, names in optional_columns(spec).items():
+            optional.setdefault(table, set()).update(names)
     if model:
         spec = specs[model]
         report = read_export(directory, tables=spec.tables.all, required_tables=spec.tables.required,
@@ -114,16 +115,34 @@ def data_validate(
     for table, cols in report.ignored.items():
         if cols:
             out.print(f"  ignored: {table}.{', '.join(cols)} (not in the contract nor under custom_columns.{table})")
+    for name, df in report.frames.items():
+        for col, feeds in FED_BY_OMITTABLE.get(name, {}).items():
+            if col not in df.columns:
+                out.print(f"  left out: {name}.{col}: " + (f"empty features: {', '.join(feeds)}" if feeds
+                                                            else "no built-in feature reads it"))
     if report.missing:
         out.print(f"  not in this export: {', '.join(report.missing)}")
+    columns = {name: list(df.columns) for name, df in report.frames.items()}
+    unlabelled = {name: label_problems(spec, columns) for name, spec in specs.items()}
     if not model:
         for name, spec in specs.items():
             lacking = [t for t in spec.tables.required if t not in report.frames]
-            out.print(f"  model {name:<10} " + (f"needs {', '.join(lacking)}" if lacking else "can be trained"))
+            verdict = (f"needs {', '.join(lacking)}" if lacking else
+                       f"cannot be trained: {'; '.join(unlabelled[name])}" if unlabelled[name] else "can be trained")
+            out.print(f"  model {name:<10} {verdict}")
     if report.violations:
         console.print(f"[red]{len(report.violations)} contract violation(s) in {directory}:[/red]")
         for v in report.violations:
             console.print(f"  - {v}")
+        raise typer.Exit(code=1)
+    # --model asks about one model; otherwise a model the project configures (models.<name> in
+    # salesml.yaml) that its export cannot label is a configuration error, not a note.
+    failing = [m for m in ([model] if model else [m for m in specs if m in project.models]) if unlabelled[m]]
+    for name in failing:
+        console.print(f"{directory}: model {name} cannot be trained on this export:", style="red", markup=False)
+        for problem in unlabelled[name]:
+            console.print(f"  - {problem}", markup=False, highlight=False, style="red")
+    if failing:
         raise typer.Exit(code=1)
     if not report.frames:
         console.print(f"[red]{directory}: no contract table found[/red]")

@@ -31,9 +31,8 @@ def features_build(
         build_feature_files(settings, target, progress=out.print)
     except ContractError as exc:
         _fail_on_contract(exc)
-    except (ProjectError, SpecError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=2) from None
+    except (ProjectError, SpecError, ValueError) as exc:  # e.g. label.churn.activity names no usage column
+        _fail_on_contract(exc)
     out.print(f"feature files in {settings.feature_data_dir}; later commands read the export {target.resolve()}")
 
 
@@ -86,11 +85,8 @@ def features_training_set(
     settings = _settings()
     try:
         ts = build_training_set(settings, model, raw_dir=raw, feature_service=feature_service)
-    except ContractError as exc:
+    except (ContractError, ValueError) as exc:  # names the export folder read, and why that one
         _fail_on_contract(exc)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=2) from None
     target = output or settings.root / "data" / "training" / f"{model}.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
     ts.frame.to_parquet(target, index=False)

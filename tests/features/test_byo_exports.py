@@ -63,7 +63,7 @@ def test_validate_model_checks_only_what_the_model_reads(tmp_path):
     assert f"reps: expected reps.parquet or reps.csv in {tmp_path}" in _text(lacking)
     everything = CliRunner().invoke(app, ["data", "validate", str(tmp_path)])
     assert everything.exit_code == 0 and "model intent can be trained" in _text(everything)
-    assert "model chs needs" not in _text(everything)  # chs requires no table of its own
+    assert "model chs cannot be trained: model 'chs' is observed on usage_weekly or contracts" in _text(everything)
 
 
 def test_validate_lists_every_ignored_column(tmp_path):
