@@ -7,6 +7,10 @@ three registered models), empties its live-event store and resets its online sto
 export, starts ``salesml serve`` on a free port, and drives it from this process with keep-alive
 connections (the load generator shares the machine's cores with the server: on 2 cores the
 concurrency-16 figures are a floor).  Writes ``$SALESML_HOME/reports/bench_serving.md``.
+
+:func:`run_load` (``salesml bench load``) is the probe's key-less lockout as a load test on the same home:
+700 idle sockets and two trickled bodies from one client beside 16 legitimate /health clients; it writes
+``bench_load.md`` (and its figures, ``bench_load.json``).
 """
 
 from __future__ import annotations
@@ -59,16 +63,17 @@ class _Client:
     """One keep-alive HTTP connection (one per thread); reconnects after an error."""
 
     def __init__(self, port: int, key: str, timeout: float = 300):
-        self.port, self.key, self.timeout, self.conn = port, key, timeout, None
+        self.port, self.key, self.timeout = port, key, timeout
+        self.conn: http.client.HTTPConnection | None = None
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
         reused = self.conn is not None
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         try:
-            self.conn.request("POST", path, json.dumps(body),
-                              {"Content-Type": "application/json", "X-API-Key": self.key})
-            resp = self.conn.getresponse()
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", "X-API-Key": self.key})
+            resp = conn.getresponse()
             return resp.status, json.loads(resp.read() or b"{}")
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             self.close()
@@ -351,16 +356,17 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
             return [("match", _Background(port, key, "/match", [match_body]))]
 
         offered = f"{push_rate:.0f} pushes/s"
-        scenarios = [("idle", list),
+        scenarios: list[tuple[str, Callable[[], list[tuple[str, _Background]]]]] = [
+                     ("idle", list),
                      (f"{offered} asked of 1 pushing process (one event per POST /events, paced)", lambda: pushers(1)),
                      (f"{offered} offered by 4 pushing processes ({push_rate / 4:.0f}/s each)", lambda: pushers(4)),
                      ("1,000-lead /match back to back", matcher),
                      (f"1,000-lead /match back to back + {offered} asked of 1 pushing process",
                       lambda: matcher() + pushers(1))]
         idle_p99 = None
-        for name, make in scenarios:
+        for name, make_load in scenarios:
             log(f"serving bench: /health 1 account, 1 client, {contention_seconds:.0f} s: {name}")
-            bg = make()
+            bg = make_load()
             for _, b in bg:
                 b.start()
             if any(kind == "match" for kind, _ in bg):  # measure while a /match is in flight
@@ -368,7 +374,7 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
             try:
                 lat = _drive(http_health(1), 1, contention_seconds, warmup=5)
             finally:
-                took = {"push": [], "match": []}
+                took: dict[str, list[np.ndarray]] = {"push": [], "match": []}
                 for kind, b in bg:
                     took[kind].append(b.finish())
             local.__dict__.clear()
@@ -476,3 +482,232 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def _ms_list(a: np.ndarray) -> str:
     return " / ".join(f"{x:.0f}" for x in a)
+
+
+# -- the load bench (``salesml bench load``): a key-less attacker beside legitimate clients ----------------
+
+
+def _attack_loop(port: int, idle: int, reopen_per_s: float, trickle_key: str, trickle_every: float,
+                 stopping, results) -> None:
+    """The attacker, in its own process: hold ``idle`` connections open that never send a byte (reopening
+    those the server closes, at most ``reopen_per_s`` a second), and two connections that trickle a
+    request body one byte every ``trickle_every`` s (one with a valid key, one without: the gate reads
+    the first one's body, answers the second at once); then put what it saw on ``results``."""
+    import selectors
+    import socket
+
+    sel = selectors.DefaultSelector()
+    held: set[socket.socket] = set()
+    seen = {"opened": 0, "closed by the server": 0, "503 answers": 0, "connect errors": 0, "most held at once": 0}
+    trickles: list[dict] = []
+
+    def open_idle() -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        if s.connect_ex(("127.0.0.1", port)) not in (0, 115):  # 115: EINPROGRESS
+            seen["connect errors"] += 1
+            s.close()
+            return
+        sel.register(s, selectors.EVENT_READ, "idle")
+        held.add(s)
+        seen["opened"] += 1
+
+    def open_trickle(key: str | None) -> dict:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.setblocking(False)
+        head = "POST /health HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n"
+        s.sendall((head + (f"X-API-Key: {key}\r\n" if key else "") + "\r\n").encode())
+        t = {"key": bool(key), "socket": s, "opened": time.monotonic(), "answer": b"", "next": time.monotonic()}
+        sel.register(s, selectors.EVENT_READ, t)
+        return t
+
+    def close(s: socket.socket) -> None:
+        sel.unregister(s)
+        held.discard(s)
+        s.close()
+
+    live = [open_trickle(trickle_key), open_trickle(None)]
+    results.put("ready")
+    budget, last = float(idle), time.monotonic()
+    while not stopping.is_set():
+        now = time.monotonic()
+        budget = min(float(idle), budget + (now - last) * reopen_per_s)
+        last = now
+        while len(held) < idle and budget >= 1:
+            open_idle()
+            budget -= 1
+        seen["most held at once"] = max(seen["most held at once"], len(held))
+        for t in live:
+            if t["next"] <= now:
+                try:
+                    t["socket"].send(b" ")
+                except OSError:
+                    pass
+                t["next"] = now + trickle_every
+        for selkey, _ in sel.select(timeout=0.05):
+            s = selkey.fileobj
+            assert isinstance(s, socket.socket)
+            try:
+                data = s.recv(65536)
+            except OSError:
+                data = b""
+            if selkey.data == "idle":
+                if data.startswith(b"HTTP/1.1 503"):
+                    seen["503 answers"] += 1
+                seen["closed by the server"] += 1
+                close(s)
+            elif data:
+                selkey.data["answer"] += data
+            else:  # the server closed a trickling connection: note how long it held it, start another
+                t = selkey.data
+                sel.unregister(s)
+                s.close()
+                status = t["answer"].split(b"\r\n", 1)[0].decode("latin-1", "replace") or "no answer"
+                trickles.append({"key": t["key"], "held s": time.monotonic() - t["opened"], "ended": status})
+                live.remove(t)
+                live.append(open_trickle(trickle_key if t["key"] else None))
+    for t in live:
+        status = t["answer"].split(b"\r\n", 1)[0].decode("latin-1", "replace")
+        trickles.append({"key": t["key"], "held s": time.monotonic() - t["opened"],
+                         "ended": f"still open at the end{' (answered ' + status + ')' if status else ''}"})
+    for s in list(held):
+        close(s)
+    results.put((seen, trickles))
+
+
+def _legit_calls(port: int, key: str, ids: list[str], clients: int, seconds: float) -> dict:
+    """``clients`` threads, each on its own keep-alive connection, calling /health for one account back to
+    back for ``seconds``: latencies (ms) of the calls answered 200, and every other outcome by kind. A
+    failed call is not retried: it counts as unanswered, and the client reconnects for the next one."""
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    failures: list[dict[str, int]] = [{} for _ in range(clients)]
+    stop_at = time.perf_counter() + seconds
+
+    def worker(k: int) -> None:
+        conn: http.client.HTTPConnection | None = None
+        i = k
+        while time.perf_counter() < stop_at:
+            body = json.dumps({"account_ids": [ids[i % len(ids)]]})
+            i += clients
+            t0 = time.perf_counter()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", "/health", body, {"Content-Type": "application/json", "X-API-Key": key})
+                resp = conn.getresponse()
+                resp.read()
+                outcome = None if resp.status == 200 else f"HTTP {resp.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+            if outcome is None:
+                lat[k].append(1000 * (time.perf_counter() - t0))
+            else:
+                failures[k][outcome] = failures[k].get(outcome, 0) + 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ms = np.array([x for part in lat for x in part])
+    failed: dict[str, int] = {}
+    for part in failures:
+        for kind, n in part.items():
+            failed[kind] = failed.get(kind, 0) + n
+    return {"calls": len(ms) + sum(failed.values()), "answered": len(ms), "unanswered": sum(failed.values()),
+            "failures": failed, "p50 ms": _pct(ms, 50), "p99 ms": _pct(ms, 99),
+            "max ms": float(ms.max()) if len(ms) else float("nan"), "calls/s": len(ms) / seconds}
+
+
+def run_load(settings: Settings, idle: int = 700, clients: int = 16, seconds: float = 30.0,
+             baseline_seconds: float = 10.0, reopen_per_s: float = 200.0, trickle_every: float = 5.0,
+             accounts: int = 2000, leads: int = 1000, seed: int = 5, home: Settings | None = None,
+             max_connections: int | None = None, log: Callable[[str], None] = print):
+    """``salesml bench load``: the probe's key-less lockout as a load test. The real service on the serving
+    bench's home (or ``home``), ``clients`` legitimate keep-alive clients calling /health alone for
+    ``baseline_seconds``, then for ``seconds`` beside one attacking client on the same address that holds
+    ``idle`` silent connections and trickles two bodies. ``max_connections`` overrides the service's
+    per-worker cap (the short test uses a small one, so that a few sockets exceed it). Writes
+    ``$SALESML_HOME/reports/bench_load.md`` and ``bench_load.json`` (the figures)."""
+    import multiprocessing
+
+    from benchmarks.home import measured, write_report
+    from salesml.processes import free_port
+    from serving.auth import KeyStore
+    from serving.http_limits import BODY_DEADLINE_S, MAX_CLIENT_CONNECTIONS
+    from serving.runner import start_background, stop
+
+    started = time.perf_counter()
+    home = home or _prepare(settings, accounts, leads, seed, log)
+    if max_connections is not None:
+        home = home.model_copy(update={"serve_max_connections": max_connections})
+    stop(home)  # a server an interrupted earlier run left behind
+    ids = pd.read_parquet(home.raw_dir / "accounts.parquet", columns=["account_id"])["account_id"].tolist()
+    keys = KeyStore(home.api_keys_path)
+    key = keys.add("csm", "bench-load")[1]
+    log("load bench: starting the service")
+    _, port = start_background(home, free_port())
+    ctx = multiprocessing.get_context("spawn")
+    stopping, results = ctx.Event(), ctx.Queue()
+    attacker = ctx.Process(target=_attack_loop, daemon=True,
+                           args=(port, idle, reopen_per_s, key, trickle_every, stopping, results))
+    try:
+        _legit_calls(port, key, ids, clients, min(2.0, baseline_seconds))  # warm-up, not reported
+        log(f"load bench: {clients} clients call /health for {baseline_seconds:.0f} s, alone")
+        alone = _legit_calls(port, key, ids, clients, baseline_seconds)
+        log(f"load bench: the attacker opens {idle} idle sockets and trickles two bodies")
+        attacker.start()
+        if results.get(timeout=120) != "ready":
+            raise RuntimeError("the attacker did not start")
+        time.sleep(min(2.0, seconds / 4))  # its sockets are open before the clients start
+        log(f"load bench: {clients} clients call /health for {seconds:.0f} s beside the attacker")
+        attacked = _legit_calls(port, key, ids, clients, seconds)
+        stopping.set()
+        seen, trickles = results.get(timeout=120)
+        attacker.join(timeout=30)
+    finally:
+        stopping.set()
+        if attacker.is_alive():
+            attacker.kill()
+        stop(home)
+    took_s = time.perf_counter() - started
+    cap = home.serve_max_connections
+    figures = {"idle sockets": idle, "clients": clients, "seconds": seconds, "baseline seconds": baseline_seconds,
+               "workers": home.serve_workers, "max connections per worker": cap,
+               "max connections per client address per worker": min(MAX_CLIENT_CONNECTIONS, cap),
+               "header timeout s": home.serve_header_timeout, "body deadline s": BODY_DEADLINE_S,
+               "alone": alone, "attacked": attacked, "attacker": seen, "trickles": trickles,
+               "every legitimate call answered": attacked["unanswered"] == 0 and attacked["answered"] > 0}
+    rows = [{"phase": name, **{k: v for k, v in f.items() if k != "failures"},
+             "unanswered by kind": ", ".join(f"{k}: {n}" for k, n in f["failures"].items()) or "none"}
+            for name, f in (("alone", alone), (f"beside {idle} idle sockets + 2 trickled bodies", attacked))]
+    lines = ["# Load benchmark: a key-less attacker beside legitimate clients", "",
+             f"{measured()}; command: `make bench` (`salesml bench load`), {took_s:.0f} s in all.", "",
+             f"The real service (`salesml serve`, {home.serve_workers} worker(s), at most {cap} connections per "
+             f"worker and {min(MAX_CLIENT_CONNECTIONS, cap)} per client address per worker, header timeout "
+             f"{home.serve_header_timeout:g} s, whole body within {BODY_DEADLINE_S:g} s of its headers). "
+             f"{clients} legitimate clients, each on a keep-alive connection, call `/health` for one account "
+             f"back to back: {baseline_seconds:.0f} s alone, then {seconds:.0f} s while one attacker *on the "
+             f"same address* (127.0.0.1, so no per-address rule can tell them apart) holds {idle} connections "
+             f"that never send a byte (reopening each one the server closes, at most {reopen_per_s:.0f}/s) and "
+             f"trickles two request bodies one byte every {trickle_every:g} s (one with a valid key, one "
+             "without). A legitimate call counts as answered only with a 200; a failed call is not retried.", "",
+             pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"), "",
+             f"**Every legitimate call answered: {'yes' if figures['every legitimate call answered'] else 'NO'}** "
+             f"({attacked['answered']:,} of {attacked['calls']:,} beside the attacker; p50 "
+             f"{attacked['p50 ms']:.1f} ms, p99 {attacked['p99 ms']:.1f} ms against {alone['p50 ms']:.1f} / "
+             f"{alone['p99 ms']:.1f} ms alone).", "",
+             "The attacker's view: " + ", ".join(f"{k} {v:,}" for k, v in seen.items()) + ". Each connection "
+             "it opens beyond a cap makes the server close one of its older silent ones (never a legitimate "
+             "client's busy or just-used keep-alive connection); a 503 only when every candidate is busy.", "",
+             "Trickled bodies (held s, how each ended): "
+             + "; ".join(f"{'with' if t['key'] else 'without'} a key: {t['held s']:.1f} s, {t['ended']}"
+                         for t in trickles) + ".", ""]
+    report = write_report(settings, "load", lines, log)
+    report.with_suffix(".json").write_text(json.dumps(figures, indent=2, default=float))
+    return report

@@ -67,6 +67,29 @@ def bench_serving(
     out.print(report.read_text())
 
 
+@app.command("load")
+def bench_load(
+    idle: Annotated[int, typer.Option(help="Idle sockets the attacker holds open.")] = 700,
+    clients: Annotated[int, typer.Option(help="Legitimate clients calling /health.")] = 16,
+    seconds: Annotated[float, typer.Option(help="Seconds the clients call beside the attacker.")] = 30.0,
+    baseline_seconds: Annotated[float, typer.Option(help="Seconds they call alone first.")] = 10.0,
+    max_connections: Annotated[Optional[int], typer.Option(
+        help="Connections per worker (default: the service's setting); a small one makes a short run bite.")] = None,
+    small: Annotated[bool, typer.Option("--small", help="A short run: 60 idle sockets, 4 clients, 3 s, a cap of "
+                                                        "16 connections per worker.")] = False,
+) -> None:
+    """The key-less lockout as a load test: idle sockets and trickled bodies from one client while
+    legitimate clients call /health; every legitimate call answered (count, errors), p50/p99."""
+    from benchmarks.serving import run_load
+
+    if small:
+        idle, clients, seconds, baseline_seconds = 60, 4, 3.0, 2.0
+        max_connections = max_connections or 16
+    report = run_load(_settings(), idle=idle, clients=clients, seconds=seconds, baseline_seconds=baseline_seconds,
+                      max_connections=max_connections, log=console.print)
+    out.print(report.read_text())
+
+
 @app.command("scoring")
 def bench_scoring(
     sizes: Annotated[str, typer.Option(help="Book sizes to score, comma-separated.")] = "100000,1000000",
