@@ -123,6 +123,9 @@ class Settings(BaseSettings):
                                           "playbook prompt, so each playbook's effect can be measured.")
     playbook_fuse: int = Field(5, ge=1, description="A playbook marked 'not applicable' this many times in a row "
                                                     "is frozen (no longer offered) and sent for review.")
+    playbook_marks_per_key_hour: int = Field(20, ge=1, description="At most this many 'not applicable' marks "
+                                                                 "per API key in any hour (429 beyond): one key "
+                                                                 "cannot flood the fuse.")
     # Drift monitoring (``salesml drift check``).
     drift_alpha: float = Field(0.05, gt=0, lt=1, description="False-alarm level of a drift check: on drift-free "
                                "traffic at most this share of checks flag a feature or the prediction "
