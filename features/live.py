@@ -16,6 +16,13 @@ Schema, per pushable table ``T`` with entity column ``E`` (``ENTITY_KEYS``)
     that entity's rows, not to all pushes. ``seq`` is the arrival order (a later row wins on
     de-duplication). ``live_schemas(id, tbl, columns)`` holds each distinct column layout once;
     ``live_migrated(part, ...)`` the legacy parquet parts already folded in.
+    ``live_keys(tbl, key, entity)``: for a table whose key does not contain its entity
+    (``lead_events``: ``event_id``), the entity that key belongs to, so a push cannot give another
+    lead's event id to its own lead (``key_owners``, ``features.store.push_events``) and an entity's
+    rows leave out those whose key a later row gave another entity (rows stored before that rule).
+    ``live_meta(name, value)``: ``included:<table>``, the last ``seq`` the offline feature files
+    include (``set_included``, written by ``features build``): ``features materialize`` writes the
+    rows after it back online (``entities_after``), so a rebuild never rolls a push back.
 
 Encoding
     ``row`` is a JSON array of the values in the order of its schema's ``columns``, a JSON list
@@ -46,13 +53,16 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from salesml import sqlite
+from salesml.contract import TABLES, TS
 
 if TYPE_CHECKING:
     from salesml.settings import Settings
 
 # Pushable tables and the entity column each is indexed by.
 ENTITY_KEYS = {"lead_events": "lead_id", "usage_weekly": "account_id"}
-TS = pd.DatetimeTZDtype("us", "UTC")  # = salesml.contract.TS
+# Tables whose (one-column) key does not name the entity: the key's owner is recorded (live_keys).
+OWNED_KEYS = {t: TABLES[t].key[0] for t, e in ENTITY_KEYS.items()
+              if e not in TABLES[t].key and len(TABLES[t].key) == 1}
 _PANDAS = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean"}
 _TS_TEXT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
@@ -118,6 +128,29 @@ class LiveStore:
     def __init__(self, path: Path | str, *, timeout_s: float = 30.0, synchronous: str = "NORMAL"):
         self.path = Path(path)
         self._con = sqlite.connect(self.path, _SCHEMA, synchronous=synchronous, timeout_s=timeout_s)
+        try:
+            self._index_keys()
+        except BaseException:
+            self._con.close()
+            raise
+
+    def _index_keys(self) -> None:
+        """Fill ``live_keys`` from the rows of a store written before it existed (once, last row wins)."""
+        name = "keys_indexed"
+        if self._meta(name) is not None:
+            return
+        with self.transaction():
+            if self._meta(name) is not None:  # another process did it meanwhile
+                return
+            for table in OWNED_KEYS:
+                rows = self._rows(table, self._con.execute(f'SELECT seq, schema_id, row FROM "{table}"').fetchall())
+                if len(rows):
+                    self._own(table, rows)
+            self._con.execute("INSERT INTO live_meta(name, value) VALUES (?, '1')", (name,))
+
+    def _meta(self, name: str) -> str | None:
+        found = self._con.execute("SELECT value FROM live_meta WHERE name = ?", (name,)).fetchone()
+        return None if found is None else str(found[0])
 
     # --- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -156,9 +189,11 @@ class LiveStore:
         entities = df[entity].astype(str).tolist()
         if self._con.in_transaction:
             self._insert(table, entity, json.dumps(layout, separators=(",", ":")), entities, encoded)
+            self._own(table, df)
         else:
             with self.transaction():
                 self._insert(table, entity, json.dumps(layout, separators=(",", ":")), entities, encoded)
+                self._own(table, df)
         return len(encoded)
 
     def _insert(self, table: str, entity: str, layout: str, entities: list[str], encoded: list[str]) -> None:
@@ -168,21 +203,78 @@ class LiveStore:
         self._con.executemany(f'INSERT INTO "{table}"("{entity}", schema_id, row) VALUES (?, ?, ?)',
                               [(e, schema_id, r) for e, r in zip(entities, encoded)])
 
-    # --- reading ----------------------------------------------------------------------------
-    def rows(self, table: str, ids: Iterable[str] | None = None) -> pd.DataFrame:
-        """The rows of ``table`` in arrival order: all of them, or only those of the entities ``ids``
-        (index lookups: the cost follows those entities' rows, not the table's)."""
+    def _own(self, table: str, df: pd.DataFrame) -> None:
+        """Record each row's key as its entity's (a later row wins): inside the caller's transaction."""
+        if table not in OWNED_KEYS:
+            return
+        pairs = zip(df[OWNED_KEYS[table]].astype(str), df[_entity(table)].astype(str))
+        self._con.executemany("INSERT INTO live_keys(tbl, key, entity) VALUES (?, ?, ?) "
+                              "ON CONFLICT(tbl, key) DO UPDATE SET entity = excluded.entity",
+                              [(table, k, e) for k, e in pairs])
+
+    def key_owners(self, table: str, keys: Iterable[str]) -> dict[str, str]:
+        """The entity each of ``keys`` belongs to in this store (keys it has not seen are left out).
+        Empty for a table whose key contains its entity (no key can move to another entity there)."""
+        if table not in OWNED_KEYS:
+            return {}
+        keys = sorted({str(k) for k in keys})
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            out.update(self._con.execute(f'SELECT key, entity FROM live_keys WHERE tbl = ? AND key IN '
+                                         f'({",".join("?" * len(chunk))})', [table, *chunk]).fetchall())
+        return out
+
+    # --- what the offline feature files include ----------------------------------------------
+    def last_seq(self, table: str) -> int:
+        """The ``seq`` of the last committed row of ``table`` (0 when it has none)."""
+        _entity(table)
+        return int(self._con.execute(f'SELECT coalesce(max(seq), 0) FROM "{table}"').fetchone()[0])
+
+    def included(self, table: str) -> int:
+        """The last ``seq`` of ``table`` that the offline feature files include (0: none recorded)."""
+        _entity(table)
+        found = self._meta(f"included:{table}")
+        return 0 if found is None else int(found)
+
+    def set_included(self, table: str, seq: int) -> None:
+        """Record that the offline feature files now include the rows of ``table`` up to ``seq``."""
+        _entity(table)
+        self._con.execute("INSERT INTO live_meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                          "value = excluded.value", (f"included:{table}", str(int(seq))))
+
+    def entities_after(self, table: str, seq: int) -> list[str]:
+        """The entities with rows of ``table`` after ``seq`` (a range scan of the primary key)."""
         entity = _entity(table)
+        return [e for (e,) in self._con.execute(f'SELECT DISTINCT "{entity}" FROM "{table}" WHERE seq > ? '
+                                                f'ORDER BY 1', (int(seq),)).fetchall()]
+
+    # --- reading ----------------------------------------------------------------------------
+    def rows(self, table: str, ids: Iterable[str] | None = None, *, upto: int | None = None) -> pd.DataFrame:
+        """The rows of ``table`` in arrival order: all of them, or only those of the entities ``ids``
+        (index lookups: the cost follows those entities' rows, not the table's); with ``upto``, only
+        rows with ``seq <= upto``. An entity's rows leave out those whose key a later row gave another
+        entity (``key_owners``; only rows stored before pushes were refused such keys can be so)."""
+        entity = _entity(table)
+        below = "" if upto is None else f" AND seq <= {int(upto)}"
         if ids is None:
-            fetched = self._con.execute(f'SELECT seq, schema_id, row FROM "{table}"').fetchall()
-        else:
-            ids = sorted({str(i) for i in ids})
-            fetched = []
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                fetched += self._con.execute(
-                    f'SELECT seq, schema_id, row FROM "{table}" WHERE "{entity}" IN '
-                    f'({",".join("?" * len(chunk))})', chunk).fetchall()
+            fetched = self._con.execute(f'SELECT seq, schema_id, row FROM "{table}" WHERE TRUE{below}').fetchall()
+            return self._rows(table, fetched)
+        ids = sorted({str(i) for i in ids})
+        fetched = []
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            fetched += self._con.execute(
+                f'SELECT seq, schema_id, row FROM "{table}" WHERE "{entity}" IN '
+                f'({",".join("?" * len(chunk))}){below}', chunk).fetchall()
+        out = self._rows(table, fetched)
+        if table in OWNED_KEYS and len(out):
+            key = out[OWNED_KEYS[table]].astype(str)
+            owner = key.map(self.key_owners(table, key))
+            out = out[owner.isna() | owner.eq(out[entity].astype(str))].reset_index(drop=True)
+        return out
+
+    def _rows(self, table: str, fetched: list[tuple[int, int, str]]) -> pd.DataFrame:
         if not fetched:
             return pd.DataFrame()
         layouts = dict(self._con.execute("SELECT id, columns FROM live_schemas WHERE tbl = ?", (table,)).fetchall())
@@ -212,6 +304,9 @@ _SCHEMA = "\n".join(
         "columns TEXT NOT NULL, UNIQUE (tbl, columns));",
         "CREATE TABLE IF NOT EXISTS live_migrated (part TEXT PRIMARY KEY, tbl TEXT NOT NULL, "
         "rows INTEGER NOT NULL, at TEXT NOT NULL);",
+        "CREATE TABLE IF NOT EXISTS live_keys (tbl TEXT NOT NULL, key TEXT NOT NULL, entity TEXT NOT NULL, "
+        "PRIMARY KEY (tbl, key)) WITHOUT ROWID;",
+        "CREATE TABLE IF NOT EXISTS live_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
     ]
     + [
         f'CREATE TABLE IF NOT EXISTS "{t}" (seq INTEGER PRIMARY KEY AUTOINCREMENT, "{e}" TEXT NOT NULL, '

@@ -98,13 +98,12 @@ def _stock_kwargs(config: RepoConfig) -> dict:
     )
 
 
-def _fast_path_ok(feature_views: List[FeatureView], entity_df) -> bool:
-    return isinstance(entity_df, pd.DataFrame) and all(
-        isinstance(fv.batch_source, FileSource)
-        and fv.batch_source.path.endswith(".parquet")
-        and not fv.batch_source.field_mapping
-        for fv in feature_views
-    )
+def _parquet_sources(feature_views: List[FeatureView]) -> Optional[List[FileSource]]:
+    """Each view's parquet file source, in order, when every view has one the fast path can read."""
+    sources = [fv.batch_source for fv in feature_views]
+    files = [s for s in sources if isinstance(s, FileSource) and s.path.endswith(".parquet")
+             and not s.field_mapping]
+    return files if len(files) == len(sources) else None
 
 
 def asof_join_sql(entity_cols: list[str], ts_col: str, views: list[dict]) -> str:
@@ -185,7 +184,8 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         full_feature_names: bool = False,
         filter_by_created_timestamp: bool = False,
     ) -> RetrievalJob:
-        if not _fast_path_ok(feature_views, entity_df) or Settings().feast_stock_join:
+        sources = _parquet_sources(feature_views)
+        if not isinstance(entity_df, pd.DataFrame) or sources is None or Settings().feast_stock_join:
             return AsofDuckDBOfflineStore.stock_historical_features(
                 config, feature_views, feature_refs, entity_df, registry, project,
                 full_feature_names, filter_by_created_timestamp,
@@ -199,7 +199,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         entity[ROW] = range(len(entity))
 
         views = []
-        for fv in feature_views:
+        for fv, source in zip(feature_views, sources):
             prefix = fv.projection.name_to_use()
             base = fv.projection.name_alias or fv.name
             names = [r.split(":", 1)[1] for r in feature_refs if r.startswith(f"{prefix}:")]
@@ -207,9 +207,9 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
             # join_key_map maps feature-view key -> entity-df column
             key_map = {keys.get(c.name, c.name): c.name for c in fv.entity_columns}
             views.append({
-                "path": FileSource.get_uri_for_file_path(config.repo_path, fv.batch_source.path),
+                "path": FileSource.get_uri_for_file_path(config.repo_path, source.path),
                 "keys": key_map,
-                "ts": fv.batch_source.timestamp_field,
+                "ts": source.timestamp_field,
                 "ttl_seconds": fv.ttl.total_seconds() if fv.ttl else 0,
                 "columns": {n: (f"{base}__{n}" if full_feature_names else n) for n in names},
             })

@@ -89,7 +89,7 @@ def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = 
         raise ContractError(report.violations)
     if not report.frames:
         raise ContractError(report.violations or [_no_tables(raw_dir)])
-    frames = _with_live_rows(settings, report.frames)
+    frames, included = _with_live_rows(settings, report.frames)
     for table, cols in report.ignored.items():
         if not cols:
             continue
@@ -113,6 +113,7 @@ def build_feature_files(settings: Settings, raw_dir: Path, progress: Progress = 
         if stale.stem not in tables:
             stale.unlink()
     settings.record_export_dir(raw_dir)
+    _record_included(settings, included)  # after the files: a crash in between only re-pushes more
     for name, df in tables.items():
         progress(f"  {name:<15} {len(df):>10,} rows")
     for name, cols in empty_features(tables).items():
@@ -137,24 +138,60 @@ def _no_tables(raw_dir: Path):
     return Violation("(export)", None, [], f"at least one contract table file in {raw_dir}", "none found")
 
 
-def _with_live_rows(settings: Settings, frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def _with_live_rows(settings: Settings, frames: dict[str, pd.DataFrame]
+                    ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """The export plus every row pushed live since (``features.live``): a rebuild loses no pushed
-    event. A pushed row replaces an exported one with the same key, a later push an earlier one."""
+    event (``merge_live``). Also the last live ``seq`` read per table: rows pushed after it (while
+    this build runs) are not in the files, and ``materialize`` writes them back online."""
     from features.live import open_live
-    from salesml.contract import TABLES
 
     out = dict(frames)
+    included: dict[str, int] = {}
     with open_live(settings) as live:
         for table in PUSHABLE:
             if table not in frames:
                 continue
-            rows = live.rows(table)
+            included[table] = upto = live.last_seq(table)  # rows up to it are committed: one writer at a time
+            rows = live.rows(table, upto=upto)
             if not len(rows):
                 continue
             rows = rows[[c for c in rows.columns if c in frames[table].columns]]
-            both = pd.concat([frames[table], rows], ignore_index=True)
-            out[table] = both.drop_duplicates(list(TABLES[table].key), keep="last").reset_index(drop=True)
-    return out
+            out[table] = merge_live(table, frames[table], rows)
+    return out, included
+
+
+def _record_included(settings: Settings, included: dict[str, int]) -> None:
+    from features.live import open_live
+
+    if not included:
+        return
+    with open_live(settings) as live, live.transaction():
+        for table, seq in included.items():
+            live.set_included(table, seq)
+
+
+def merge_live(table: str, exported: pd.DataFrame, pushed: pd.DataFrame,
+               owners: dict[str, str] | None = None) -> pd.DataFrame:
+    """Exported rows, then pushed rows in arrival order, one row per key: a pushed row replaces an
+    exported one of the same entity with the same key, a later push an earlier one. A pushed row
+    never takes a key the export gives another entity (``owners``: key -> entity in the export,
+    read from ``exported`` when not given): such a row is dropped, so the export's event stays with
+    its entity offline and online alike (pushes are refused such keys; rows stored before that are not).
+    """
+    from features.live import ENTITY_KEYS, OWNED_KEYS
+    from salesml.contract import TABLES
+
+    key = list(TABLES[table].key)
+    if not len(pushed):
+        return exported.drop_duplicates(key, keep="last").reset_index(drop=True)
+    if table in OWNED_KEYS:
+        entity = ENTITY_KEYS[table]
+        if owners is None:
+            owners = dict(zip(exported[key[0]].astype(str), exported[entity].astype(str))) if len(exported) else {}
+        owner = pushed[key[0]].astype(str).map(owners)
+        pushed = pushed[owner.isna() | owner.eq(pushed[entity].astype(str))]
+    both = pd.concat([p for p in (exported, pushed) if len(p)], ignore_index=True)
+    return both.drop_duplicates(key, keep="last").reset_index(drop=True)
 
 
 def present_views(settings: Settings) -> set[str]:
@@ -194,10 +231,13 @@ def feature_time_range(settings: Settings) -> tuple[datetime, datetime]:
     if not files:
         raise FileNotFoundError(f"no feature files in {settings.feature_data_dir}: run `salesml features build`")
     with duckdb.connect() as con:
-        return con.execute(
+        found = con.execute(
             "SELECT min(event_timestamp), max(event_timestamp) FROM read_parquet(?, union_by_name=true)",
             [[str(f) for f in files]],
         ).fetchone()
+    if found is None or found[0] is None:
+        raise FileNotFoundError(f"no feature rows in {settings.feature_data_dir}: run `salesml features build`")
+    return found[0], found[1]
 
 
 def materialize(settings: Settings, end: datetime | None = None,
@@ -220,18 +260,53 @@ def materialize(settings: Settings, end: datetime | None = None,
                               feature_views=[view.name])
         counts[view.name] = _entities_in(str(path), f"{view.entities[0]}_id", end)
     if progress:
+        progress("live events", len(views), len(views))
+    _live_back_online(settings, store, r.materialized)
+    if progress:
         progress("done", len(views), len(views))
     return counts
+
+
+def _live_back_online(settings: Settings, store, materialized: list[str]) -> dict[str, int]:
+    """Write back online the entities pushed since the rows the feature files include.
+
+    Materializing writes each entity's latest offline row, which lacks any row pushed while (or
+    after) ``features build`` read the live store: without this an entity pushed meanwhile would
+    lose those events online until its next push. Holds the live store's write lock, so a push
+    either finished before (and is recomputed here with every row) or waits and writes after.
+    Returns the entities written per table.
+    """
+    from features.live import open_live
+
+    written: dict[str, int] = {}
+    with open_live(settings) as live, live.transaction():
+        for table, (key, _, source) in PUSHABLE.items():
+            views = [v for v in _views_fed_by(source) if v in materialized]
+            ids = live.entities_after(table, live.included(table)) if views else []
+            if not ids:
+                continue
+            raw_dir = settings.export_dir
+            ctx = FeatureContext.of(settings, raw_dir)
+            extra = ctx.extra_columns.get(table, ())
+            exported = exported_history(raw_dir, table, key, set(ids), extra)
+            pushed = live.rows(table, ids)
+            rows = merge_live(table, exported, pushed, exported_owners(raw_dir, table, pushed))
+            latest = _latest_features(ctx, table, rows)
+            for view in views:
+                store.write_to_online_store(view, latest, allow_registry_cache=True)
+            written[table] = len(latest)
+    return written
 
 
 def _entities_in(path: str, key: str, end: datetime) -> int:
     import duckdb
 
     with duckdb.connect() as con:
-        return con.execute(
+        found = con.execute(
             f'SELECT count(DISTINCT "{key}") FROM read_parquet(?) WHERE event_timestamp <= ?',
             [path, end],
-        ).fetchone()[0]
+        ).fetchone()
+    return 0 if found is None else int(found[0])
 
 
 def online_features(settings: Settings, service: str, entity_rows: list[dict], store=None) -> pd.DataFrame:
@@ -366,6 +441,66 @@ def exported_history(raw_dir: Path, table: str, key: str, ids: set[str], extra=(
     return ds.dataset(exported).to_table(filter=ds.field(key).isin(sorted(ids))).to_pandas()
 
 
+def exported_owners(raw_dir: Path, table: str, rows: pd.DataFrame) -> dict[str, str]:
+    """For a table whose key does not name its entity (``features.live.OWNED_KEYS``): the entity the
+    export gives each key of ``rows`` (keys it does not have are left out); empty for other tables."""
+    import pyarrow.dataset as ds
+
+    from features.live import ENTITY_KEYS, OWNED_KEYS
+    from salesml.contract import TABLES
+    from salesml.validation import find_table_file, read_raw
+
+    if table not in OWNED_KEYS or not len(rows):
+        return {}
+    key, entity = OWNED_KEYS[table], ENTITY_KEYS[table]
+    keys = sorted(set(rows[key].dropna().astype(str)))
+    exported = find_table_file(Path(raw_dir), table)
+    if exported is None or not keys:
+        return {}
+    if exported.suffix == ".csv":
+        raw = read_raw(exported, TABLES[table])
+        found = raw.loc[raw[key].astype(str).isin(keys), [key, entity]]
+    else:
+        found = ds.dataset(exported).to_table(columns=[key, entity], filter=ds.field(key).isin(keys)).to_pandas()
+    return dict(zip(found[key].astype(str), found[entity].astype(str)))
+
+
+def taken_keys(table: str, rows: pd.DataFrame, *owners: dict[str, str]) -> list:
+    """Violations for rows whose key belongs to another entity in any of ``owners`` (key -> entity:
+    the export's, the live store's): a push may resend an entity's own row, never take another's."""
+    from features.live import ENTITY_KEYS, OWNED_KEYS
+    from salesml.validation import Violation
+
+    if table not in OWNED_KEYS:
+        return []
+    key, entity = OWNED_KEYS[table], ENTITY_KEYS[table]
+    rows = rows.reset_index(drop=True)
+    mine = rows[entity].astype(str)
+    found: dict[int, str] = {}
+    for own in owners:
+        owner = rows[key].astype(str).map(own)
+        for i in rows.index[(owner.notna() & owner.ne(mine)).to_numpy(dtype=bool)]:
+            found.setdefault(int(i), owner.iloc[i])
+    if not found:
+        return []
+    shown = [f"{rows[key].iloc[i]!r} belongs to {entity} {o!r}" for i, o in found.items()]
+    more = f" (+{len(shown) - 5} more)" if len(shown) > 5 else ""
+    noun = entity.removesuffix("_id")
+    return [Violation(table, key, [i + 1 for i in found], f"a {key} that no other {noun} has (one {key} "
+                      f"names one event of one {noun}; a push may resend its own)", "; ".join(shown[:5]) + more)]
+
+
+def _latest_features(ctx: FeatureContext, table: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """The latest feature row per entity from all of those entities' rows (the offline transform)."""
+    from features import transforms
+
+    key, transform, _ = PUSHABLE[table]
+    custom = ctx.custom.get(table, [])
+    features = (transforms.behaviour_features(rows, custom, activity=ctx.activity)
+                if table == "usage_weekly" else getattr(transforms, transform)(rows, custom))
+    return features.sort_values("event_timestamp").groupby(key).tail(1)
+
+
 def _history(settings: Settings, raw_dir: Path, table: str, key: str, ids: set[str], extra=(),
              live=None) -> pd.DataFrame:
     """The export's and earlier pushes' rows for these entities only, in that order.
@@ -399,14 +534,13 @@ def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.Data
 
     ``store`` (Feast) and ``live`` (a ``LiveStore``) may be passed to reuse them across calls.
     """
-    from features import transforms
     from features.live import open_live
     from salesml.contract import TABLES
     from salesml.validation import ContractError, Violation, ignored_columns, validate_table
 
     if table not in PUSHABLE:
         raise ValueError(f"no push source for table '{table}': expected one of {', '.join(PUSHABLE)}")
-    key, transform, source = PUSHABLE[table]
+    key, _, source = PUSHABLE[table]
     spec = TABLES[table]
     ctx = FeatureContext.of(settings, raw_dir)
     extra = ctx.extra_columns.get(table, ())
@@ -425,13 +559,13 @@ def push_events(settings: Settings, raw_dir: Path, table: str, new_rows: pd.Data
     live = open_live(settings) if own else live
     try:
         with live.transaction():  # BEGIN IMMEDIATE: one push at a time, readers unaffected
-            parts = [p for p in (exported, live.rows(table, ids)) if len(p)]
-            rows = pd.concat([*parts, typed], ignore_index=True) if parts else typed
-            rows = rows.drop_duplicates(list(spec.key), keep="last")  # a resent row replaces the old one
-            custom = ctx.custom.get(table, [])
-            features = (transforms.behaviour_features(rows, custom, activity=ctx.activity)
-                        if table == "usage_weekly" else getattr(transforms, transform)(rows, custom))
-            latest = features.sort_values("event_timestamp").groupby(key).tail(1)
+            earlier = live.rows(table, ids)
+            pushed = pd.concat([earlier, typed], ignore_index=True) if len(earlier) else typed
+            owners = exported_owners(raw_dir, table, pushed)
+            taken = taken_keys(table, typed, owners, live.key_owners(table, typed[spec.key[0]].astype(str)))
+            if taken:  # another entity's event id: moving or deleting exported events is no push's right
+                raise ContractError(taken)
+            latest = _latest_features(ctx, table, merge_live(table, exported, pushed, owners))
             live.append(table, typed)
             # What Feast's store.push(source) does, without its registry scan: push() lists and decodes
             # every view and service of the registry on each call (~40 ms of a ~100 ms push); the views a
