@@ -7,6 +7,11 @@ The study lives in persistent storage (SQLite under SALESML_HOME by default,
 workers share it: ``--trials`` is the study's total, each worker takes trials under a study lock
 until that many have finished, and a worker that dies mid-trial stops sending heartbeats, so
 another worker fails its trial after the grace period and runs the slot again.
+
+A study's trials are comparable only on one training set and one split: the study records the
+training set's digest (the one MLflow logs) and the seed (which draws the split). Without
+``--study`` its name carries both, so new data or another seed starts a fresh study; a named
+study measured on other data or another seed is refused with both named.
 """
 
 from __future__ import annotations
@@ -140,26 +145,64 @@ class Heartbeat:
         self.thread.join()
 
 
-def open_study(settings: Settings, name: str, study_name: str | None, seed: int, heartbeat: float, grace: float):
+class StudyMismatch(ValueError):
+    """A named study whose trials were measured on another training set or split."""
+
+
+def default_study_name(name: str, digest: str | None, seed: int) -> str:
+    """``salesml-<model>``, then the training set's digest and the seed when known."""
+    return f"salesml-{name}" + (f"-{digest}-seed{seed}" if digest is not None else "")
+
+
+def _check_measured_on(study, digest: str, seed: int) -> None:
+    """Record what the study's trials are measured on, or refuse a study measured on something else."""
+    want = {"dataset_digest": digest, "seed": seed}
+    have = {k: study.user_attrs[k] for k in want if k in study.user_attrs}
+    if have == want:
+        return
+    if not have and not study.get_trials(deepcopy=False):
+        for key, value in want.items():
+            study.set_user_attr(key, value)
+        return
+    was = (f"training set {have.get('dataset_digest', '?')} with --seed {have.get('seed', '?')}" if have
+           else "a training set and split it does not record")
+    raise StudyMismatch(f"study '{study.study_name}' holds trials measured on {was}; this run has training set "
+                        f"{digest} with --seed {seed}, on which those scores do not compare. Leave --study out "
+                        "(a study per training set and seed) or name a new one.")
+
+
+def training_set_digest(frame) -> str:
+    """The digest MLflow gives the training set (``tracking.log_training_set`` logs the same one)."""
+    import mlflow
+
+    return mlflow.data.from_pandas(frame, targets="label").digest
+
+
+def open_study(settings: Settings, name: str, study_name: str | None, seed: int, heartbeat: float, grace: float,
+               digest: str | None = None):
     """Create or load the study; under the study lock, as workers starting together would race
-    to create the tables and the study."""
+    to create the tables and the study. With ``digest`` (the training set's), the study is tied to
+    it and to ``seed``: see the module docstring."""
     import warnings
 
     import optuna
 
     warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study_name = study_name or f"salesml-{name}"
+    study_name = study_name or default_study_name(name, digest, seed)
     with study_lock(settings, storage_url(settings), study_name):
         storage = optuna.storages.RDBStorage(storage_url(settings), heartbeat_interval=max(1, int(heartbeat)),
                                              grace_period=max(2, int(grace)),
                                              heartbeat_stale_trial_callback=functools.partial(
                                                  mark_run_killed, settings=settings))
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=study_name, storage=storage, load_if_exists=True,
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20),
         )
+        if digest is not None:
+            _check_measured_on(study, digest, seed)
+        return study
 
 
 def mark_run_killed(study, trial, *, settings: Settings) -> None:
@@ -291,7 +334,7 @@ def run(settings: Settings, name: str, trials: int, seed: int = 42, raw_dir: Pat
     if tuned is None:
         raise ValueError(f"model '{name}': its spec names no xgboost candidate to tune ({', '.join(spec.candidates)})")
     ts = build_training_set(settings, name, raw_dir=raw_dir, spec=spec)
-    study = open_study(settings, name, study_name, seed, heartbeat, grace)
+    study = open_study(settings, name, study_name, seed, heartbeat, grace, digest=training_set_digest(ts.frame))
     url = storage_url(settings)
     experiment = tracking.use_experiment(settings, spec.experiment)
     worker = _worker_id()

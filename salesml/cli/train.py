@@ -42,7 +42,10 @@ def tune(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     trials: Annotated[int, typer.Option(help="Finished trials the study must hold (all workers together).")] = 20,
     seed: Annotated[int, typer.Option()] = 42,
-    study: Annotated[Optional[str], typer.Option(help="Study name (workers sharing one study use the same).")] = None,
+    study: Annotated[Optional[str], typer.Option(
+        help="Study name (workers sharing one study use the same). Default: salesml-<model>-<training set "
+             "digest>-seed<seed>, so new data or another --seed starts a fresh study; a named study measured on "
+             "another training set or seed is refused.")] = None,
     raw: Annotated[Optional[Path], typer.Option(help="Export folder with the label tables.")] = None,
     register: Annotated[bool, typer.Option(help="Retrain the best parameters and register them as challenger "
                                                 "(parallel workers: --no-register, then one final run).")] = True,
@@ -50,10 +53,13 @@ def tune(
     grace: Annotated[float, typer.Option(help="Seconds without heartbeat before a trial counts as dead.")] = 60.0,
 ) -> None:
     """Optuna study (TPE, pruning) shared by any number of workers; best parameters registered as challenger."""
-    from training.tuning import run
+    from training.tuning import StudyMismatch, run
 
-    summary = run(_settings(), model, trials, seed=seed, raw_dir=raw, study_name=study, log=out.print,
-                  register=register, heartbeat=heartbeat, grace=grace)
+    try:
+        summary = run(_settings(), model, trials, seed=seed, raw_dir=raw, study_name=study, log=out.print,
+                      register=register, heartbeat=heartbeat, grace=grace)
+    except StudyMismatch as exc:  # a named study measured on another training set or seed
+        _fail_on_contract(exc)
     out.print(f"study {summary['study']}: best valid ROC-AUC {summary['best_value']:.4f} with {summary['best_params']}")
 
 
