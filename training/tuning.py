@@ -173,9 +173,9 @@ def _check_measured_on(study, digest: str, seed: int) -> None:
 
 def training_set_digest(frame) -> str:
     """The digest MLflow gives the training set (``tracking.log_training_set`` logs the same one)."""
-    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
 
-    return mlflow.data.from_pandas(frame, targets="label").digest
+    return from_pandas(frame, targets="label").digest
 
 
 def open_study(settings: Settings, name: str, study_name: str | None, seed: int, heartbeat: float, grace: float,
