@@ -100,6 +100,7 @@ bench: install ## Run the benchmarks, write reports under $(SALESML_HOME)/report
 	$(BIN)/salesml bench training
 	$(BIN)/salesml bench exports
 	$(BIN)/salesml bench serving
+	$(BIN)/salesml bench load
 	$(BIN)/salesml bench scoring
 	$(BIN)/salesml bench experiments
 	$(BIN)/salesml bench drift

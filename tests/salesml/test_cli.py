@@ -25,7 +25,7 @@ def test_every_stage_module_is_wired_in():
         "data", "features", "bench", "experiment", "drift", "keys", "team", "score", "warnings", "playbooks",
         "models"]
     assert list(root.commands["bench"].commands) == [
-        "features", "training", "exports", "serving", "scoring", "drift", "experiments", "tuning"]
+        "features", "training", "exports", "serving", "load", "scoring", "drift", "experiments", "tuning"]
 
 
 def test_help_imports_no_heavy_library():

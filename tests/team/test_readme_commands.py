@@ -71,6 +71,8 @@ ELSEWHERE: dict[tuple[str, ...], str] = {
     ("drift", "ui"): "tests/drift/test_ui.py::test_drift_ui_serves_the_workspace_snapshots_and_stops",
     ("bento-models",): "tests/serving/test_server.py::test_make_bento_pins_the_champions_and_the_lock_files_packages",
     ("bench", "features"): "tests/benchmarks/test_homes.py::test_features_bench_leaves_the_demo_untouched",
+    ("bench", "load"): ("tests/serving/test_edge_bench_load.py::"
+                        "test_edge_bench_load_short_run_answers_every_legitimate_call"),
 }
 # Benchmarks whose smallest honest run takes minutes: `make bench` runs them, `make test` does not.
 BENCH_ONLY = {("bench", n) for n in ("training", "exports", "serving", "experiments", "drift", "tuning")}
