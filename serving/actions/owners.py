@@ -81,12 +81,12 @@ class OwnerDirectory:
     def from_settings(cls, settings: Settings) -> OwnerDirectory:
         return cls(settings.warning_owner_fallback, settings.export_dir)
 
-    def _files_stamp(self) -> tuple:
+    def _files_stamp(self, export_dir: Path) -> tuple:
         from salesml.validation import find_table_file
 
         stamp = []
         for table in ("accounts", "interactions", "reps"):
-            path = find_table_file(self.export_dir, table)
+            path = find_table_file(export_dir, table)
             stamp.append(None if path is None else (str(path), path.stat().st_mtime_ns))
         return tuple(stamp)
 
@@ -94,7 +94,7 @@ class OwnerDirectory:
         if self.export_dir is None:
             self._owners, self._teams = self._owners or {}, self._teams or {}
             return
-        stamp = self._files_stamp() if self.export_dir.is_dir() else ()
+        stamp = self._files_stamp(self.export_dir) if self.export_dir.is_dir() else ()
         if stamp != self._stamp or self._owners is None:
             if stamp:
                 self._owners, self._teams = _owners(self.export_dir), _teams(self.export_dir)
@@ -106,7 +106,7 @@ class OwnerDirectory:
         """account_id -> (owner, team)."""
         with self._lock:
             self._refresh()
-            owners, teams = self._owners, self._teams
+            owners, teams = self._owners or {}, self._teams or {}  # _refresh always sets both
         out = {}
         for a in account_ids:
             owner = owners.get(str(a), self.fallback)

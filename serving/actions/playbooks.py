@@ -136,7 +136,7 @@ def read_playbooks(path: Path | str) -> Playbooks:
     return parse_playbooks(data, path)
 
 
-def load_playbooks(settings: Settings=None) -> Playbooks:
-    """The playbooks of ``settings.playbooks_file``, or the four shipped ones."""
-    path = getattr(settings, "playbooks_file", None) or SHIPPED
+def load_playbooks(settings: Settings | None = None) -> Playbooks:
+    """The playbooks of ``settings.playbooks_file``, or the four shipped ones (no settings, or no file set)."""
+    path = (settings.playbooks_file if settings is not None else None) or SHIPPED
     return read_playbooks(path)

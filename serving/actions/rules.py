@@ -48,11 +48,14 @@ SOURCES = ("run", "live")
 
 
 class WarningError(ValueError):
-    """A request about a warning or playbook that cannot be honoured; ``field`` names the argument at fault."""
+    """A request about a warning or playbook that cannot be honoured; ``field`` names the argument at fault,
+    ``status`` the HTTP answer it stands for (400; 404 an unknown warning; 403 a warning outside the
+    key's reach; 429 a key over its rate of not-applicable marks)."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, status: int = 400):
         super().__init__(message)
         self.field = field
+        self.status = status
 
 
 @dataclass(frozen=True)

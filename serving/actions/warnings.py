@@ -14,8 +14,11 @@ Tables
                         transaction as the change they announce, UNIQUE (event, warning_id).
     ``deliveries``      every webhook attempt (``serving.actions.webhook``).
     ``interventions``   who did what when: ``applied`` (a playbook), ``other`` (no playbook named)
-                        or ``not_applicable`` (with a reason).
-    ``playbook_state``  the fuse: consecutive not-applicable marks, frozen, flagged reason.
+                        or ``not_applicable`` (with a reason); ``recorded_by`` the key (or the CLI's
+                        ``--by``), ``person`` whom the fuse counts (the key's owner, else the key).
+    ``playbook_state``  the fuse: the current run of not-applicable marks and its distinct people,
+                        frozen, flagged reason.
+    Columns added since a store was created are added to it when it is opened.
 
 Raising (``raise_warnings``) follows the rule written in ``serving.actions.rules``: re-running a
 scoring date raises nothing new, and a worsening seen first by a live push is not raised again
@@ -25,9 +28,18 @@ have been offered is recorded (``playbook_id``, ``prompted`` = 0) so each playbo
 be estimated by comparing prompted with held-out warnings. The person-facing view
 (``public_view``, ``inbox``, webhook payloads) never shows a held-out warning's playbook.
 
-The fuse: a playbook marked not applicable ``fuse`` times in a row (over all its warnings; an
-intervention that applied it resets the count) is frozen, no longer offered, and flagged for
-review; ``flag_playbook`` lets the effect estimate flag (and freeze) a harmful one too.
+The fuse (``serving.actions.fuse``): a playbook marked not applicable by ``fuse`` distinct people
+in a row is frozen, no longer offered, and flagged for review; ``flag_playbook`` lets the effect
+estimate flag (and freeze) a harmful one too.
+
+Who may act (``intervene`` and ``inbox`` given the calling key, a ``serving.auth.Caller``): a key
+with an owner or a team reaches only the warnings of its owner and of its team (403 naming the
+warning otherwise); an admin key, or one with neither, reaches all. A key may date its
+intervention at most ``CLOCK_SKEW`` before or after the request's arrival (400 on ``at``): the
+time a person clicked, not the time the warning was raised. The command line (``salesml warnings
+intervene --by``, an operator on the host) may record an earlier time, never one before the
+warning was raised. A key records at most ``marks_per_key_hour`` not-applicable marks in any hour
+(429 beyond).
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from serving.actions.fuse import FuseMixin
 from serving.actions.owners import OwnerDirectory
 from serving.actions.playbooks import Playbooks, load_playbooks
 from serving.actions.rules import SOURCES, AccountState, WarningError, decide, holdout, iso, normalize
+from serving.auth import Caller
 from serving.predlog import now_utc
 
 if TYPE_CHECKING:
@@ -82,13 +95,20 @@ CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id, attempt);
 CREATE TABLE IF NOT EXISTS interventions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, warning_id TEXT NOT NULL REFERENCES warnings,
     recorded_by TEXT NOT NULL, at TEXT NOT NULL, recorded_at TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('applied', 'other', 'not_applicable')), playbook_id TEXT, reason TEXT);
+    kind TEXT NOT NULL CHECK (kind IN ('applied', 'other', 'not_applicable')), playbook_id TEXT, reason TEXT,
+    person TEXT);
 CREATE INDEX IF NOT EXISTS interventions_warning ON interventions (warning_id, at);
 CREATE TABLE IF NOT EXISTS playbook_state (
     playbook_id TEXT PRIMARY KEY, consecutive_not_applicable INTEGER NOT NULL DEFAULT 0,
-    frozen INTEGER NOT NULL DEFAULT 0, frozen_at TEXT, flagged_reason TEXT, flagged_at TEXT, updated_at TEXT);
+    frozen INTEGER NOT NULL DEFAULT 0, frozen_at TEXT, flagged_reason TEXT, flagged_at TEXT, updated_at TEXT,
+    run_people TEXT NOT NULL DEFAULT '[]');
+CREATE INDEX IF NOT EXISTS interventions_by ON interventions (recorded_by, kind, recorded_at);
 """
-CLOCK_SKEW = timedelta(minutes=5)  # an intervention time this far ahead of our clock is still accepted
+# columns added since the first schema: (table, column, declaration), added to an older store on open
+ADDED = (("interventions", "person", "TEXT"), ("playbook_state", "run_people", "TEXT NOT NULL DEFAULT '[]'"))
+# how far a key's intervention time may lie from the request's arrival, either way (clocks differ,
+# a form is filled in for a minute or two); the command line may record earlier times
+CLOCK_SKEW = timedelta(minutes=5)
 _CHUNK = 500
 
 
@@ -98,11 +118,12 @@ class WarningConfig:
     holdout_share: float = 0.1
     salt: str = "ab-1"
     fuse: int = 5
+    marks_per_key_hour: int = 20
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WarningConfig:
         return cls(settings.warning_due_hours, settings.playbook_holdout_share, settings.experiment_salt,
-                   settings.playbook_fuse)
+                   settings.playbook_fuse, settings.playbook_marks_per_key_hour)
 
 
 def warnings_path(settings: Settings) -> Path:
@@ -140,6 +161,15 @@ class WarningStore(FuseMixin):
         self._lock = threading.RLock()
         self._con = sqlite.connect(self.path, SCHEMA, synchronous=synchronous, timeout_s=timeout_s, threads=True)
         self._con.row_factory = sqlite3.Row
+        self._write(self._add_columns)
+
+    @staticmethod
+    def _add_columns(con: sqlite3.Connection) -> None:
+        """A store created before a column of ``ADDED`` gets it (in the write transaction, so two
+        processes opening it at once add it once)."""
+        for table, column, decl in ADDED:
+            if column not in {r[1] for r in con.execute(f"PRAGMA table_info({table})")}:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     # --- plumbing --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -246,12 +276,20 @@ class WarningStore(FuseMixin):
         return out
 
     def inbox(self, owner: str | None = None, status: str | None = None, level: str | None = None,
-              limit: int = 100) -> list[dict]:
-        """Warnings as their owners see them (``public_view``), newest first."""
-        where = {k: v for k, v in (("owner", owner), ("status", status), ("level", level)) if v is not None}
-        sql = ("SELECT * FROM warnings" + (" WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else "")
+              limit: int = 100, *, caller: Caller | None = None) -> list[dict]:
+        """Warnings as their owners see them (``public_view``), newest first; those ``caller`` reaches
+        (see the module docstring). Asking for another owner's warnings with a key that has an owner
+        and no team is refused (403 on ``owner``)."""
+        filters = (("owner", owner), ("status", status), ("level", level))
+        where: list[tuple[str, tuple[str | None, ...]]] = [(f"{k} = ?", (v,)) for k, v in filters if v is not None]
+        if caller is not None and caller.scoped:
+            if owner is not None and owner != caller.owner and caller.team is None:
+                raise WarningError("owner", f"key {caller.key_id} (owner {caller.owner}) reads only its own "
+                                            f"warnings, not those of {owner!r}", status=403)
+            where.append(("(owner = ? OR team = ?)", (caller.owner, caller.team)))
+        sql = ("SELECT * FROM warnings" + (" WHERE " + " AND ".join(c for c, _ in where) if where else "")
                + " ORDER BY raised_at DESC, warning_id LIMIT ?")
-        return [public_view(w) for w in self._rows(sql, (*where.values(), int(limit)))]
+        return [public_view(w) for w in self._rows(sql, (*(p for _, ps in where for p in ps), int(limit)))]
 
     def frame(self) -> pd.DataFrame:
         """Every warning with its first intervention (by time done), for reports and effect estimates."""
@@ -277,16 +315,22 @@ class WarningStore(FuseMixin):
         return df.drop(columns="playbook_text")
 
     # --- interventions and the fuse --------------------------------------------------------------
-    def intervene(self, warning_id: str, by: str, at=None, playbook_id: str | None = None,
+    def intervene(self, warning_id: str, by: str | Caller, at=None, playbook_id: str | None = None,
                   not_applicable: bool = False, reason: str | None = None, *, now=None) -> dict:
-        """Record an intervention; returns the warning's new record. Errors are ``WarningError``s with ``field``.
+        """Record an intervention; returns the warning's new record. Errors are ``WarningError``s with
+        ``field`` and ``status``.
 
+        ``by``: the calling key (its reach, time skew and mark rate are checked, see the module
+        docstring), or a name (the command line: an operator). ``now``: when the request arrived.
         ``playbook_id`` given: that playbook was applied (or, with ``not_applicable``, is the one judged
         not applicable). Not applicable without a playbook counts against the playbook the warning
         prompted; a held-out warning prompted none, so its not-applicable marks feed no fuse."""
         now_ts = pd.Timestamp(iso(now or now_utc()))
-        if not by or not str(by).strip():
+        caller = by if isinstance(by, Caller) else None
+        name = caller.key_id if caller is not None else str(by or "").strip()
+        if not name:
             raise WarningError("by", "say who intervened")
+        person = caller.person if caller is not None else name
         if not_applicable and not (reason and reason.strip()):
             raise WarningError("reason", "a not-applicable mark needs a reason")
         if playbook_id is not None and self.playbooks.get(playbook_id) is None:
@@ -297,13 +341,24 @@ class WarningStore(FuseMixin):
             at_ts = pd.Timestamp(iso(at if at is not None else now_ts))
         except (ValueError, TypeError):
             raise WarningError("at", f"not a time: {at!r}") from None
+        skew = int(CLOCK_SKEW.total_seconds() // 60)
         if at_ts > now_ts + CLOCK_SKEW:
-            raise WarningError("at", f"{at_ts.isoformat()} is in the future")
+            raise WarningError("at", f"{at_ts.isoformat()} is in the future (more than {skew} min after the "
+                                     f"request arrived at {now_ts.isoformat()})")
+        if caller is not None and at_ts < now_ts - CLOCK_SKEW:
+            raise WarningError("at", f"{at_ts.isoformat()} is more than {skew} min before the request arrived "
+                                     f"({now_ts.isoformat()}): record an intervention when it is done")
 
         def work(con) -> None:
             w = con.execute("SELECT * FROM warnings WHERE warning_id = ?", (warning_id,)).fetchone()
             if w is None:
-                raise WarningError("warning_id", f"unknown warning {warning_id!r}")
+                raise WarningError("warning_id", f"unknown warning {warning_id!r}", status=404)
+            if caller is not None and not caller.reaches(w["owner"], w["team"]):
+                raise WarningError("warning_id", f"key {caller.key_id} (owner {caller.owner or '-'}, team "
+                                                 f"{caller.team or '-'}) may not act on warning {warning_id}: it "
+                                                 f"belongs to owner {w['owner']} of team {w['team']}", status=403)
+            if caller is not None and not_applicable:
+                self._check_mark_rate(con, caller.key_id, now_ts)
             if at_ts < pd.Timestamp(w["raised_at"]):
                 raise WarningError("at", f"{at_ts.isoformat()} is before the warning was raised ({w['raised_at']})")
             if playbook_id is not None and not not_applicable and playbook_id in self._frozen(con):
@@ -311,15 +366,17 @@ class WarningStore(FuseMixin):
             kind = "not_applicable" if not_applicable else ("applied" if playbook_id else "other")
             target = playbook_id or (w["playbook_id"] if not_applicable and w["prompted"] else None)
             con.execute("INSERT INTO interventions (warning_id, recorded_by, at, recorded_at, kind, playbook_id, "
-                        "reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (warning_id, str(by), iso(at_ts), iso(now_ts), kind, target, reason))
+                        "reason, person) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (warning_id, name, iso(at_ts), iso(now_ts), kind, target, reason, person))
             con.execute("UPDATE warnings SET status = ? WHERE warning_id = ?",
                         ("not_applicable" if not_applicable else "handled", warning_id))
             if target is not None and kind != "other":
-                self._fuse(con, target, not_applicable, reason, iso(now_ts))
+                self._fuse(con, target, not_applicable, reason, iso(now_ts), person)
 
         self._write(work)
-        return self.get(warning_id)
+        done = self.get(warning_id)
+        assert done is not None  # written above, and warnings are never deleted
+        return done
 
     # --- escalation ------------------------------------------------------------------------------
     def escalate(self, now=None) -> list[dict]:

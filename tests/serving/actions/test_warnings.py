@@ -193,21 +193,23 @@ def _orange(store, n, start=0, now=NOW):
         df(*[tr(f"F{i}") for i in range(start, start + n)]), source="run", now=now)]
 
 
-def test_the_fuse_freezes_after_exactly_five_not_applicable_marks_in_a_row(store):
-    ids = _orange(store, 12)
-    mark = lambda wid: store.intervene(wid, "csm-1", NOW + H, not_applicable=True, reason="customer on holiday",  # noqa: E731
-                                       now=NOW + H)
-    for wid in ids[:4]:
-        mark(wid)
+def test_the_fuse_freezes_after_five_people_mark_not_applicable_in_a_row(store):
+    ids = _orange(store, 14)
+    mark = lambda wid, by: store.intervene(wid, by, NOW + H, not_applicable=True,  # noqa: E731
+                                           reason="customer on holiday", now=NOW + H)
+    for i, wid in enumerate(ids[:4]):
+        mark(wid, f"csm-{i}")
     store.intervene(ids[4], "csm-1", NOW + H, playbook_id="csm-call", now=NOW + H)  # applied: resets the run
-    for wid in ids[5:9]:
-        mark(wid)
+    for i, wid in enumerate(ids[5:9]):
+        mark(wid, f"csm-{i}")
+    mark(ids[9], "csm-0")  # a person already in the run: a mark, not a person more
     state = store.playbook_states().set_index("playbook_id").loc["csm-call"]
-    assert state["consecutive_not_applicable"] == 4 and not state["frozen"]
-    mark(ids[9])
+    assert (state["consecutive_not_applicable"], state["not_applicable_people"]) == (5, 4) and not state["frozen"]
+    mark(ids[10], "csm-4")
     state = store.playbook_states().set_index("playbook_id").loc["csm-call"]
-    assert state["frozen"] and state["consecutive_not_applicable"] == 5
-    assert "5 times in a row" in state["flagged_reason"] and "holiday" in state["flagged_reason"]
+    assert state["frozen"] and (state["consecutive_not_applicable"], state["not_applicable_people"]) == (6, 5)
+    assert "by 5 people in a row (6 marks" in state["flagged_reason"] and "holiday" in state["flagged_reason"]
+    ids = ids[1:]  # the rest of the test as before: ids[10] below is a warning nobody marked
     [nxt] = store.raise_warnings(df(tr("N1")), source="run", now=NOW + 2 * H)
     assert nxt["playbook_id"] is None and "frozen" in nxt["playbook_note"]
     assert "frozen" in public_view(nxt)["playbook_note"]
@@ -224,8 +226,8 @@ def test_a_frozen_playbook_gives_way_to_the_next_one_of_its_level(tmp_path):
         {"id": "mail", "title": "Mail", "steps": ["mail"], "levels": ["orange"]}]}, "x.yaml")
     with WarningStore(tmp_path / "w.db", config=WarningConfig(holdout_share=0, fuse=2), playbooks=books) as s:
         ids = _orange(s, 3)
-        for wid in ids[:2]:
-            s.intervene(wid, "u", NOW + H, not_applicable=True, reason="no phone", now=NOW + H)
+        for i, wid in enumerate(ids[:2]):
+            s.intervene(wid, f"u{i}", NOW + H, not_applicable=True, reason="no phone", now=NOW + H)
         [nxt] = s.raise_warnings(df(tr("N1")), source="run", now=NOW + H)
         assert (nxt["playbook_id"], nxt["playbook_version"]) == ("mail", "7")
 
