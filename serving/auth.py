@@ -31,7 +31,7 @@ its owner, or of the key itself when it has none.
 
 The key file must decode as UTF-8 JSON (a list of entries), with every digest and every key id
 once: a file that cannot be read (binary, UTF-16, a directory, no permission), an empty file, a
-deleted one (once keys were served) or a duplicate digest is a ``KeyFileError``, and the gate
+missing one (deleted, or none made yet) or a duplicate digest is a ``KeyFileError``, and the gate
 refuses every call with 503 until it is fixed (never "the later entry wins").
 """
 
