@@ -31,6 +31,9 @@ class Settings(BaseSettings):
                     "Feast SQL registry + MLflow server + Optuna study on PostgreSQL, xgboost.dask training. "
                     "Any field set explicitly wins over the profile's default.",
     )
+    verbose: bool = Field(False, description="Show what libraries print unasked: MLflow's artifact download "
+                          "bars and registration lines, Python warnings (pydantic deprecations in the service "
+                          "log). `salesml --verbose` sets it for the command and the servers it starts.")
     feast_yaml: Path = Field(
         FEATURE_REPO / "feature_store.yaml",
         description="Feast config; features/feature_store.team.yaml switches to Redis + SQL registry.",
