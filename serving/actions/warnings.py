@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS events (
     payload TEXT NOT NULL, created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
     claimed_at TEXT, delivered_at TEXT, UNIQUE (event, warning_id));
 CREATE INDEX IF NOT EXISTS events_status ON events (status);
+CREATE INDEX IF NOT EXISTS events_warning ON events (warning_id, status);
 CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, event TEXT NOT NULL,
     warning_id TEXT NOT NULL, attempt INTEGER NOT NULL, at TEXT NOT NULL, url TEXT, http_status INTEGER,
@@ -398,14 +399,19 @@ class WarningStore(FuseMixin):
 
     # --- the outbox (serving.actions.webhook delivers it) ---------------------------------------------------
     def claim_event(self, now, lease_s: float) -> dict | None:
-        """The oldest pending event nobody else is delivering, marked as claimed now (one at a time, so
-        a claim never outlives its lease while earlier events are retried). A claim older than
-        ``lease_s`` is taken to be from a deliverer that died."""
+        """The oldest pending event nobody else is delivering, marked as claimed now (one per call: a
+        claim starts when its delivery does, so it never outlives its lease waiting behind others).
+        An event whose warning has an earlier event still pending waits for it: the events of one
+        warning are delivered in order, however many deliverers run. A claim older than ``lease_s``
+        is taken to be from a deliverer that died."""
         at = iso(now)
         stale = iso(pd.Timestamp(at) - pd.Timedelta(seconds=lease_s))
 
         def work(con) -> dict | None:
-            r = con.execute("SELECT * FROM events WHERE status = 'pending' AND (claimed_at IS NULL OR claimed_at < ?) "
+            r = con.execute("SELECT * FROM events e WHERE status = 'pending' AND "
+                            "(claimed_at IS NULL OR claimed_at < ?) AND NOT EXISTS (SELECT 1 FROM events p "
+                            "WHERE p.warning_id = e.warning_id AND "
+                            "p.status = 'pending' AND (p.created_at, p.event_id) < (e.created_at, e.event_id)) "
                             "ORDER BY created_at, event_id LIMIT 1", (stale,)).fetchone()
             if r is not None:
                 con.execute("UPDATE events SET claimed_at = ? WHERE event_id = ?", (at, r["event_id"]))

@@ -75,7 +75,8 @@ def raise_some(store, n=1, now=NOW):
 
 def test_each_warning_reaches_the_receiver_once(tmp_path, store, receiver):
     ids = raise_some(store, 3)
-    assert deliver_pending(store, hook(tmp_path, receiver.url)) == {"delivered": 3, "failed": 0, "no_webhook": 0}
+    sent = deliver_pending(store, hook(tmp_path, receiver.url))
+    assert sent == {"delivered": 3, "failed": 0, "deferred": 0, "no_webhook": 0}
     got = {body["warning"]["warning_id"]: (headers, body) for _, headers, body in receiver.received}
     assert sorted(got) == sorted(ids) and len(receiver.received) == 3
     headers, body = got[ids[0]]
@@ -107,7 +108,7 @@ def test_a_flaky_receiver_gets_retries_with_exponential_back_off(tmp_path, store
 def test_a_receiver_that_always_fails_leaves_the_event_undelivered(tmp_path, store, receiver):
     raise_some(store)
     settings = hook(tmp_path, receiver.url, attempts=3, backoff=0.01)
-    assert deliver_pending(store, settings) == {"delivered": 0, "failed": 1, "no_webhook": 0}
+    assert deliver_pending(store, settings) == {"delivered": 0, "failed": 1, "deferred": 0, "no_webhook": 0}
     log = store.deliveries()
     assert list(log["attempt"]) == [1, 2, 3] and not log["delivered"].any() and len(receiver.received) == 3
     assert store.events()["status"].tolist() == ["failed"]
@@ -136,7 +137,7 @@ def test_an_unreachable_receiver_logs_the_error_of_each_attempt(tmp_path, store)
 def test_no_webhook_keeps_events_in_the_inbox_and_says_so_once(tmp_path, store, receiver):
     ids = raise_some(store, 2)
     none = Settings(home=tmp_path, warning_webhook_url=None)
-    assert deliver_pending(store, none) == {"delivered": 0, "failed": 0, "no_webhook": 2}
+    assert deliver_pending(store, none) == {"delivered": 0, "failed": 0, "deferred": 0, "no_webhook": 2}
     assert deliver_pending(store, none)["no_webhook"] == 0
     log = store.deliveries()
     assert log["error"].tolist() == [NO_WEBHOOK] * 2 and sorted(log["warning_id"]) == sorted(ids)
