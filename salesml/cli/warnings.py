@@ -60,7 +60,8 @@ def warnings_intervene(
     not_applicable: Annotated[bool, typer.Option("--not-applicable", help="The playbook does not fit.")] = False,
     reason: Annotated[Optional[str], typer.Option(help="Why (required with --not-applicable).")] = None,
 ) -> None:
-    """Record what was done about a warning (5 'not applicable' marks in a row freeze a playbook)."""
+    """Record what was done about a warning ('not applicable' marks by 5 different people in a row freeze
+    a playbook)."""
     from serving.actions.rules import WarningError
 
     with warning_store() as store:
