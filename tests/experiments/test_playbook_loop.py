@@ -2,7 +2,7 @@
 store (its holdout draw and playbook offer), the simulator's replay of what CSMs did and of churn
 (salesml.simulator.playbooks), the interventions recorded back into the store (the fuse), and the
 effect estimate: every interval covers its true effect, the harmful playbook is flagged, and a
-playbook is frozen at its 5th consecutive "not applicable" mark, not before."""
+playbook is frozen when the 5th person in a row marks it "not applicable", not before."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from experiments.playbooks import estimate_effects
 from salesml.simulator.playbooks import LoopConfig, PlaybookTruth, replay, synthetic_hazards
+from serving.actions.owners import OwnerDirectory
 from serving.actions.rules import WarningError
 from serving.actions.warnings import WarningConfig, WarningStore
 
@@ -47,7 +48,8 @@ def world(tmp_path_factory):
     """The raised warnings (a closed store file, built once) and the simulator's replay of them."""
     hazards, transitions = _world()
     path = tmp_path_factory.mktemp("loop") / "warnings.db"
-    with WarningStore(path, config=CONFIG) as store:
+    owners = OwnerDirectory("csm-team", owners={a: f"csm-{i % 25}" for i, a in enumerate(transitions["account_id"])})
+    with WarningStore(path, config=CONFIG, owners=owners) as store:  # 25 CSMs: the fuse counts people
         for week, group in transitions.groupby("week"):
             at = START + pd.Timedelta(weeks=int(week), hours=9)
             store.raise_warnings(group.assign(as_of=at.date().isoformat()).drop(columns="week"), source="run",
@@ -77,10 +79,11 @@ def test_store_offers_the_levels_playbooks_and_holds_out_a_share(loop):
     assert abs(warnings["holdout"].mean() - 0.3) < 0.03
 
 
-def test_the_fuse_freezes_at_the_fifth_consecutive_not_applicable_mark_and_not_before(loop):
+def test_the_fuse_freezes_at_the_fifth_person_in_a_row_marking_not_applicable_and_not_before(loop):
     store, warnings, played = loop
     book = warnings.set_index("warning_id")["playbook_id"]
     streak = {p: 0 for p in TRUTH}
+    people: dict[str, set] = {p: set() for p in TRUTH}  # the run's distinct people: the fuse counts them
     froze_at, refused = {}, 0
     for iv in played.interventions.sort_values(["at", "warning_id"]).itertuples():
         pb = book[iv.warning_id]
@@ -94,10 +97,12 @@ def test_the_fuse_freezes_at_the_fifth_consecutive_not_applicable_mark_and_not_b
         if pb in froze_at:
             continue
         streak[pb] = streak[pb] + 1 if iv.not_applicable else 0
+        people[pb] = people[pb] | {iv.by} if iv.not_applicable else set()
         state = store.playbook_states().set_index("playbook_id").loc[pb]
         assert int(state["consecutive_not_applicable"]) == streak[pb]
-        assert bool(state["frozen"]) == (streak[pb] >= 5), (pb, streak[pb])  # at the 5th, not the 4th
-        if streak[pb] >= 5:
+        assert int(state["not_applicable_people"]) == len(people[pb])
+        assert bool(state["frozen"]) == (len(people[pb]) >= 5), (pb, people[pb])  # at the 5th person, not the 4th
+        if len(people[pb]) >= 5:
             froze_at[pb] = iv.at
     assert set(froze_at) == {"csm-call"}  # 60% not applicable: frozen; 5%: a run of 5 never came
     states = store.playbook_states().set_index("playbook_id")
