@@ -54,9 +54,9 @@ def driver_columns(values: np.ndarray, names, k: int = 3) -> dict[str, np.ndarra
     names = np.asarray(names, dtype=object)
     order = top_k(values, k)
     effect = np.take_along_axis(values, order, axis=1).astype(np.float64)
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for j in range(order.shape[1]):
         shown = effect[:, j] > 0
-        out[f"driver_{j + 1}"] = np.where(shown, names[order[:, j]], None)
+        out[f"driver_{j + 1}"] = np.where(shown, names[order[:, j]], np.full(shown.shape, None, dtype=object))
         out[f"driver_{j + 1}_effect"] = np.where(shown, round_like_python(effect[:, j], EFFECT_DIGITS), np.nan)
     return out

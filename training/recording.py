@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from salesml.settings import Settings
+    from mlflow.models.model import ModelInfo
 
-if TYPE_CHECKING:
+    from salesml.settings import Settings
     from training.pipeline import TrainingResult
 
 
@@ -24,7 +24,7 @@ class Recorded:
     """What ``record`` wrote: the run, the logged model (``ModelInfo``) and the training set's digest."""
 
     run_id: str
-    model_info: object
+    model_info: ModelInfo
     dataset_digest: str
 
 
@@ -76,20 +76,18 @@ def record(result: TrainingResult, reports: Path | None = None) -> Recorded:
         mlflow.log_dict(content, file)
     tracking.log_reference(result.reference)
     info = tracking.log_model(result.model, result.example)
-    return Recorded(mlflow.active_run().info.run_id, info, digest)
+    return Recorded(info.run_id, info, digest)
 
 
 def register(settings: Settings, result: TrainingResult, recorded: Recorded, register: bool = True,
              alias: str | None = None) -> Registration:
     """Register the recorded model as a new version of ``result.name`` when asked and the selection allows
     it, and alias it (``registry.alias_new_version``: ``alias`` when given, else champion or challenger)."""
-    import mlflow
-
-    from training import registry
+    from training import registry, tracking
 
     if not (register and result.registrable):
         return Registration()
-    version = mlflow.register_model(f"models:/{recorded.model_info.model_id}", result.name).version
+    version = tracking.register_model(settings, f"models:/{recorded.model_info.model_id}", result.name)
     alias, why = registry.alias_new_version(settings, result.name, version, recorded.run_id, alias)
     return Registration(True, version, alias, why)
 

@@ -29,8 +29,8 @@ class Decision:
     model: str
     promote: bool
     reason: str
-    champion_version: str | None
-    challenger_version: str | None
+    champion_version: str | None  # None: no champion yet
+    challenger_version: str
     champion_metrics: dict
     challenger_metrics: dict
 

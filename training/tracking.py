@@ -18,6 +18,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 def configure(settings: Settings):
     import mlflow
 
+    library_output(settings)
     settings.ensure_dirs()
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
@@ -32,7 +33,42 @@ def client(settings: Settings):
     """
     from mlflow import MlflowClient
 
+    library_output(settings)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def library_output(settings: Settings) -> None:
+    """What MLflow and Python warnings may print in this process: everything with ``settings.verbose``,
+    else no artifact progress bars ("Downloading artifacts", read at each download) and Python warnings
+    routed to the ``py.warnings`` logger at ERROR level, so that a library resetting the warning filters
+    when imported (Feast's ``simplefilter("once", DeprecationWarning)``) does not bring them back
+    (pydantic deprecations in the service log). Called by ``configure`` and ``client``, which every
+    process that uses MLflow goes through (commands, the scoring service's workers). MLflow's
+    registration notices: ``register_model``."""
+    import logging
+    import os
+
+    loud = settings.verbose
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "true" if loud else "false"
+    logging.captureWarnings(not loud)
+    logging.getLogger("py.warnings").setLevel(logging.NOTSET if loud else logging.ERROR)
+
+
+def register_model(settings: Settings, model_uri: str, name: str) -> str:
+    """Register ``model_uri`` (``models:/<model id>``) as a new version of ``name`` in this settings'
+    registry; the new version. MLflow prints its notices ("Successfully registered model 'intent'.",
+    "Created version '1' of model 'intent'.") outside logging, on a stream of its own: they are printed
+    with ``settings.verbose`` only (the stream is switched for the call alone: MLflow switches it back on
+    by itself in places, so a process-wide switch does not hold)."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    mlflow = configure(settings)
+    held = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = settings.verbose
+    try:
+        return str(mlflow.register_model(model_uri, name).version)
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = held
 
 
 # The MLflow UI's experiment type (the tag its type selector writes): "custom_model_development"
@@ -152,8 +188,9 @@ def git_commit() -> str:
 def log_training_set(frame: pd.DataFrame, name: str, feature_service: str, window: str) -> str:
     """``mlflow.log_input`` with the frame's digest, the Feast service and the time window."""
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
 
-    dataset = mlflow.data.from_pandas(frame, name=name, targets="label")
+    dataset = from_pandas(frame, name=name, targets="label")
     mlflow.log_input(dataset, context="training", tags={"feast_feature_service": feature_service,
                                                          "time_window": window})
     mlflow.set_tags({"dataset_digest": dataset.digest, "feast_feature_service": feature_service,
@@ -299,14 +336,12 @@ def log_reference(frame: pd.DataFrame) -> None:
         mlflow.log_artifact(str(path), artifact_path="reference")
 
 
-def load_reference(name: str, version: str, settings: Settings | None = None) -> pd.DataFrame:
+def load_reference(name: str, version: str, settings: Settings) -> pd.DataFrame:
     """The reference frame of a registered model version; ValueError when it has none. Read through
-    ``client(settings)``; without settings, through the process-wide store ``configure`` selected."""
+    ``client(settings)``: the store ``settings`` names, whatever the process-wide tracking URI says."""
     import tempfile
 
-    from mlflow import MlflowClient
-
-    c = client(settings) if settings is not None else MlflowClient()
+    c = client(settings)
     mv = c.get_model_version(name, str(version))
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -56,7 +56,7 @@ def main(
                         "export.as_of in salesml.yaml. Outcome windows are judged complete against it.")] = None,
 ) -> None:
     """Sales-intelligence ML platform: data, features, models, serving, drift."""
-    quiet(verbose)
     overrides.clear()
+    quiet(verbose)
     if as_of:
         overrides["export_as_of"] = as_of

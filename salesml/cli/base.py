@@ -6,38 +6,76 @@ the command groups (``salesml.cli.data``, ``.features``, ...) use them without i
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from salesml.modelspec import MODEL_NAMES
 
-console = Console(stderr=True)
-out = Console()
+if TYPE_CHECKING:
+    from salesml.settings import Settings
+
+WIDE = 240  # columns when the output is not a terminal (a pipe, a file, a CI log): no wrap at 80
+
+
+class _Console(Console):
+    """A rich console as wide as its terminal, or ``WIDE`` when it writes to no terminal (rich's default
+    there is 80 columns, which wrapped paths and messages mid-word in logs). COLUMNS still wins."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is not None or self.is_terminal:
+            return size
+        return ConsoleDimensions(WIDE, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = _Console(stderr=True)
+out = _Console()
 # Libraries whose warnings and INFO chatter (Feast "experimental", ibis, pandera, SQLAlchemy, MLflow
 # schema hints, alembic migrations) would bury the one line that matters; --verbose shows them.
 NOISY_LOGGERS = ("feast", "mlflow", "alembic", "bentoml", "evidently", "sqlalchemy", "ibis", "pandera",
                  "urllib3", "distributed", "numexpr", "py.warnings", "httpx")
-overrides: dict[str, str] = {}  # global options of this invocation, applied to its settings
+overrides: dict[str, Any] = {}  # global options of this invocation: Settings fields and their values
 MODEL_HELP = " | ".join(MODEL_NAMES)
 
 
+_verbose_env_ours = False  # whether quiet() set SALESML_VERBOSE itself (for --verbose)
+
+
 def quiet(verbose: bool) -> None:
+    """Library warnings, logs and progress bars off for this command, unless ``--verbose`` (or
+    SALESML_VERBOSE): then its settings and the servers it starts (they inherit the environment) are
+    verbose too; ``training.tracking.library_output`` applies that to MLflow in every process."""
     import logging
     import os
     import warnings
 
+    global _verbose_env_ours
+    if _verbose_env_ours:  # set by an earlier invocation in this process (tests), not by the user
+        os.environ.pop("SALESML_VERBOSE", None)
+        _verbose_env_ours = False
     if verbose:
+        _verbose_env_ours = "SALESML_VERBOSE" not in os.environ
+        os.environ["SALESML_VERBOSE"] = "true"
+        return
+    if os.environ.get("SALESML_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on"):
         return
     warnings.filterwarnings("ignore")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # subprocesses (bentoml serve) too
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow resets its loggers when imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # before any settings are read
     logging.captureWarnings(True)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def settings():
+def settings() -> Settings:
     from salesml.settings import Settings
 
     return Settings(**overrides)

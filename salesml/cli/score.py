@@ -41,9 +41,9 @@ def _score(model: str, as_of: Optional[str], backfill: int = 1) -> None:
         spec = s.spec(model)
         store = open_store(s)
         end, _ = resolve_as_of(s, spec, store.get_feature_service(spec.feature_service), when)
-        dates = [end - timedelta(weeks=k) for k in range(backfill - 1, -1, -1)]
+        dates: list[date | None] = [end - timedelta(weeks=k) for k in range(backfill - 1, -1, -1)]
     else:
-        dates = [when]
+        dates = [when]  # None: the latest complete week (``score_book``)
     for d in dates:
         _score_one(s, core, model, d)
 
