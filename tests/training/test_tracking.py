@@ -56,3 +56,49 @@ def test_every_experiment_opens_as_model_training_with_the_review_view(tmp_path)
     path = tracking.review_path(older)
     assert path.startswith(f"#/experiments/{older}/runs?") and "workflowType=machine_learning" in path
     assert f"viewStateShareKey={tracking.REVIEW_VIEW}" in path
+
+
+def test_load_reference_reads_the_settings_store_whatever_the_process_points_at(tmp_path):
+    """The drift reference of a version comes from the store its settings name (``client(settings)``),
+    not from the process-wide tracking URI: another command or test may have moved that."""
+    import pandas as pd
+
+    ours, other = Settings(home=tmp_path / "ours"), Settings(home=tmp_path / "other")
+    frame = pd.DataFrame({"x": [1.0, 2.0], "prediction": [0.1, 0.9]})
+    tracking.configure(ours)
+    try:
+        with mlflow.start_run() as run:
+            tracking.log_reference(frame)
+        c = tracking.client(ours)
+        c.create_registered_model("ref_model")
+        c.create_model_version("ref_model", f"runs:/{run.info.run_id}/reference", run_id=run.info.run_id)
+        tracking.configure(other)
+        pd.testing.assert_frame_equal(tracking.load_reference("ref_model", "1", ours), frame)
+        with pytest.raises(MlflowException):
+            tracking.load_reference("ref_model", "1", other)
+        with pytest.raises(TypeError):  # no fallback to a client of whatever the process points at
+            tracking.load_reference("ref_model", "1")  # type: ignore[call-arg]
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+def test_only_tracking_client_builds_an_mlflow_client():
+    """One place builds MLflow clients (``tracking.client``, bound to one Settings' tracking store and
+    registry): a bare ``MlflowClient()`` elsewhere reads whatever store the process last pointed at."""
+    import ast
+    from pathlib import Path
+
+    root = Path(tracking.__file__).resolve().parents[1]
+    found = []
+    for package in ("salesml", "features", "training", "serving", "experiments", "drift", "benchmarks"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            for fn in ast.walk(tree):
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for call in ast.walk(fn):
+                    if (isinstance(call, ast.Call) and getattr(call.func, "id", getattr(call.func, "attr", None))
+                            == "MlflowClient" and not (path.name == "tracking.py" and fn.name == "client")):
+                        found.append(f"{path.relative_to(root)}:{call.lineno} in {fn.name}")
+    assert found == [], found
