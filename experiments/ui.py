@@ -20,6 +20,13 @@ from salesml.processes import ProcessExited, kill_process_group, mlflow_bin, mlf
 from salesml.processes import free_port as _free_port
 
 CHROMIUM = "/usr/bin/chromium"
+# The host name the browser opens a local MLflow UI by. MLflow 3.17 opens its Assistant panel (a quarter
+# of the window) on the first page load in a browser when the page's host is localhost, 127.0.0.1 or
+# ::1, and offers it on those hosts only; a saved view cannot say otherwise (the panel's state lives in
+# the browser's localStorage, "mlflow.assistant.panelOpen" and "mlflow.assistant.fab.autoOpenedOnFirstLoad",
+# and headless Chromium starts with an empty profile each time). Chromium resolves any *.localhost name
+# to the loopback address itself, so the page is the same server under a name that is not one of those.
+REVIEW_HOST = "mlflow-review.localhost"
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -51,9 +58,15 @@ def start_mlflow_ui(
         cmd += ["--artifacts-destination", str(Path(artifact_root).resolve())]
     fd, log_name = tempfile.mkstemp(prefix="mlflow-ui-", suffix=".log")
     log_path = Path(log_name)
+    # MLflow refuses a Host header and a state-changing Origin it does not know (DNS rebinding, CSRF):
+    # the browser's REVIEW_HOST is added to its defaults (loopback and private addresses).
+    env = {**mlflow_server_env(),
+           "MLFLOW_SERVER_ALLOWED_HOSTS": ",".join(["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*",
+                                                    "[::1]", "[[]::1]:*", f"{REVIEW_HOST}:{port}"]),
+           "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": f"http://{REVIEW_HOST}:{port}"}
     with os.fdopen(fd, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=mlflow_server_env())
+                                start_new_session=True, env=env)
     proc.log_path = log_path  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}"
     try:
@@ -78,20 +91,22 @@ def stop(proc: subprocess.Popen, keep_log: bool = False) -> None:
 
 
 def experiment_url(base_url: str, experiment_id: str, order_by_metric: str | None = None) -> str:
-    """The page a reviewer lands on for one experiment: its training runs in the project's review
-    view (``training.tracking.review_path``: test ROC-AUC, baseline and truth columns first, the run
-    descriptions), newest first, nested runs folded under their parent.
+    """The page a reviewer lands on for one experiment: its training runs in one of the project's
+    review views (``training.tracking.review_path``: test ROC-AUC, baseline and truth columns first, the
+    run descriptions), newest first, or best ``order_by_metric`` first (``test_roc_auc``: a saved view
+    orders by it), nested runs folded under their parent.
 
     MLflow 3.17 opens ``#/experiments/ID`` alone on the GenAI overview (its workflow switch defaults
-    to GenAI), whatever the experiment's type tag, hence the explicit ``workflowType``.
-    ``order_by_metric`` instead orders by that metric (best first), which lists every run flat,
-    parents and children alike; the UI then shows its default columns.
+    to GenAI), whatever the experiment's type tag, hence the explicit ``workflowType``. A metric no
+    view orders by is ordered through the URL, which lists every run flat, parents and children
+    alike, in the UI's default columns (an ``orderByKey`` in the URL drops a view's columns).
     """
     from training.tracking import review_path
 
     base = base_url.rstrip("/")
-    if not order_by_metric:
-        return f"{base}/{review_path(experiment_id)}"
+    path = review_path(experiment_id, order_by_metric or None)
+    if path is not None:
+        return f"{base}/{path}"
     query = urllib.parse.urlencode({"workflowType": "machine_learning", "orderByKey": f"metrics.`{order_by_metric}`",
                                     "orderByAsc": "false"}, quote_via=urllib.parse.quote)
     return f"{base}/#/experiments/{experiment_id}/runs?{query}"
@@ -107,7 +122,17 @@ def chromium_path() -> str:
     return found
 
 
+def browser_url(url: str) -> str:
+    """``url`` as the browser opens it: a loopback host (a server ``start_mlflow_ui`` started) as
+    ``REVIEW_HOST``, so that MLflow does not open its Assistant panel over the runs table."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{REVIEW_HOST}:{parts.port}"))
+
+
 def _chromium(url: str, action: list[str], width: int, height: int, wait_ms: int) -> subprocess.CompletedProcess:
+    url = browser_url(url)
     with tempfile.TemporaryDirectory(prefix="salesml-chromium-") as profile:
         cmd = [chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                f"--user-data-dir={profile}", f"--window-size={width},{height}",

@@ -80,29 +80,41 @@ MODEL_TRAINING_KIND = "custom_model_development"
 # A saved view of the runs table (the UI's "Views" menu): an experiment tag
 # ``mlflow.sharedViewState.<id>`` holding {name, createdAt, updatedAt, state}, opened by
 # ``?viewStateShareKey=<id>``. It shows the metrics a reviewer compares, first, and the description.
+# Two views: newest runs first (the landing page), and best test ROC-AUC first (``salesml experiment
+# screenshot``). The order lives in the view: an ``orderByKey`` in the URL beside ``viewStateShareKey``
+# makes MLflow 3.17 drop the view's columns and show its defaults (no metric column).
 REVIEW_VIEW = "salesml-training"
+BEST_VIEW = "salesml-training-best"
 REVIEW_METRICS = ("test_roc_auc", "baseline_logistic_test_roc_auc", "oracle_test_roc_auc", "test_ece")
+_VIEWS = {  # id -> (name in the Views menu, the metric ordering it, best first; None: newest runs first)
+    REVIEW_VIEW: ("Training runs (salesml)", None),
+    BEST_VIEW: ("Best test ROC-AUC first (salesml)", "test_roc_auc"),
+}
 _VIEW_TAG = f"mlflow.sharedViewState.{REVIEW_VIEW}"
-_VIEW_VERSION = 1  # bump when the view's state changes: experiments holding an older one get the new one
+_VIEW_VERSION = 1  # bump when the views' state changes: experiments holding an older one get the new one
 
 
-def _review_view_state() -> dict:
+def _review_view_state(order_by_metric: str | None = None) -> dict:
     columns = [*(f"metrics.`{m}`" for m in REVIEW_METRICS),
                *(f"attributes.`{a}`" for a in ("Description", "Models", "Dataset"))]
+    order = ("attributes.start_time", False) if order_by_metric is None else (f"metrics.`{order_by_metric}`", False)
     # Ordered first: the table renders only the columns that fit the window.
     return {"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", "attributes.`Created`", *columns],
-            "orderByKey": "attributes.start_time", "orderByAsc": False}
+            "orderByKey": order[0], "orderByAsc": order[1]}
 
 
 def experiment_tags(now_ms: int | None = None) -> dict[str, str]:
-    """The tags every experiment of the project carries: its kind (model training) and the review view."""
+    """The tags every experiment of the project carries: its kind (model training) and the review views."""
     import json
     import time
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    view = {"name": "Training runs (salesml)", "createdAt": now_ms, "updatedAt": now_ms,
-            "state": json.dumps(_review_view_state()), "salesml_view_version": _VIEW_VERSION}
-    return {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, _VIEW_TAG: json.dumps(view)}
+    tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+    for view_id, (name, metric) in _VIEWS.items():
+        view = {"name": name, "createdAt": now_ms, "updatedAt": now_ms,
+                "state": json.dumps(_review_view_state(metric)), "salesml_view_version": _VIEW_VERSION}
+        tags[f"mlflow.sharedViewState.{view_id}"] = json.dumps(view)
+    return tags
 
 
 def _stale_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -114,21 +126,26 @@ def _stale_tags(tags: dict[str, str]) -> dict[str, str]:
     stale = {k: v for k, v in want.items() if k not in tags}
     if tags.get(EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND) != MODEL_TRAINING_KIND:
         stale[EXPERIMENT_KIND_TAG] = want[EXPERIMENT_KIND_TAG]
-    if _VIEW_TAG in tags:
+    for view_tag in (f"mlflow.sharedViewState.{v}" for v in _VIEWS):
+        if view_tag not in tags:
+            continue
         try:
-            held = json.loads(tags[_VIEW_TAG]).get("salesml_view_version")
+            held = json.loads(tags[view_tag]).get("salesml_view_version")
         except (ValueError, AttributeError):
             held = None
         if isinstance(held, int) and held < _VIEW_VERSION:
-            stale[_VIEW_TAG] = want[_VIEW_TAG]
+            stale[view_tag] = want[view_tag]
     return stale
 
 
-def review_path(experiment_id: str) -> str:
+def review_path(experiment_id: str, order_by_metric: str | None = None) -> str | None:
     """The page a reviewer should land on, relative to the MLflow UI's base URL: the experiment's
-    training runs (machine-learning workflow) in the review view, metrics first."""
-    return (f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-            f"&viewStateShareKey={REVIEW_VIEW}")
+    training runs (machine-learning workflow) in a review view, metrics first; newest first, or best
+    ``order_by_metric`` first where a view orders by it (None for a metric no view orders by)."""
+    view = next((v for v, (_, metric) in _VIEWS.items() if metric == order_by_metric), None)
+    if view is None:
+        return None
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={view}"
 
 
 def _ensure_experiment(settings: Settings, name: str) -> str:
