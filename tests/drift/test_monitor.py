@@ -59,7 +59,7 @@ def _reference(settings):
     from training import tracking
 
     tracking.configure(settings)
-    return tracking.load_reference("chs", "1")
+    return tracking.load_reference("chs", "1", settings)
 
 
 def _cli(settings, *args, log=None):

@@ -138,6 +138,6 @@ def test_served_models_reproduce_the_training_runs_predictions(core):
 
     for name in MODELS:
         loaded = core.models[name]["champion"]
-        ref = load_reference(name, loaded.version)
+        ref = load_reference(name, loaded.version, core.settings)
         np.testing.assert_array_equal(np.asarray(loaded.model.predict_proba(ref), dtype=np.float64),
                                       ref["prediction"].to_numpy(np.float64))
