@@ -183,7 +183,7 @@ def assess(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, 
     The features are the reference's model inputs; performance is compared when at least ``MIN_OUTCOMES``
     rows of ``current`` carry a ``label``. DriftInputError for a window that cannot be compared."""
     from drift.evidently_check import check
-    from training.pipeline import IN_SAMPLE
+    from training.data import IN_SAMPLE
 
     if IN_SAMPLE in reference:  # predictions (and quality) of the rows the model was fitted on say nothing of new rows
         in_sample = reference[IN_SAMPLE].fillna(False).astype(bool)

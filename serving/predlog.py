@@ -15,6 +15,7 @@ import json
 import math
 import sqlite3
 import threading
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -142,7 +143,7 @@ class PredictionLog:
                r.get("client"))
         self._insert("access", ACCESS_COLS, [row])
 
-    def _read(self, table: str, where: dict[str, object], ts_col: str = "ts", start=None, end=None) -> pd.DataFrame:
+    def _read(self, table: str, where: Mapping[str, object], ts_col: str = "ts", start=None, end=None) -> pd.DataFrame:
         clauses = [f"{k} = ?" for k in where]
         params = list(where.values())
         if start is not None:

@@ -47,6 +47,20 @@ def store(store_settings):
     return open_store(store_settings)
 
 
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium (``make browser`` installs it): skipped where it is missing, failed under
+    SALESML_REQUIRE_SERVICES (CI)."""
+    from experiments.ui import chromium_path
+
+    try:
+        return chromium_path()
+    except RuntimeError as exc:
+        if os.environ.get("SALESML_REQUIRE_SERVICES"):
+            pytest.fail(f"{exc}; SALESML_REQUIRE_SERVICES is set, so this is an error")
+        pytest.skip(str(exc))
+
+
 def require_service(name: str, host: str, port: int) -> None:
     """Skip when a service is unreachable, unless SALESML_REQUIRE_SERVICES is set (CI): then fail."""
     import os

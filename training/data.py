@@ -13,6 +13,7 @@ import pandas as pd
 
 TIME = "event_timestamp"
 LABEL = "label"
+IN_SAMPLE = "in_sample"  # the drift reference's column marking the rows the model was fitted on
 
 
 @dataclass

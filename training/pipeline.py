@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from salesml.modelspec import ModelSpec
-from training.data import LABEL, NOT_FEATURES, FeatureSpec, Split, infer_spec, split_frame
+from training.data import IN_SAMPLE, LABEL, NOT_FEATURES, FeatureSpec, Split, infer_spec, split_frame
 from training.metrics import classification_metrics
 from training.models import (
     INTENT_RULES,
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from training.model_steps import TrainingInputs
 
 REFERENCE_ROWS = 50_000  # the drift reference keeps at most this many training rows (seeded sample)
-IN_SAMPLE = "in_sample"  # the drift reference's column marking the rows the model was fitted on
 
 
 def reference_frame(model, split: Split, seed: int, max_rows: int = REFERENCE_ROWS) -> pd.DataFrame:

@@ -54,7 +54,7 @@ def library_output(settings: Settings) -> None:
     logging.getLogger("py.warnings").setLevel(logging.NOTSET if loud else logging.ERROR)
 
 
-def register_model(settings: Settings, model_uri: str, name: str) -> str:
+def register_model(settings: Settings, model_uri: str, name: str) -> int | str:
     """Register ``model_uri`` (``models:/<model id>``) as a new version of ``name`` in this settings'
     registry; the new version. MLflow prints its notices ("Successfully registered model 'intent'.",
     "Created version '1' of model 'intent'.") outside logging, on a stream of its own: they are printed
@@ -66,7 +66,7 @@ def register_model(settings: Settings, model_uri: str, name: str) -> str:
     held = MLFLOW_LOGGING_STREAM.enabled
     MLFLOW_LOGGING_STREAM.enabled = settings.verbose
     try:
-        return str(mlflow.register_model(model_uri, name).version)
+        return mlflow.register_model(model_uri, name).version  # as the registry gives it (the store: an int)
     finally:
         MLFLOW_LOGGING_STREAM.enabled = held
 
@@ -202,12 +202,24 @@ def git_commit() -> str:
         return "unknown"
 
 
+def training_dataset(frame: pd.DataFrame, name: str | None = None):
+    """The training set as an MLflow dataset (its ``digest`` is what runs record and tuning studies check)."""
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from training.data import LABEL
+
+    return from_pandas(frame, name=name, targets=LABEL)
+
+
+def training_set_digest(frame: pd.DataFrame) -> str:
+    return training_dataset(frame).digest
+
+
 def log_training_set(frame: pd.DataFrame, name: str, feature_service: str, window: str) -> str:
     """``mlflow.log_input`` with the frame's digest, the Feast service and the time window."""
     import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
 
-    dataset = from_pandas(frame, name=name, targets="label")
+    dataset = training_dataset(frame, name)
     mlflow.log_input(dataset, context="training", tags={"feast_feature_service": feature_service,
                                                          "time_window": window})
     mlflow.set_tags({"dataset_digest": dataset.digest, "feast_feature_service": feature_service,

@@ -171,13 +171,6 @@ def _check_measured_on(study, digest: str, seed: int) -> None:
                         "(a study per training set and seed) or name a new one.")
 
 
-def training_set_digest(frame) -> str:
-    """The digest MLflow gives the training set (``tracking.log_training_set`` logs the same one)."""
-    from mlflow.data.pandas_dataset import from_pandas
-
-    return from_pandas(frame, targets="label").digest
-
-
 def open_study(settings: Settings, name: str, study_name: str | None, seed: int, heartbeat: float, grace: float,
                digest: str | None = None):
     """Create or load the study; under the study lock, as workers starting together would race
@@ -334,7 +327,8 @@ def run(settings: Settings, name: str, trials: int, seed: int = 42, raw_dir: Pat
     if tuned is None:
         raise ValueError(f"model '{name}': its spec names no xgboost candidate to tune ({', '.join(spec.candidates)})")
     ts = build_training_set(settings, name, raw_dir=raw_dir, spec=spec)
-    study = open_study(settings, name, study_name, seed, heartbeat, grace, digest=training_set_digest(ts.frame))
+    digest = tracking.training_set_digest(ts.frame)
+    study = open_study(settings, name, study_name, seed, heartbeat, grace, digest=digest)
     url = storage_url(settings)
     experiment = tracking.use_experiment(settings, spec.experiment)
     worker = _worker_id()

@@ -3,23 +3,11 @@ training runs, with their metrics."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from experiments.ui import chromium_path, dump_dom, experiment_url, screenshot, start_mlflow_ui, stop
+from experiments.ui import dump_dom, experiment_url, screenshot, start_mlflow_ui, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
-
-
-@pytest.fixture
-def chromium() -> str:
-    try:
-        return chromium_path()
-    except RuntimeError as exc:
-        if os.environ.get("SALESML_REQUIRE_SERVICES"):
-            pytest.fail(f"{exc}; SALESML_REQUIRE_SERVICES is set, so this is an error")
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -4,24 +4,12 @@ screenshot` opens it by default, and no MLflow Assistant panel over the runs tab
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from experiments.ui import REVIEW_HOST, browser_url, chromium_path, dump_dom, experiment_url, start_mlflow_ui, stop
+from experiments.ui import REVIEW_HOST, browser_url, dump_dom, experiment_url, start_mlflow_ui, stop
 
 # What the Assistant panel shows when it is open (MLflow 3.17).
 ASSISTANT = ("Ask questions about your experiments", "Compare the selected runs.")
-
-
-@pytest.fixture
-def chromium() -> str:
-    try:
-        return chromium_path()
-    except RuntimeError as exc:
-        if os.environ.get("SALESML_REQUIRE_SERVICES"):
-            pytest.fail(f"{exc}; SALESML_REQUIRE_SERVICES is set, so this is an error")
-        pytest.skip(str(exc))
 
 
 def test_the_browser_opens_a_local_ui_by_a_name_that_is_not_loopback():
