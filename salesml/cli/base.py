@@ -64,7 +64,7 @@ def quiet(verbose: bool) -> None:
         _verbose_env_ours = "SALESML_VERBOSE" not in os.environ
         os.environ["SALESML_VERBOSE"] = "true"
         return
-    if os.environ.get("SALESML_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if _verbose_from_settings():
         return
     warnings.filterwarnings("ignore")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # subprocesses (bentoml serve) too
@@ -73,6 +73,19 @@ def quiet(verbose: bool) -> None:
     logging.captureWarnings(True)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _verbose_from_settings() -> bool:
+    """``Settings.verbose`` (SALESML_VERBOSE, the project file); False where the settings do not validate:
+    the command names the bad setting when it reads them."""
+    from pydantic import ValidationError
+
+    from salesml.settings import Settings
+
+    try:
+        return Settings().verbose
+    except ValidationError:
+        return False
 
 
 def settings() -> Settings:

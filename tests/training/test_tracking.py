@@ -67,6 +67,7 @@ def test_load_reference_reads_the_settings_store_whatever_the_process_points_at(
     frame = pd.DataFrame({"x": [1.0, 2.0], "prediction": [0.1, 0.9]})
     tracking.configure(ours)
     try:
+        mlflow.set_experiment("load-reference")  # not the process's active experiment, another store's (order)
         with mlflow.start_run() as run:
             tracking.log_reference(frame)
         c = tracking.client(ours)
