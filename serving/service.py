@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 
 from salesml.contract import ID_MAX_LENGTH, ID_PATTERN
 from salesml.settings import Settings
+from serving.actions.rules import WarningError
 from serving.auth import Caller, effective_role
 from serving.auth import view as view_of
 from serving.gate import Gate
@@ -442,10 +443,13 @@ class SalesScoring:
         prep = self._prepare(ctx, [], view)
         if isinstance(prep, JSONResponse):
             return prep
-        _, _, role, rid = prep
+        _, caller, role, rid = prep
         if self.warnings is None:
             return error(ctx, 503, None, f"warnings unavailable: {self.warnings_error}")
-        rows = self.warnings.inbox(owner=owner, status=status, level=level, limit=limit)
+        try:  # a key with an owner or a team reads its owner's and its team's warnings only
+            rows = self.warnings.inbox(owner=owner, status=status, level=level, limit=limit, caller=caller)
+        except WarningError as exc:
+            return error(ctx, exc.status, exc.field, str(exc))
         return {"request_id": rid, "warnings": [view_of(w, role) for w in rows]}
 
     @api("/interventions")
@@ -454,7 +458,6 @@ class SalesScoring:
                       reason: Optional[Text] = None) -> Answer:
         """Record what was done about a warning: the playbook applied, or "not applicable" with a
         reason; who is the calling key. Five "not applicable" marks in a row freeze a playbook."""
-        from serving.actions.rules import WarningError
         from serving.actions.warnings import public_view
 
         prep = self._prepare(ctx, [warning_id], None)
@@ -463,12 +466,11 @@ class SalesScoring:
         _, caller, _, rid = prep
         if self.warnings is None:
             return error(ctx, 503, None, f"warnings unavailable: {self.warnings_error}")
-        try:
-            done = self.warnings.intervene(warning_id, caller.key_id, at, playbook_id=playbook_id,
+        try:  # the caller's reach, time skew and mark rate are checked (serving.actions.warnings)
+            done = self.warnings.intervene(warning_id, caller, at, playbook_id=playbook_id,
                                            not_applicable=not_applicable, reason=reason)
         except WarningError as exc:
-            return error(ctx, 404 if exc.field == "warning_id" and "unknown" in str(exc) else 400, exc.field,
-                         str(exc))
+            return error(ctx, exc.status, exc.field, str(exc))
         # as its owner sees it: a held-out warning shows no playbook, nor that it is held out
         return {"request_id": rid, "warning": {**public_view(done), "interventions": done["interventions"]}}
 

@@ -36,3 +36,72 @@ def test_one_key_marking_not_applicable_cannot_freeze_a_playbook(client, keys, s
     assert set(codes) == {200}, codes
     state = store.playbook_states().set_index("playbook_id").loc["csm-call"]
     assert not state["frozen"] and state["not_applicable_people"] == 1
+
+
+def _scoped_key(settings, role: str, owner: str | None, team: str | None) -> str:
+    from serving.auth import KeyStore
+
+    return KeyStore(settings.api_keys_path).add(role, f"reach-{role}", owner=owner, team=team)[1]
+
+
+def _accounts_by_owner(store, settings) -> dict[str, list[tuple[str, str]]]:
+    """owner -> [(account, team)] for the served export's accounts (its CSMs are not in reps: one team)."""
+    accounts = pd.read_parquet(settings.raw_dir / "accounts.parquet", columns=["account_id"])["account_id"]
+    out: dict[str, list[tuple[str, str]]] = {}
+    for account, (owner, team) in store.owners.lookup(accounts.iloc[60:150]).items():
+        out.setdefault(owner, []).append((account, team))
+    return {o: a for o, a in out.items() if len(a) >= 3}
+
+
+def test_http_a_csm_key_acts_on_its_own_and_its_teams_warnings_only(client, store, served_settings):
+    owners = _accounts_by_owner(store, served_settings)
+    assert len(owners) >= 2, owners.keys()
+    (owner, mine), (other_owner, theirs) = list(owners.items())[:2]
+    solo = _scoped_key(served_settings, "csm", owner, None)  # an owner, no team: its own warnings only
+    ok = _post(client, "/interventions", {"warning_id": _raise(store, mine[0][0], "2026-03-09")["warning_id"],
+                                          "playbook_id": "csm-call"}, solo)
+    assert ok.status_code == 200, ok.text
+    other = _raise(store, theirs[0][0], "2026-03-09")
+    refused = _post(client, "/interventions", {"warning_id": other["warning_id"], "playbook_id": "csm-call"}, solo)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["field"] == "warning_id" and other_owner in refused.json()["error"]
+    assert store.get(other["warning_id"])["interventions"] == []  # nothing written
+    assert store.get(other["warning_id"])["status"] == "open"
+    teamed = _scoped_key(served_settings, "csm", owner, theirs[0][1])  # the other owner's team: reaches it
+    assert _post(client, "/interventions", {"warning_id": other["warning_id"], "playbook_id": "csm-call"},
+                 teamed).status_code == 200
+
+
+def test_http_a_scoped_sales_key_reads_its_own_inbox_only(client, store, served_settings):
+    (owner, mine), (other_owner, theirs) = list(_accounts_by_owner(store, served_settings).items())[:2]
+    _raise(store, mine[1][0], "2026-03-16"), _raise(store, theirs[1][0], "2026-03-16")
+    key = _scoped_key(served_settings, "sales", owner, None)
+    got = _post(client, "/warnings", {"limit": 1000}, key)
+    assert got.status_code == 200, got.text
+    assert {w["owner"] for w in got.json()["warnings"]} == {owner}
+    refused = _post(client, "/warnings", {"owner": other_owner}, key)
+    assert refused.status_code == 403 and refused.json()["field"] == "owner", refused.text
+    # an unscoped admin key still reads the other owner's warnings
+    assert _post(client, "/warnings", {"owner": other_owner, "limit": 1000},
+                 _scoped_key(served_settings, "admin", None, None)).json()["warnings"]
+
+
+def test_http_an_intervention_cannot_be_dated_back_to_the_warnings_raise(client, store, served_settings):
+    w = _raise(store, list(_accounts_by_owner(store, served_settings).values())[0][2][0], "2026-03-23")
+    key = _scoped_key(served_settings, "admin", None, None)
+    back = _post(client, "/interventions", {"warning_id": w["warning_id"], "playbook_id": "csm-call",
+                                            "at": w["raised_at"]}, key)
+    assert back.status_code == 400 and back.json()["field"] == "at", back.text
+    assert "before the request arrived" in back.json()["error"]
+    assert store.get(w["warning_id"])["interventions"] == []
+
+
+def test_http_a_key_over_its_mark_rate_gets_429(client, store, served_settings):
+    accounts = pd.read_parquet(served_settings.raw_dir / "accounts.parquet", columns=["account_id"])["account_id"]
+    key = _scoped_key(served_settings, "admin", None, None)
+    rate = served_settings.playbook_marks_per_key_hour
+    ids = [_raise(store, a, "2026-03-30")["warning_id"] for a in accounts.iloc[:rate + 1]]
+    codes = [_post(client, "/interventions", {"warning_id": wid, "not_applicable": True, "reason": "rate"},
+                   key).status_code for wid in ids]
+    assert codes == [200] * rate + [429], codes
+    assert store.get(ids[-1])["interventions"] == []
