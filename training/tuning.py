@@ -182,6 +182,9 @@ def open_study(settings: Settings, name: str, study_name: str | None, seed: int,
 
     warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # "A new study created in RDB with name: ..." and a line per trial: with --verbose only (the
+    # command prints its own progress); optuna sets its logger to INFO when first imported
+    optuna.logging.set_verbosity(optuna.logging.INFO if settings.verbose else optuna.logging.WARNING)
     study_name = study_name or default_study_name(name, digest, seed)
     with study_lock(settings, storage_url(settings), study_name):
         storage = optuna.storages.RDBStorage(storage_url(settings), heartbeat_interval=max(1, int(heartbeat)),

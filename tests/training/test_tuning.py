@@ -113,3 +113,16 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_after_th
     assert study._storage.get_trial(orphan._trial_id).state.name == "FAIL"
     study.tell(replacement, 1.0)
     assert tuning.next_trial(study, 1) == "done"
+
+
+def test_optuna_says_a_study_was_created_with_verbose_only(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom salesml.settings import Settings\nfrom training import tuning\n"
+            "tuning.open_study(Settings(home=sys.argv[1], verbose=sys.argv[2] == 'loud'), 'toy', sys.argv[2], "
+            "seed=0, heartbeat=1, grace=3)\n")
+    err = {how: subprocess.run([sys.executable, "-c", code, str(tmp_path), how], capture_output=True, text=True,
+                               timeout=120, check=True).stderr for how in ("quiet", "loud")}
+    assert "A new study created" not in err["quiet"], err["quiet"]
+    assert "A new study created in RDB with name: loud" in err["loud"], err["loud"]
