@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from salesml.contract import ID_MAX_LENGTH
 from salesml.settings import Settings
@@ -76,7 +76,8 @@ class Gate:
         caller, status = None, {"code": 500}
         state = scope.setdefault("state", {})
         t0 = time.perf_counter()
-        recorded, pending = False, {}
+        recorded = False
+        pending: dict[str, Any] = {}  # the held status line ("start"), and what became of the answer
         gone = False  # the client disconnected before an answer started
 
         def record() -> bool:
@@ -101,27 +102,30 @@ class Gate:
                 return False
 
         async def send_logged(message):
-            """The answer goes out only once its access-log row is committed: an acknowledged call always
-            has its row (a kill right after the reply cannot lose it), and a call whose row cannot be
-            written is answered 503 instead of its data (every access to scores is attributable)."""
+            """No byte of the answer leaves before its access-log row is committed: an acknowledged call
+            always has its row (a kill right after the reply cannot lose it), and a call whose row cannot
+            be written is answered 503 instead of its data (every access to scores is attributable).
+
+            The row is committed when the answer's first part comes, before the status line goes out, not
+            at its last part: BentoML sends a JSON answer as its status with a ``content-length``, the body
+            (``more_body``) and then an empty last part, and the client has the whole answer with the body
+            part, before the last part is even sent."""
+            if pending.get("withheld"):  # the app's answer was replaced by the 503: the rest of it is dropped
+                return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 pending["start"] = message
                 pending["started"] = True
                 return
             start = pending.pop("start", None)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                # the body's last part: the row is committed first, also when earlier parts already went out
-                # (a streamed answer is complete for the client only with its last part)
-                if not record():
-                    if start is None:  # the status already left: cut the answer short instead of a 503
-                        raise RuntimeError("the access log could not be written; the answer was cut short")
-                    status["code"] = 503
-                    body = b'{"error": "the access log could not be written; nothing was answered", "field": null}'
-                    start = {**start, "status": 503, "headers": [
-                        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        (b"x-request-id", request_id.encode())]}
-                    message = {"type": "http.response.body", "body": body}
+            if start is not None and not record():
+                status["code"] = 503
+                body = b'{"error": "the access log could not be written; nothing was answered", "field": null}'
+                start = {**start, "status": 503, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode())]}
+                message = {"type": "http.response.body", "body": body}
+                pending["withheld"] = True
             if start is not None:
                 await send(start)
             await send(message)
@@ -240,6 +244,8 @@ class Gate:
             state.update(caller=caller, request_id=request_id)
             await self.app(scope, replay, send_with_id)
         finally:
+            if not recorded and not gone:  # the app ended without answering (an error): the server says 500
+                status["code"] = 500
             record()  # calls that ended without a full answer (a disconnect, an error) get their row too
 
 

@@ -26,6 +26,17 @@ async def _ok(scope, receive, send):
     await send({"type": "http.response.body", "body": b"{}"})
 
 
+async def _streamed(scope, receive, send):
+    """Answers as BentoML's ``IterableResponse`` does: a status with a content-length, the body as a part
+    with ``more_body``, then an empty last part. The client has the whole answer with the body part."""
+    await receive()
+    body = b'{"request_id": "r"}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 @pytest.fixture
 def gated(tmp_path):
     settings = Settings(home=tmp_path)
@@ -83,11 +94,62 @@ def test_concurrent_keys_add_keeps_every_key(tmp_path):
     assert all(store.resolve(key) is not None for key in printed)
 
 
-def test_an_answer_whose_access_row_cannot_be_written_is_withheld(tmp_path):
+def _call(gate: Gate, key: str, on_send) -> None:
+    """One POST /health through ``gate`` as the ASGI server makes it; ``on_send(message)`` sees what leaves."""
+    import asyncio
+
+    body = json.dumps({"account_ids": ["A1"]}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/health", "query_string": b"", "client": ("127.0.0.1", 5),
+             "headers": [(b"x-api-key", key.encode()), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        on_send(message)
+
+    asyncio.run(gate(scope, receive, send))
+
+
+@pytest.mark.parametrize("app", [_ok, _streamed], ids=["one-part", "bentoml-parts"])
+def test_no_byte_of_an_answer_leaves_before_its_access_row_is_committed(tmp_path, app):
+    """The guarantee the SIGKILL test (tests/serving/test_server.py) checks: when the status line and the
+    body leave, the call's row is already in the log, as another process reads it. A row committed only
+    at the empty last part (as before) was lost when the server was killed after the client had read the
+    whole answer (content-length bytes) and before that last part."""
+    settings = Settings(home=tmp_path)
+    key = KeyStore(settings.api_keys_path).add("csm", "t-csm")[1]
+    reader = PredictionLog(settings.prediction_log_path)
+    seen = []
+    _call(Gate(app, settings), key, lambda m: seen.append((m["type"], m.get("body"), reader.count("access"))))
+    assert seen[0] == ("http.response.start", None, 1), seen
+    assert all(rows == 1 for _, _, rows in seen), seen
+    assert b"".join(b or b"" for _, b, _ in seen) == (b"{}" if app is _ok else b'{"request_id": "r"}')
+    assert list(reader.access()["status"]) == [200]
+
+
+async def _fails_after_start(scope, receive, send):
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    raise RuntimeError("the scoring code failed after its status")
+
+
+def test_an_app_that_fails_after_its_status_is_logged_as_the_500_the_client_gets(tmp_path):
+    settings = Settings(home=tmp_path)
+    key = KeyStore(settings.api_keys_path).add("csm", "t-csm")[1]
+    client = TestClient(Gate(_fails_after_start, settings), raise_server_exceptions=False)
+    r = client.post("/health", json={"account_ids": ["A1"]}, headers={"X-API-Key": key})
+    assert r.status_code == 500
+    assert list(PredictionLog(settings.prediction_log_path).access()["status"]) == [500]
+
+
+@pytest.mark.parametrize("app", [_ok, _streamed], ids=["one-part", "bentoml-parts"])
+def test_an_answer_whose_access_row_cannot_be_written_is_withheld(tmp_path, app):
     """Every access to scores is attributable: no row, no data (503), and nothing half-sent."""
     settings = Settings(home=tmp_path)
     key = KeyStore(settings.api_keys_path).add("csm", "t-csm")[1]
-    gate = Gate(_ok, settings)
+    gate = Gate(app, settings)
 
     class Broken:
         def append_access(self, record):
@@ -96,3 +158,4 @@ def test_an_answer_whose_access_row_cannot_be_written_is_withheld(tmp_path):
     gate._log = Broken()
     r = TestClient(gate).post("/health", json={"account_ids": ["A1"]}, headers={"X-API-Key": key})
     assert r.status_code == 503 and "access log" in r.json()["error"] and r.headers["x-request-id"]
+    assert "request_id" not in r.text  # none of the app's answer went out, before or after the 503
