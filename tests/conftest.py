@@ -12,6 +12,27 @@ from salesml.settings import Settings
 SMALL = dict(accounts=150, leads=600, reps=12, weeks=60, seed=11)
 
 
+@pytest.fixture(autouse=True)
+def _cli_environment_restored():
+    """What an in-process CLI invocation (``CliRunner``) puts in ``os.environ`` is put back after the test:
+    ``salesml.cli.base.quiet`` sets PYTHONWARNINGS, MLflow's log level and progress bar (``QUIET_ENV``)
+    and SALESML_VERBOSE for the servers a command starts, and left there they reached every later test
+    and every server later tests started (those of tests/serving/test_server.py among them)."""
+    import sys
+
+    saved = dict(os.environ)
+    yield
+    base = sys.modules.get("salesml.cli.base")
+    if base is None:  # no command ran in this process yet
+        return
+    for name in (*base.QUIET_ENV, "SALESML_VERBOSE"):
+        if name in saved:
+            os.environ[name] = saved[name]
+        else:
+            os.environ.pop(name, None)
+    base._verbose_env_ours = False
+
+
 @pytest.fixture(scope="session")
 def export_dir(tmp_path_factory):
     from salesml.simulator import generate

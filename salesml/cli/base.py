@@ -46,6 +46,12 @@ MODEL_HELP = " | ".join(MODEL_NAMES)
 
 
 _verbose_env_ours = False  # whether quiet() set SALESML_VERBOSE itself (for --verbose)
+# What quiet() puts in the environment (where the user set nothing) when the command is not verbose.
+QUIET_ENV = {
+    "PYTHONWARNINGS": "ignore",  # subprocesses (bentoml serve) too
+    "MLFLOW_LOGGING_LEVEL": "ERROR",  # MLflow resets its loggers when imported
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # before any settings are read
+}
 
 
 def quiet(verbose: bool) -> None:
@@ -67,9 +73,8 @@ def quiet(verbose: bool) -> None:
     if _verbose_from_settings():
         return
     warnings.filterwarnings("ignore")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # subprocesses (bentoml serve) too
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow resets its loggers when imported
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # before any settings are read
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
     logging.captureWarnings(True)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
