@@ -364,33 +364,23 @@ def _read_ids(path: str, key: str, mtime_ns: int, size: int) -> frozenset[str] |
 def id_violations(raw_dir: Path, table: str, rows: pd.DataFrame) -> list:
     """What is wrong with the ids of rows sent to the service for ``table`` (a list of Violation).
 
-    Key and foreign-key columns holding text (``event_id``, ``lead_id``, ``account_id``...) must
-    match ``ID_PATTERN`` and be at most ``ID_MAX_LENGTH`` long; a well-formed foreign key must be
-    a key of its parent table in the export (``known_ids``); an export without that table is a
-    violation too, not a pass. Rows are 1-based positions in ``rows``; null ids are left to
-    ``validate_table``.
+    A well-formed foreign key (``lead_id``, ``account_id``...) must be a key of its parent table
+    in the export (``known_ids``); an export without that table is a violation too, not a pass.
+    Malformed ids (not ``ID_PATTERN``, longer than ``ID_MAX_LENGTH``) and null ids are
+    ``validate_table``'s to report, for exports and pushes alike; they are skipped here. Rows are
+    1-based positions in ``rows``.
     """
-    from salesml.contract import ID_MAX_LENGTH, ID_PATTERN, TABLES
-    from salesml.validation import ContractError, Violation
+    from salesml.contract import TABLES
+    from salesml.validation import ContractError, Violation, is_api_id
 
     spec = TABLES[table]
     rows = rows.reset_index(drop=True)
-    out, malformed = [], {}
-    for col in dict.fromkeys([*spec.key, *spec.foreign_keys]):
-        if col not in rows.columns or spec.col(col).dtype != "str":
-            continue
-        s = rows[col].astype("string")
-        ok = (s.str.len() <= ID_MAX_LENGTH) & s.str.fullmatch(ID_PATTERN)
-        bad = s.notna() & ~ok.fillna(False).astype(bool)
-        malformed[col] = bad
-        if bad.any():
-            out.append(Violation(table, col, _positions(bad), f"an id of at most {ID_MAX_LENGTH} characters "
-                                 f"matching {ID_PATTERN}", _show_ids(s[bad])))
+    out = []
     for col, parent in spec.foreign_keys.items():
         if col not in rows.columns:
             continue
         s = rows[col].astype("string")
-        check = s.notna() & ~malformed.get(col, pd.Series(False, index=s.index))
+        check = s.notna() & is_api_id(s)
         if not check.any():
             continue
         parent_key = TABLES[parent].key[0]

@@ -7,12 +7,20 @@ human-readable version of this file; ``tests/salesml/test_contract_docs.py`` kee
 
 Every timestamp column also carries ``NOT_BEFORE_MIN`` (no time before ``MIN_TIMESTAMP``: a
 1900 or year-1000 date is a broken export, not history), so the Markdown lists it per column.
+
+Numbers are bounded twice: every float column holds a finite value within float32 range
+(``FLOAT32_MAX``: XGBoost scores float32, so a larger value becomes inf inside the booster and
+makes its entity unscorable), and each numeric column carries a plausibility range (a week of
+10**18 logins is a broken feed, not a busy customer). Rules across the columns of a row (a
+contract that ends before it starts) are the table's ``row_rules``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -26,6 +34,14 @@ FUTURE_OK_YEARS = 10
 # What an entity or event id sent to the service (a request, a pushed row, an outcome) may look like.
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 ID_MAX_LENGTH = 64
+# The largest magnitude a float column may hold: XGBoost scores float32, a larger value overflows to inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT_RULE = f"a finite number within float32 range (|x| <= {FLOAT32_MAX:.4g})"
+# Plausibility bounds shared by several columns (each column's own range is in TABLES).
+MAX_COUNT_WEEK = 100_000_000  # a count per account and week (logins, key feature uses, scans)
+MAX_PEOPLE = 10_000_000  # employees, active users, company size: beyond the largest employers
+MAX_MONEY = 10_000_000_000  # an annual contract value or a deal, in the export's currency
+MAX_DAYS = 3650  # a sales cycle or close cycle: ten years
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,23 @@ class Col:
     checks: tuple = ()
     doc: str = ""
     future_ok: bool = False  # scheduled dates (a renewal) may lie ahead; observed times may not
+
+    @property
+    def is_id(self) -> bool:
+        """An id column: what the API's id pattern must be able to query (``ID_PATTERN``)."""
+        return self.dtype == "str" and self.name.endswith("_id")
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A rule across the columns of one row. ``bad(frame)`` is True where a row breaks it; the
+    violation names ``column`` and says ``text``. It applies when every column in ``needs`` is in
+    the file; a row whose value there was already refused (a type error) is left out."""
+
+    text: str
+    column: str
+    needs: tuple[str, ...]
+    bad: Callable[[pd.DataFrame], pd.Series]
 
 
 @dataclass(frozen=True)
@@ -51,6 +84,7 @@ class Table:
     # empty (``features build`` lists them) instead of the export being refused. Keys, event times
     # and label columns are never among them.
     omittable: tuple[str, ...] = ()
+    row_rules: tuple[RowRule, ...] = ()
 
     @property
     def timestamp_columns(self) -> list[str]:
@@ -68,7 +102,38 @@ def _between(lo: float, hi: float) -> tuple:
     return (pa.Check.in_range(lo, hi),)
 
 
-NONNEG = (pa.Check.ge(0),)
+def number_text(x: float) -> str:
+    """A bound as the docs and violations write it: 86,400, 0.5, 1,000,000,000,000."""
+    x = float(x)
+    return f"{int(x):,}" if x.is_integer() else f"{x:g}"
+
+
+def range_text(lo: float | None, hi: float | None) -> str:
+    """A plausibility range in words (the contract's ranges and a custom column's min/max)."""
+    if lo is not None and hi is not None:
+        return f"a value from {number_text(lo)} to {number_text(hi)}"
+    if lo is not None:
+        return f"a value >= {number_text(lo)}"
+    return f"a value <= {number_text(hi)}" if hi is not None else "any value"
+
+
+def _upto(hi: float) -> tuple:
+    """A non-negative quantity with a plausible maximum."""
+    return _between(0, hi)
+
+
+def _ends_after_start(df: pd.DataFrame) -> pd.Series:
+    return df["end_date"] < df["start_date"]
+
+
+def _converted_without_time(df: pd.DataFrame) -> pd.Series:
+    return df["converted"].eq(True) & df["converted_at"].isna()
+
+
+def _time_without_conversion(df: pd.DataFrame) -> pd.Series:
+    return df["converted"].eq(False) & df["converted_at"].notna()
+
+
 # Named in words: contract_doc renders a check's name as the column's rule, validation._explain
 # turns it into the violation's "expected" text.
 NOT_BEFORE_MIN = pa.Check(lambda s: s.isna() | (s >= MIN_TIMESTAMP),
@@ -94,7 +159,7 @@ TABLES: dict[str, Table] = {
                 Col("name", "str", required=False, nullable=True, doc="Display name."),
                 Col("industry", "str", doc="Industry, e.g. saas, finance, retail."),
                 Col("region", "str", doc="Sales region, e.g. emea, na, apac."),
-                Col("employees", "int", required=False, nullable=True, checks=(pa.Check.ge(1),)),
+                Col("employees", "int", required=False, nullable=True, checks=_between(1, MAX_PEOPLE)),
                 Col("created_at", "ts", doc="When the account was created in the CRM."),
             ),
             key=("account_id",),
@@ -108,7 +173,7 @@ TABLES: dict[str, Table] = {
                 Col("contract_id", "str"),
                 Col("account_id", "str"),
                 Col("tier", "str", checks=_in("basic", "pro", "enterprise")),
-                Col("annual_value", "float", checks=NONNEG, doc="Annual contract value."),
+                Col("annual_value", "float", checks=_upto(MAX_MONEY), doc="Annual contract value."),
                 Col("start_date", "ts"),
                 Col("end_date", "ts", future_ok=True,
                     doc=f"Renewal date (may lie in the future, at most {FUTURE_OK_YEARS} years ahead)."),
@@ -123,6 +188,8 @@ TABLES: dict[str, Table] = {
             event_ts="snapshot_at",
             foreign_keys={"account_id": "accounts"},
             omittable=("tier", "annual_value", "start_date", "end_date", "sla_target"),
+            row_rules=(RowRule("an end_date not before start_date", "end_date", ("start_date", "end_date"),
+                               _ends_after_start),),
         ),
         Table(
             "usage_weekly",
@@ -131,14 +198,15 @@ TABLES: dict[str, Table] = {
                 Col("account_id", "str"),
                 Col("week_start", "ts", checks=(MONDAY_MIDNIGHT,),
                     doc="Monday 00:00 UTC of the week; known at week end."),
-                Col("logins", "int", checks=NONNEG),
-                Col("active_users", "int", checks=NONNEG),
-                Col("key_feature_uses", "int", checks=NONNEG),
-                Col("api_calls", "int", checks=NONNEG),
-                Col("config_changes", "int", checks=NONNEG, doc="Configuration change depth."),
-                Col("scans_run", "int", required=False, nullable=True, checks=NONNEG,
+                Col("logins", "int", checks=_upto(MAX_COUNT_WEEK)),
+                Col("active_users", "int", checks=_upto(MAX_PEOPLE)),
+                Col("key_feature_uses", "int", checks=_upto(MAX_COUNT_WEEK)),
+                Col("api_calls", "int", checks=_upto(1_000_000_000_000),
+                    doc="API calls in the week (up to ~1.6 million a second)."),
+                Col("config_changes", "int", checks=_upto(MAX_PEOPLE), doc="Configuration change depth."),
+                Col("scans_run", "int", required=False, nullable=True, checks=_upto(MAX_COUNT_WEEK),
                     doc="Domain measure: vulnerability scans run."),
-                Col("custom_rules", "int", required=False, nullable=True, checks=NONNEG,
+                Col("custom_rules", "int", required=False, nullable=True, checks=_upto(MAX_PEOPLE),
                     doc="Domain measure: custom rules defined."),
             ),
             key=("account_id", "week_start"),
@@ -187,11 +255,11 @@ TABLES: dict[str, Table] = {
                 Col("lead_id", "str"),
                 Col("industry", "str"),
                 Col("region", "str"),
-                Col("company_size", "int", required=False, nullable=True, checks=(pa.Check.ge(1),)),
+                Col("company_size", "int", required=False, nullable=True, checks=_between(1, MAX_PEOPLE)),
                 Col("source", "str", checks=_in("web", "event", "referral", "outbound", "partner")),
                 Col("product_interest", "str", doc="Product line the lead asked about."),
                 Col("created_at", "ts"),
-                Col("expected_deal_amount", "float", required=False, nullable=True,
+                Col("expected_deal_amount", "float", required=False, nullable=True, checks=_upto(MAX_MONEY),
                     doc="A rep's subjective estimate; kept for reference, never a feature."),
             ),
             key=("lead_id",),
@@ -213,7 +281,8 @@ TABLES: dict[str, Table] = {
                     doc="Page path category for page_view: pricing, case_study, product, blog."),
                 Col("doc_type", "str", required=False, nullable=True,
                     doc="For doc_download: whitepaper, datasheet, pricing_sheet, case_study."),
-                Col("dwell_seconds", "float", required=False, nullable=True, checks=NONNEG),
+                Col("dwell_seconds", "float", required=False, nullable=True, checks=_upto(86_400),
+                    doc="Seconds on the page or asset; more than a day is a tracking artefact."),
                 Col("webinar_completion", "float", required=False, nullable=True,
                     checks=_between(0, 1), doc="Share of the webinar watched."),
             ),
@@ -243,11 +312,11 @@ TABLES: dict[str, Table] = {
             (
                 Col("rep_id", "str"),
                 Col("as_of", "ts"),
-                Col("open_leads", "int", checks=NONNEG),
-                Col("capacity", "int", required=False, nullable=True, checks=(pa.Check.ge(1),),
+                Col("open_leads", "int", checks=_upto(100_000)),
+                Col("capacity", "int", required=False, nullable=True, checks=_between(1, 100_000),
                     doc="Most open leads the rep should carry."),
                 Col("win_rate_90d", "float", checks=_between(0, 1)),
-                Col("avg_close_cycle_days", "float", nullable=True, checks=NONNEG),
+                Col("avg_close_cycle_days", "float", nullable=True, checks=_upto(MAX_DAYS)),
             ),
             key=("rep_id", "as_of"),
             event_ts="as_of",
@@ -265,11 +334,17 @@ TABLES: dict[str, Table] = {
                 Col("first_touch_at", "ts", required=False, nullable=True),
                 Col("converted", "bool"),
                 Col("converted_at", "ts", required=False, nullable=True),
-                Col("cycle_days", "float", required=False, nullable=True, checks=NONNEG),
+                Col("cycle_days", "float", required=False, nullable=True, checks=_upto(MAX_DAYS)),
             ),
             key=("assignment_id",),
             event_ts="assigned_at",
             foreign_keys={"lead_id": "leads", "rep_id": "reps"},
+            row_rules=(
+                RowRule("a converted_at where converted is true", "converted_at", ("converted", "converted_at"),
+                        _converted_without_time),
+                RowRule("no converted_at where converted is false", "converted_at", ("converted", "converted_at"),
+                        _time_without_conversion),
+            ),
         ),
     ]
 }

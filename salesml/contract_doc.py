@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from salesml.contract import FUTURE_OK_YEARS, FUTURE_TOLERANCE, MIN_TIMESTAMP, TABLES
+from salesml.contract import (
+    FLOAT_RULE,
+    FUTURE_OK_YEARS,
+    FUTURE_TOLERANCE,
+    ID_MAX_LENGTH,
+    ID_PATTERN,
+    MIN_TIMESTAMP,
+    TABLES,
+    number_text,
+)
 
 INTRO = f"""# Raw-data contract
 
@@ -21,7 +30,19 @@ Rules for every table:
   header that repeats a name, is rejected rather than one of them silently preferred.
 - **Required** columns must be present; **optional** ones may be left out of the file entirely
   (the features built from them are then missing). "may be empty" means nulls are allowed.
-- Keys are unique; foreign keys must exist in the parent table.
+- Keys are unique; foreign keys must exist in the parent table. Every `*_id` column holds ids the
+  API can query: at most {ID_MAX_LENGTH} characters matching `{ID_PATTERN}` (no emoji, no
+  spaces, never empty).
+- **Numbers are bounded.** Every float column holds {FLOAT_RULE}:
+  XGBoost scores float32, so a larger value (1e39, 1e308) or inf would make its entity
+  unscorable. Each numeric column also has a plausible range, its "rule" below, set far above
+  the largest customer one would meet (10 million people, 100 million logins a week, 10 billion
+  a year, a day on one page, ten years of sales cycle): a week of 10^18 logins is a broken feed,
+  not a busy account. A custom column's `min` and `max` in `salesml.yaml` are its range. The
+  same checks guard `POST /events`: a pushed row outside them is refused (400), never stored.
+- **Types are not guessed.** A `true`/`false` value (JSON, a parquet boolean) is refused in
+  number, time and text columns, and a number in a text column (an id sent as `0.0`) is refused
+  rather than stored as `"0.0"`.
 - Booleans in CSV: `true/false`, `1/0`, `yes/no` (any case).
 - Columns the contract does not name are ignored, and `salesml data validate` lists each one,
   unless they are declared under `custom_columns` in the project's `salesml.yaml`: then they are
@@ -52,6 +73,8 @@ def contract_markdown() -> str:
         if t.omittable:
             parts.append(f"May be left out although required (the features built from them stay empty): "
                          f"{', '.join(f'`{c}`' for c in t.omittable)}.\n")
+        if t.row_rules:
+            parts.append("Each row holds " + "; ".join(f"{r.text} (`{r.column}`)" for r in t.row_rules) + ".\n")
         parts.append("| column | type | required | may be empty | rule | meaning |\n|---|---|---|---|---|---|")
         for c in t.columns:
             rules = "; ".join(_rule(ch) for ch in c.checks)
@@ -66,7 +89,9 @@ def _rule(check) -> str:
     if name == "isin":
         return "one of " + ", ".join(f"`{v}`" for v in stats.get("allowed_values", []))
     if name == "in_range":
-        return f"{stats.get('min_value')}..{stats.get('max_value')}"
+        return f"{number_text(stats['min_value'])}..{number_text(stats['max_value'])}"
     if name == "greater_than_or_equal_to":
-        return f">= {stats.get('min_value')}"
+        return f">= {number_text(stats['min_value'])}"
+    if name == "less_than_or_equal_to":
+        return f"<= {number_text(stats['max_value'])}"
     return name

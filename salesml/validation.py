@@ -10,19 +10,25 @@ feature store) only go on when the list of violations is empty.
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.parquet as pq
 
 from salesml.contract import (
+    FLOAT32_MAX,
+    FLOAT_RULE,
     FUTURE_OK_YEARS,
     FUTURE_TOLERANCE,
+    ID_MAX_LENGTH,
+    ID_PATTERN,
     MIN_TIMESTAMP,
     MONDAY_MIDNIGHT,
     NOT_BEFORE_MIN,
@@ -31,10 +37,21 @@ from salesml.contract import (
     UTC_TEXT,
     Col,
     Table,
+    range_text,
 )
 
 PANDAS_DTYPES = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean", "ts": TS}
 BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+# What a type error says was expected, per contract dtype. True/false is never a number, a time or
+# text: pandas would read it as 1/0, and a time parser raises on it.
+TYPE_TEXT = {
+    "str": "type string (text; a number or true/false is not an id or a label)",
+    "int": "type Int64 (a whole number; true/false is not one)",
+    "float": f"type Float64 ({FLOAT_RULE}; true/false is not one)",
+    "bool": "type boolean",
+    "ts": "type datetime64[us, UTC]",
+}
+ID_TEXT = f"an id of at most {ID_MAX_LENGTH} characters matching {ID_PATTERN} (what the API can query)"
 MAX_ROWS_SHOWN = 10
 
 
@@ -145,8 +162,16 @@ def _from_pandera(table: Table, cases: pd.DataFrame) -> list[Violation]:
     return out
 
 
+_BOUND = re.compile(r"^(in_range|greater_than_or_equal_to|less_than_or_equal_to)\(([^,()]+)(?:, ([^,()]+))?\)$")
+
+
 def _explain(check: str) -> str:
     check = str(check)
+    bound = _BOUND.match(check)
+    if bound:
+        kind, a, b = bound.groups()
+        lo, hi = {"in_range": (a, b), "greater_than_or_equal_to": (a, None), "less_than_or_equal_to": (None, a)}[kind]
+        return range_text(None if lo is None else float(lo), None if hi is None else float(hi))
     if check.startswith("coerce_dtype("):
         return "type " + check[len("coerce_dtype("):].rstrip(")").strip("'")
     if check.startswith("column_in_dataframe"):
@@ -236,8 +261,35 @@ def _parse_utc_text(s: pd.Series) -> pd.Series:
     return out
 
 
+def _flags(s: pd.Series) -> pd.Series:
+    """Where ``s`` holds true/false (a boolean column, or bool objects among other values)."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.notna()
+    if s.dtype == object:
+        return s.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)
+    return pd.Series(False, index=s.index)
+
+
+def _floats(s: pd.Series) -> pd.Series:
+    """Where ``s`` holds a float (a float column, or float objects among text): not an id or a label."""
+    if pd.api.types.is_float_dtype(s.dtype):
+        return s.notna()
+    if s.dtype == object:
+        return s.map(lambda v: isinstance(v, (float, np.floating)) and v == v).astype(bool)
+    return pd.Series(False, index=s.index)
+
+
 def _coerce(s: pd.Series, dtype: str) -> tuple[pd.Series, pd.Series]:
-    """The column in its contract dtype with NA where a value does not convert, and where that was."""
+    """The column in its contract dtype with NA where a value does not convert, and where that was.
+
+    True/false converts only in a bool column; a float never becomes text (an id sent as 0.0 is
+    not the id "0.0"); a float column holds finite float32 values only."""
+    original = s
+    refused = _flags(s) if dtype != "bool" else pd.Series(False, index=s.index)
+    if dtype == "str":
+        refused |= _floats(s)
+    if refused.any():
+        s = s.astype(object).where(~refused)
     numeric = pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
     if dtype == "str":
         out = s.astype("string")
@@ -246,8 +298,8 @@ def _coerce(s: pd.Series, dtype: str) -> tuple[pd.Series, pd.Series]:
             out = s.dt.tz_convert("UTC")
         elif pd.api.types.is_datetime64_dtype(s.dtype):
             out = pd.Series(pd.NaT, index=s.index, dtype=TS)  # zone unknown; the UTC check names it
-        else:
-            out = _parse_utc_text(s)
+        else:  # only text is a time here: a number or a flag is a type error, never an epoch
+            out = _parse_utc_text(s.where(s.map(lambda v: isinstance(v, str))))
         out = out.astype(TS)
     elif dtype == "bool":
         if pd.api.types.is_bool_dtype(s.dtype):
@@ -259,14 +311,16 @@ def _coerce(s: pd.Series, dtype: str) -> tuple[pd.Series, pd.Series]:
     else:
         num = s if numeric else pd.to_numeric(s, errors="coerce")
         if dtype == "float":
-            out = num.astype("Float64")
+            f = num.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+            out = pd.Series(np.where(np.isfinite(f) & (np.abs(f) <= FLOAT32_MAX), f, np.nan),
+                            index=s.index).astype("Float64")  # inf and |x| > float32 max: NA, a type error
         elif pd.api.types.is_integer_dtype(num.dtype):
             out = num.astype("Int64")
         else:  # CSV writers turn nullable ints into "9.0": accept integral values, flag the rest
             f = num.astype("Float64")
             integral = ((f == f.round()) & (f.abs() < 2**63)).fillna(False)
             out = f.where(integral).astype("Int64")
-    return out, s.notna() & out.isna()
+    return out, original.notna() & out.isna()
 
 
 def validate_table(df: pd.DataFrame, table: Table, now: pd.Timestamp | None = None,
@@ -300,8 +354,14 @@ def validate_table(df: pd.DataFrame, table: Table, now: pd.Timestamp | None = No
         new = bad & ~typed.index.isin(seen)
         if new.any():
             violations.append(Violation(table.name, c.name, _rows(typed.index[new]),
-                                        f"type {PANDAS_DTYPES[c.dtype]}", _examples(df.loc[new, c.name])))
+                                        TYPE_TEXT[c.dtype], _examples(df.loc[new, c.name])))
         reported[c.name] = seen.union(typed.index[bad])
+        if c.is_id:
+            malformed = typed[c.name].notna() & ~is_api_id(typed[c.name])
+            if malformed.any():
+                violations.append(Violation(table.name, c.name, _rows(typed.index[malformed]), ID_TEXT,
+                                            _show(typed.loc[malformed, c.name])))
+                reported[c.name] = reported[c.name].union(typed.index[malformed])
     schema = _typed_schema(table, cols, typed.columns, now)
     try:
         typed = schema.validate(typed, lazy=True)
@@ -314,7 +374,43 @@ def validate_table(df: pd.DataFrame, table: Table, now: pd.Timestamp | None = No
         bad_keys = [i for k in table.key for i in reported.get(k, [])]
         repeat |= cases["check"].str.contains("uniqueness") & cases["index"].isin(bad_keys)
         violations += _from_pandera(table, cases[~repeat])
+        for col, grp in cases.groupby("column"):  # refused cells: a row rule does not judge them again
+            reported[str(col)] = reported.get(str(col), pd.Index([])).union(pd.Index(grp["index"].dropna()))
+    violations += _row_rule_violations(table, typed, reported)
     return typed, violations
+
+
+def is_api_id(s: pd.Series) -> pd.Series:
+    """Where a text column holds an id the API's id pattern can query (an emoji or '' cannot be asked for)."""
+    text = s.astype("string")
+    return ((text.str.len() <= ID_MAX_LENGTH) & text.str.fullmatch(ID_PATTERN)).fillna(False).astype(bool)
+
+
+def _show(values: pd.Series) -> str:
+    """Up to three values as written (repr: an empty or blank id must be visible in the message)."""
+    return ", ".join(repr(str(v))[:80] for v in values.unique()[:3])
+
+
+def _row_rule_violations(table: Table, typed: pd.DataFrame, reported: dict[str, pd.Index]) -> list[Violation]:
+    out = []
+    for rule in table.row_rules:
+        if not set(rule.needs) <= set(typed.columns):
+            continue
+        bad = rule.bad(typed).fillna(False).astype(bool)
+        for col in rule.needs:  # a value already refused is not also a broken rule
+            bad &= ~typed.index.isin(reported.get(col, pd.Index([])))
+        if bad.any():
+            shown = typed.loc[bad, list(rule.needs)].head(3)
+            found = "; ".join(", ".join(f"{k}={_plain(v)}" for k, v in row.items())
+                              for row in shown.to_dict("records"))
+            out.append(Violation(table.name, rule.column, _rows(typed.index[bad]), rule.text, found))
+    return out
+
+
+def _plain(v) -> str:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return "empty"
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
 
 
 def ignored_columns(df_columns: Iterable[str], table: Table | str, extra: Iterable[Col] = ()) -> list[str]:
