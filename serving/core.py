@@ -13,17 +13,21 @@ import math
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import pandas as pd
 
+from salesml.contract import FLOAT32_MAX, FLOAT_RULE
 from salesml.modelspec import ENTITY_TABLES, ModelSpec
 from salesml.modelspec import MODEL_NAMES as MODELS
 from salesml.settings import Settings
 from serving.auth import Caller, view
 from serving.predlog import DIRECT, PredictionLog, clean, now_utc
 from training.drivers import driver_effects, top_drivers
+
+if TYPE_CHECKING:
+    from serving.actions.playbooks import Playbooks
 
 # Intent bands by probability of conversion within 90 days (score >= value).
 INTENT_BANDS = (("A", 0.5), ("B", 0.3), ("C", 0.15))
@@ -48,8 +52,6 @@ class UnknownFeature(RequestError):
         super().__init__("rows", message)
 
 
-# XGBoost scores float32: a larger magnitude overflows to inf inside the booster.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -93,6 +95,21 @@ def _active_reps(export_dir) -> list[str]:
     return reps.loc[active, "rep_id"].astype(str).tolist()
 
 
+def _unscorable(frame: pd.DataFrame, numeric: list[str]) -> dict[int, str]:
+    """Row position -> why, for the rows of ``frame`` with a numeric feature that is not a finite
+    float32 (missing values are fine: the booster reads them as missing)."""
+    if frame.empty or not numeric:
+        return {}
+    x = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        wrong = ~np.isnan(x) & (~np.isfinite(x) | (np.abs(x) > FLOAT32_MAX))
+    out = {}
+    for k in np.flatnonzero(wrong.any(axis=1)):
+        j = int(np.flatnonzero(wrong[k])[0])
+        out[int(k)] = f"feature {numeric[j]} = {x[k, j]:g} is not {FLOAT_RULE}"
+    return out
+
+
 def _registry_models(settings: Settings, only: tuple[str, ...]) -> dict[str, dict[str, Loaded]]:
     """Each model's champion (and challenger where a share is configured) by alias; a model without a
     champion is left out (an export that does not feed it: the others are served)."""
@@ -129,7 +146,8 @@ class ScoringCore:
         self.active_reps = active_reps
         self.raw_dir = raw_dir or settings.export_dir
         self.specs = specs or {m: settings.spec(m, self.raw_dir) for m in MODELS}
-        self._services = {}
+        self._services: dict[str, Any] = {}
+        self.playbooks: Playbooks | None
         from serving.actions.playbooks import PlaybookError, load_playbooks
 
         try:  # each level's playbook (salesml/specs/playbooks.yaml or SALESML_PLAYBOOKS_FILE)
@@ -255,7 +273,7 @@ class ScoringCore:
                  else self._rows_frame(rows or [], spec, "lead_id", self.specs["intent"].feature_service))
         results: list[dict | None] = [None] * len(frame)
         records = []
-        for loaded, idx in self._groups("intent", frame, "lead_id"):
+        for loaded, idx in self._groups("intent", frame, "lead_id", results):
             part = frame.iloc[idx]
             p = loaded.model.predict_proba(part)
             why = driver_effects(loaded.model.contributions(part).drop(columns="bias"))
@@ -270,17 +288,30 @@ class ScoringCore:
                                                               "band": out["band"]},
                                             variant=DIRECT if rows is not None and not lead_ids else None))
         self._unknown(frame, "lead_id", results)
-        answer = {"request_id": request_id, "results": [view(r, role) for r in results]}
+        answer = {"request_id": request_id, "results": [view(cast(dict, r), role) for r in results]}
         self.log.append_predictions(records)  # only once the answer is built: the log holds what was served
         return answer
 
-    def _groups(self, model: str, frame: pd.DataFrame, key: str):
-        """(variant, row positions) for the known rows of ``frame``."""
+    def _groups(self, model: str, frame: pd.DataFrame, key: str, results: list):
+        """(variant, row positions) for the known rows of ``frame`` that its model can score.
+
+        A row holding a value the booster refuses (inf, or beyond float32: stored before the
+        contract bounded pushes, or by a path that skipped it) gets its own error in ``results``
+        and is left out, so the rest of the batch is scored: one entity, never the batch."""
         known = np.flatnonzero(frame["_known"].to_numpy())
         by: dict[str, list[int]] = {}
         for i in known:
             by.setdefault(self.route(model, str(frame.iloc[i][key])).variant, []).append(int(i))
-        return [(self.models[model][v], idx) for v, idx in by.items()]
+        groups = []
+        for v, idx in by.items():
+            loaded = self.models[model][v]
+            bad = _unscorable(frame.iloc[idx], [c for c in loaded.model.spec.numeric if c in frame.columns])
+            for k, why in bad.items():
+                entity = str(frame.iloc[idx[k]][key])
+                results[idx[k]] = {key: entity, "error": f"{key} {entity} cannot be scored: its stored {why}"}
+            if len(bad) < len(idx):
+                groups.append((loaded, [i for k, i in enumerate(idx) if k not in bad]))
+        return groups
 
     @staticmethod
     def _unknown(frame: pd.DataFrame, key: str, results: list) -> None:
@@ -304,7 +335,7 @@ class ScoringCore:
         results: list[dict | None] = [None] * len(frame)
         records = []
         frozen = self.frozen_playbooks()
-        for loaded, idx in self._groups("chs", frame, "account_id"):
+        for loaded, idx in self._groups("chs", frame, "account_id", results):
             part = frame.iloc[idx]
             scored = loaded.model.health(part)
             for k, i in enumerate(idx):
@@ -312,7 +343,7 @@ class ScoringCore:
                 acc = str(row["account_id"])
                 out = {"account_id": acc, **h, "playbook": self._playbook(h["level"], frozen),
                        "features": {c: clean(row.get(c)) for c in loaded.columns}, "model": loaded.tag}
-                if previous is not None and acc in previous.index:
+                if previous is not None and since is not None and acc in previous.index:
                     change = loaded.model.attribute_change(previous.loc[acc], row)
                     before = loaded.model.health(previous.loc[[acc]])[0]["score"]
                     out["change"] = {"since": since.isoformat(), "previous_score": before,
@@ -325,7 +356,7 @@ class ScoringCore:
                                              "weights_version": h["weights_version"]},
                                             variant=DIRECT if rows is not None and not account_ids else None))
         self._unknown(frame, "account_id", results)
-        answer = {"request_id": request_id, "results": [view(r, role) for r in results]}
+        answer = {"request_id": request_id, "results": [view(cast(dict, r), role) for r in results]}
         if record:
             self.log.append_predictions(records)  # only once the answer is built: the log holds what was served
         return answer
@@ -374,9 +405,10 @@ class ScoringCore:
         files = [str(p) for p in (self.settings.feature_data_dir / f"{proj.name}.parquet"
                                   for proj in service.feature_view_projections) if p.exists()]
         with duckdb.connect() as con:
-            first, last = con.execute(
+            found = con.execute(
                 "SELECT min(event_timestamp), max(event_timestamp) FROM read_parquet(?, union_by_name=true) "
                 "WHERE account_id IN (SELECT unnest(?))", [files, ids]).fetchone()
+        first, last = found if found is not None else (None, None)
         now = pd.Timestamp(now_utc())
         return (pd.Timestamp(first) if first is not None else now), (pd.Timestamp(last) if last is not None else now)
 
@@ -416,7 +448,7 @@ class ScoringCore:
             raise ModelUnavailable("no active rep has features online: nothing to match leads with")
         records, proposals = [], []
         if known_reps:
-            for loaded, idx in self._groups("lead_match", leads, "lead_id"):
+            for loaded, idx in self._groups("lead_match", leads, "lead_id", results):
                 part = leads.iloc[idx].drop(columns="_known")
                 pairs = part.merge(rep_feats.drop(columns="_known"), how="cross")
                 pairs = pd.concat([pairs, lead_rep_fit(pairs)], axis=1)
@@ -444,7 +476,9 @@ class ScoringCore:
                 full[idx] = pm
             slots = np.maximum(rep_feats["capacity"].fillna(20).to_numpy(float)
                                - rep_feats["open_leads"].fillna(0).to_numpy(float), 0).astype(int)
-            known = leads["_known"].to_numpy()
+            known = np.zeros(len(leads), dtype=bool)  # the leads scored (not unknown, not unscorable)
+            for idx, _ in proposals:
+                known[idx] = True
             sol = propose_assignment(full[known], slots)
             ids = leads.loc[known, "lead_id"].astype(str).tolist()
             out["assignment"] = {
@@ -454,7 +488,7 @@ class ScoringCore:
                                "expected_conversion": float(e) if j >= 0 else None}
                               for lead, j, e in zip(ids, sol.rep_index, sol.expected)],
             }
-        out["results"] = [view(r, role) for r in results]
+        out["results"] = [view(cast(dict, r), role) for r in results]
         self.log.append_predictions(records)  # only once the answer is built
         return out
 

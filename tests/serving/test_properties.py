@@ -86,9 +86,8 @@ def test_the_scoring_core_scores_or_refuses_any_numeric_value(core, base_row, da
 
 
 # --- /events rows over the HTTP service (issue 22 item 3 of "what to build") ---------------------------
-# Until salesml/validation.py bounds pushed values (float32, plausibility) and refuses a boolean time
-# (issue 22 items 2 and 4), these are stored and break scoring, or answer 500.
-UNTIL_BOUNDS = pytest.mark.xfail(reason="issue 22 items 2, 4: pushed values not bounded yet", strict=False)
+# salesml/validation.py bounds pushed values (float32, plausibility), refuses true/false outside bool
+# columns and numbers in text columns (issue 22 items 2, 4 and 9): nothing stored breaks scoring.
 # What a hostile or broken client may put in any column of a pushed row: extreme and non-finite floats
 # (JSON has no inf: sent as the text 1e400, -1e400, NaN, Infinity, which parsers read as inf or nan),
 # subnormals, signed zero, booleans, strings (numeric text too), huge integers, and nesting (lists and
@@ -158,9 +157,11 @@ def push_targets(served_settings):
     return target
 
 
-def _check_push(client, keys, target: tuple[str, str, dict], table: str, changes: dict) -> None:
+def _check_push(client, keys, target: tuple[str, str, dict], table: str, changes: dict,
+                refused: bool | None = None) -> None:
     """Push one row with ``changes``: never a 5xx; a 200 leaves the entity scorable (a finite score, no
-    per-item error); a 4xx names what is wrong."""
+    per-item error); a 4xx names what is wrong (the changed column, for a 400). ``refused``: whether the
+    push must be refused (None: either)."""
     import uuid
 
     _, entity, base = target
@@ -170,8 +171,13 @@ def _check_push(client, keys, target: tuple[str, str, dict], table: str, changes
     r = client.post("/events", content=as_json({"table": table, "rows": [row]}),
                     headers={"X-API-Key": keys["ingest"], "Content-Type": "application/json"})
     assert r.status_code < 500, (changes, r.status_code, r.text[:500])
+    assert refused is None or refused == (r.status_code != 200), (changes, r.status_code, r.text[:300])
     if r.status_code != 200:
         assert r.status_code in (400, 413, 422) and r.json().get("error"), (changes, r.status_code, r.text[:300])
+        if r.status_code == 400 and refused:  # the contract names table.column; the request model, the field
+            body = r.json()
+            assert any(f"{table}.{c}" in body["error"] or c in str(body.get("field")) for c in changes), (
+                changes, r.text[:300])
         return
     path, ids = ("/intent", "lead_ids") if table == "lead_events" else ("/health", "account_ids")
     scored = client.post(path, json={ids: [entity]}, headers={"X-API-Key": keys["csm"]})
@@ -184,7 +190,6 @@ def _check_push(client, keys, target: tuple[str, str, dict], table: str, changes
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.mlflow
-@UNTIL_BOUNDS
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data())
@@ -198,24 +203,27 @@ def test_events_rows_never_5xx_and_never_store_what_breaks_scoring(client, keys,
     _check_push(client, keys, target, table, changes)
 
 
-# The probe's sharpest /events cases, each on its own (they are in the strategy above too).
+# The probe's sharpest /events cases, each on its own (they are in the strategy above too), and whether
+# each must be refused: beyond float32 or the plausible range, true/false outside a bool column, a number
+# as an event id. None: either answer is fine, as long as what is stored stays scorable.
 SHARP = [
-    ("lead_events", {"dwell_seconds": 1e308}, UNTIL_BOUNDS), ("lead_events", {"dwell_seconds": 1e39}, UNTIL_BOUNDS),
-    ("lead_events", {"dwell_seconds": 3.5e38}, UNTIL_BOUNDS), ("lead_events", {"dwell_seconds": Raw("1e400")}, ()),
-    ("lead_events", {"dwell_seconds": True}, ()), ("lead_events", {"webinar_completion": 5e-324}, ()),
-    ("lead_events", {"occurred_at": True}, UNTIL_BOUNDS), ("lead_events", {"event_id": 0.0}, ()),
-    ("lead_events", {"page": deep(1500)}, ()), ("usage_weekly", {"week_start": False}, UNTIL_BOUNDS),
-    ("usage_weekly", {"logins": 10**18}, ()), ("usage_weekly", {"logins": True}, ()),
-    ("usage_weekly", {"api_calls": 1e308}, ()), ("usage_weekly", {"scans_run": -0.0}, ()),
-    ("usage_weekly", {"custom_rules": "3"}, ()),
+    ("lead_events", {"dwell_seconds": 1e308}, True), ("lead_events", {"dwell_seconds": 1e39}, True),
+    ("lead_events", {"dwell_seconds": 3.5e38}, True), ("lead_events", {"dwell_seconds": Raw("1e400")}, True),
+    ("lead_events", {"dwell_seconds": 86_401.0}, True), ("lead_events", {"dwell_seconds": True}, True),
+    ("lead_events", {"webinar_completion": 5e-324}, None), ("lead_events", {"occurred_at": True}, True),
+    ("lead_events", {"event_id": 0.0}, True), ("lead_events", {"page": deep(1500)}, None),
+    ("usage_weekly", {"week_start": False}, True), ("usage_weekly", {"logins": 10**18}, True),
+    ("usage_weekly", {"logins": True}, True), ("usage_weekly", {"api_calls": 1e308}, True),
+    ("usage_weekly", {"scans_run": -0.0}, False), ("usage_weekly", {"custom_rules": "3"}, None),
+    ("usage_weekly", {"logins": 100_000_000}, False),
 ]
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.mlflow
-@pytest.mark.parametrize("k, table, changes", [
-    pytest.param(k, t, c, marks=m, id=f"{t}-{next(iter(c))}-{next(iter(c.values()))!s:.12}")
-    for k, (t, c, m) in enumerate(SHARP, start=1)])
-def test_events_sharp_cases(client, keys, push_targets, k, table, changes):
-    _check_push(client, keys, push_targets(table, k), table, changes)
+@pytest.mark.parametrize("k, table, changes, refused", [
+    pytest.param(k, t, c, refused, id=f"{t}-{next(iter(c))}-{next(iter(c.values()))!s:.12}")
+    for k, (t, c, refused) in enumerate(SHARP, start=1)])
+def test_events_sharp_cases(client, keys, push_targets, k, table, changes, refused):
+    _check_push(client, keys, push_targets(table, k), table, changes, refused)
