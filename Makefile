@@ -89,9 +89,11 @@ FAST_MARKERS := not slow and not evidently and not mlflow and not optuna
 test-fast: install ## Run the quick tests: none marked slow, evidently, mlflow or optuna
 	$(BIN)/pytest -q -m "$(FAST_MARKERS)"
 
-lint: install ## Lint: ruff, and the import layers of pyproject.toml's [tool.importlinter] (lint-imports)
+lint: install ## Lint: ruff, the import layers of pyproject.toml's [tool.importlinter] (lint-imports), the type checker (mypy; tests/typing_rules.py)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/mypy
+	$(BIN)/python tests/typing_rules.py
 
 check: lint test ## Lint, then run the tests (= make test)
 

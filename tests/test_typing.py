@@ -85,3 +85,11 @@ def test_an_unannotated_settings_parameter_fails_the_rules(tmp_path):
 def test_the_production_packages_annotate_every_settings_parameter():
     done = subprocess.run([sys.executable, str(RULES)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+def test_make_lint_runs_the_type_checker_and_the_rules():
+    """`make lint` (and so `make test` and CI) runs mypy with the project's configuration and the rules."""
+    done = subprocess.run(["make", "-n", "lint"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    recipe = done.stdout.splitlines()
+    assert any(line.strip() == ".venv/bin/mypy" for line in recipe), done.stdout
+    assert any(line.strip() == ".venv/bin/python tests/typing_rules.py" for line in recipe), done.stdout

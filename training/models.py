@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,8 @@ import pandas as pd
 from training.data import LABEL, FeatureSpec, prepare_features
 
 if TYPE_CHECKING:
+    from xgboost import XGBClassifier
+
     from salesml.settings import Settings
 
 DEFAULT_XGB = {
@@ -33,7 +35,7 @@ class ScoringModel:
 
     name: str
     spec: FeatureSpec
-    booster: object  # xgboost.XGBClassifier
+    booster: XGBClassifier
     monotone: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -114,7 +116,7 @@ def fit_xgboost(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, see
 @dataclass
 class LogisticBaseline:
     spec: FeatureSpec
-    pipeline: object
+    pipeline: Any  # a fitted sklearn Pipeline (imputers, scaler, encoder, then LogisticRegression)
 
     def _x(self, frame: pd.DataFrame) -> pd.DataFrame:
         # sklearn's imputers and encoders want object columns, not pandas categoricals
@@ -139,6 +141,8 @@ class LinearScoringModel:
     spec: FeatureSpec
     baseline: LogisticBaseline
     monotone: dict[str, int] = field(default_factory=dict)
+    # the transformed training matrix's column means (fit_linear_model), the point contributions are taken from
+    _mean: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def _z(self, frame: pd.DataFrame) -> np.ndarray:
         """The pipeline's transformed matrix of ``frame``. The last one is kept (by a weak reference to the
