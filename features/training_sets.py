@@ -94,7 +94,7 @@ def _window_error(spec: ModelSpec, end: ExportEnd, first_complete: pd.Timestamp 
     need = f"; the earliest observation ({first_complete:%Y-%m-%d}) needs the export to reach " \
            f"{first_complete + pd.Timedelta(days=spec.horizon_days):%Y-%m-%d}" if first_complete is not None else ""
     return (f"no label rows for model '{spec.name}': none of its {observed:,} observation(s) has a complete "
-            f"{spec.horizon_days}-day outcome window (label.horizon_days) before the export end "
+            f"{spec.horizon_days}-day outcome window (label.horizon_days) by the export end "
             f"{end.describe()}{need}. Latest timestamp per table: {tables}. If the export was taken later than "
             "its latest row, say so with export.as_of in salesml.yaml, SALESML_EXPORT_AS_OF or --as-of.")
 

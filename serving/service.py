@@ -457,7 +457,8 @@ class SalesScoring:
                       playbook_id: Optional[PlaybookId] = None, not_applicable: bool = False,
                       reason: Optional[Text] = None) -> Answer:
         """Record what was done about a warning: the playbook applied, or "not applicable" with a
-        reason; who is the calling key. Five "not applicable" marks in a row freeze a playbook."""
+        reason; who is the calling key. "Not applicable" marks from enough distinct people freeze a
+        playbook (the fuse); a key's marks are rate-limited."""
         from serving.actions.warnings import public_view
 
         prep = self._prepare(ctx, [warning_id], None)

@@ -300,8 +300,8 @@ def run(settings: Settings, name: str, seed: int = 42, params: dict | None = Non
     log(f"{name}: building the point-in-time training set through Feast (export {raw_dir})")
     ts = training_set or build_training_set(settings, name, raw_dir=raw_dir, spec=spec)
     if ts.export_end is not None:
-        log(f"{name}: {len(ts.frame):,} observations; outcome windows of {spec.horizon_days} days complete "
-            f"before the export end {ts.export_end.describe()}")
+        log(f"{name}: {len(ts.frame):,} observations; outcome windows of {spec.horizon_days} days complete by "
+            f"the export end {ts.export_end.describe()}")
     tracking.use_experiment(settings, spec.experiment)
     # A dask session the caller already opened (a benchmark, a test) is reused, not started again.
     opened = engine.current()

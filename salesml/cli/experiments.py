@@ -60,7 +60,8 @@ def experiment_analyze_online(
 @app.command("screenshot")
 def experiment_screenshot(
     experiment: Annotated[str, typer.Option(help="MLflow experiment to show.")] = "salesml-experiments",
-    metric: Annotated[str, typer.Option(help="Order runs by this metric (lists child runs flat).")] = "test_roc_auc",
+    metric: Annotated[str, typer.Option(help="Order runs by this metric, best first (test_roc_auc: the saved "
+                                             "review view; another metric lists runs flat).")] = "test_roc_auc",
 ) -> None:
     """Open the MLflow UI on the project's tracking store in headless Chromium; save a screenshot under reports/."""
     import mlflow

@@ -91,7 +91,7 @@ def test_train_drift_and_serve_print_no_library_noise_unless_verbose(home):
     assert "Successfully" not in log and not _noise(log), _noise(log)[:5]
     # off a terminal, a long line stays one line (rich wrapped at 80 columns)
     long = [line for line in train["output"].splitlines() if "outcome windows of" in line]
-    assert long and len(long[0]) > 100 and "complete before the export end" in long[0], long
+    assert long and len(long[0]) > 100 and "complete by the export end" in long[0], long
     # --verbose: MLflow's notices are shown again
     verbose = results[-1]
     assert verbose["code"] == 0, verbose["output"][-2000:]
