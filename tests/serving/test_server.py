@@ -23,6 +23,7 @@ from serving.runner import post as _post  # the same call the demo and the bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.mlflow]
 SALESML = str(Path(sys.executable).with_name("salesml"))
+SERVER_MAX_BATCH = 100  # the module server's batch limit (see ``server``)
 
 
 def _free_port() -> int:
@@ -90,7 +91,10 @@ def server(_servers):
     if held.get("proc") is None or held["proc"].poll() is not None:
         held["port"] = _free_port()
         held["log"] = factory.mktemp("server") / "server.log"
-        held["proc"] = _start(settings, held["port"], held["log"])
+        # batches of at most 100 (1,000 by default): Schemathesis builds the largest batches the OpenAPI
+        # document allows, and a 1,000-row /health explained row by row costs seconds on 2 busy cores
+        # without reaching any code a 100-row one does not (the limit itself: tests/serving/test_guards.py)
+        held["proc"] = _start(settings, held["port"], held["log"], SALESML_MAX_BATCH=str(SERVER_MAX_BATCH))
     return held["port"], held["proc"], held["log"]
 
 
@@ -108,7 +112,15 @@ def test_bentoml_client_and_plain_http(server, served_settings, keys):
     status, body = _post(port, "/health", {"account_ids": []}, keys["sales"])
     assert status == 400 and "account_ids" in json.dumps(body)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs.json") as r:
-        assert "/health" in json.loads(r.read())["paths"]
+        doc = json.loads(r.read())
+    assert "/health" in doc["paths"]
+    # SALESML_MAX_BATCH reaches the served limit and the document that declares it
+    over = [accounts[0]] * (SERVER_MAX_BATCH + 1)
+    status, body = _post(port, "/health", {"account_ids": over}, keys["sales"])
+    assert status == 400 and "account_ids" in json.dumps(body), body
+    assert f"at most {SERVER_MAX_BATCH}" in json.dumps(body), body
+    assert (_post(port, "/health", {"account_ids": over[:SERVER_MAX_BATCH]}, keys["sales"]))[0] == 200
+    assert f'"maxItems": {SERVER_MAX_BATCH}' in json.dumps(doc["paths"]["/health"]), "limit not declared"
 
 
 def _worker_rss(proc: subprocess.Popen) -> int:
