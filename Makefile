@@ -81,7 +81,7 @@ mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SALESML_HOME)/mlflow.db --host 127.0.0.1 --port 5000
 
 test: install browser lint ## Lint (ruff, import layers), then run the test suite
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # The markers are registered (and described) in pyproject.toml's [tool.pytest.ini_options].
 FAST_MARKERS := not slow and not evidently and not mlflow and not optuna

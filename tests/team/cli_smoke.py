@@ -54,7 +54,7 @@ def main(plan_path: str) -> None:
         error = None
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             error = "".join(traceback.format_exception(*result.exc_info))[-4000:]
-        print(json.dumps({"argv": argv, "code": result.exit_code, "output": result.output[-3000:],
+        print(json.dumps({"argv": argv, "code": result.exit_code, "output": result.output[-8000:],
                           "traceback": error}), flush=True)
 
 
