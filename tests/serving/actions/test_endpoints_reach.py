@@ -38,6 +38,19 @@ def test_one_key_marking_not_applicable_cannot_freeze_a_playbook(client, keys, s
     assert not state["frozen"] and state["not_applicable_people"] == 1
 
 
+def _fresh_warnings(store, accounts, as_of: str, n: int) -> list[str]:
+    """``n`` new warnings, from accounts that other tests of the session left without an open one."""
+    ids: list[str] = []
+    for a in accounts:
+        raised = store.raise_warnings(pd.DataFrame([{"account_id": a, "as_of": as_of, "old_level": "green",
+                                                     "new_level": "orange", "score": 40.0}]), source="run",
+                                      now=pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=3))
+        ids += [w["warning_id"] for w in raised]
+        if len(ids) == n:
+            return ids
+    raise AssertionError(f"only {len(ids)} of the served accounts could take a new warning, {n} needed")
+
+
 def _scoped_key(settings, role: str, owner: str | None, team: str | None) -> str:
     from serving.auth import KeyStore
 
@@ -58,10 +71,10 @@ def test_http_a_csm_key_acts_on_its_own_and_its_teams_warnings_only(client, stor
     assert len(owners) >= 2, owners.keys()
     (owner, mine), (other_owner, theirs) = list(owners.items())[:2]
     solo = _scoped_key(served_settings, "csm", owner, None)  # an owner, no team: its own warnings only
-    ok = _post(client, "/interventions", {"warning_id": _raise(store, mine[0][0], "2026-03-09")["warning_id"],
-                                          "playbook_id": "csm-call"}, solo)
+    own = _fresh_warnings(store, [a for a, _ in mine], "2026-03-09", 1)[0]
+    ok = _post(client, "/interventions", {"warning_id": own, "playbook_id": "csm-call"}, solo)
     assert ok.status_code == 200, ok.text
-    other = _raise(store, theirs[0][0], "2026-03-09")
+    other = store.get(_fresh_warnings(store, [a for a, _ in theirs], "2026-03-09", 1)[0])
     refused = _post(client, "/interventions", {"warning_id": other["warning_id"], "playbook_id": "csm-call"}, solo)
     assert refused.status_code == 403, refused.text
     assert refused.json()["field"] == "warning_id" and other_owner in refused.json()["error"]
@@ -74,7 +87,8 @@ def test_http_a_csm_key_acts_on_its_own_and_its_teams_warnings_only(client, stor
 
 def test_http_a_scoped_sales_key_reads_its_own_inbox_only(client, store, served_settings):
     (owner, mine), (other_owner, theirs) = list(_accounts_by_owner(store, served_settings).items())[:2]
-    _raise(store, mine[1][0], "2026-03-16"), _raise(store, theirs[1][0], "2026-03-16")
+    _fresh_warnings(store, [a for a, _ in mine], "2026-03-16", 1)
+    _fresh_warnings(store, [a for a, _ in theirs], "2026-03-16", 1)
     key = _scoped_key(served_settings, "sales", owner, None)
     got = _post(client, "/warnings", {"limit": 1000}, key)
     assert got.status_code == 200, got.text
@@ -87,7 +101,8 @@ def test_http_a_scoped_sales_key_reads_its_own_inbox_only(client, store, served_
 
 
 def test_http_an_intervention_cannot_be_dated_back_to_the_warnings_raise(client, store, served_settings):
-    w = _raise(store, list(_accounts_by_owner(store, served_settings).values())[0][2][0], "2026-03-23")
+    accounts = [a for owned in _accounts_by_owner(store, served_settings).values() for a, _ in owned]
+    w = store.get(_fresh_warnings(store, accounts, "2026-03-23", 1)[0])
     key = _scoped_key(served_settings, "admin", None, None)
     back = _post(client, "/interventions", {"warning_id": w["warning_id"], "playbook_id": "csm-call",
                                             "at": w["raised_at"]}, key)
@@ -100,7 +115,7 @@ def test_http_a_key_over_its_mark_rate_gets_429(client, store, served_settings):
     accounts = pd.read_parquet(served_settings.raw_dir / "accounts.parquet", columns=["account_id"])["account_id"]
     key = _scoped_key(served_settings, "admin", None, None)
     rate = served_settings.playbook_marks_per_key_hour
-    ids = [_raise(store, a, "2026-03-30")["warning_id"] for a in accounts.iloc[:rate + 1]]
+    ids = _fresh_warnings(store, accounts, "2026-03-30", rate + 1)
     codes = [_post(client, "/interventions", {"warning_id": wid, "not_applicable": True, "reason": "rate"},
                    key).status_code for wid in ids]
     assert codes == [200] * rate + [429], codes
