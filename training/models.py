@@ -171,7 +171,7 @@ class LinearScoringModel:
         pipe = self.baseline.pipeline
         pre, lr = pipe[:-1], pipe[-1]
         z = self._z(frame)
-        mean = getattr(self, "_mean", None)
+        mean = self._mean
         if mean is None or len(mean) != z.shape[1]:
             mean = np.zeros(z.shape[1])
         parts = (z - mean) * lr.coef_[0]
