@@ -7,6 +7,7 @@ import os
 import pandas as pd
 import pytest
 
+import features  # noqa: F401  # before any test module imports feast: Feast as the product imports it (features/__init__.py)
 from salesml.settings import Settings
 
 SMALL = dict(accounts=150, leads=600, reps=12, weeks=60, seed=11)
