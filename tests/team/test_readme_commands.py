@@ -35,7 +35,7 @@ RUNS: dict[tuple[str, ...], list[tuple[list[str], set[int]]]] = {
                                     {0})],
     # --verbose first: it is the run that imports optuna, whose log handler keeps the stream it first saw
     ("tune",): [(["--verbose", "tune", "intent", "--trials", "1", "--study", "readme-verbose"], {0}),
-                (["tune", "intent", "--trials", "2", "--study", "readme-smoke"], {0})],
+                (["tune", "intent", "--trials", "1", "--study", "readme-smoke"], {0})],
     ("promote",): [(["promote", "intent"], {0, 1})],  # 1: the challenger did not beat the champion (documented)
     ("models", "history"): [(["models", "history", "intent"], {0})],
     ("recalibrate",): [(["recalibrate", "--walk-forward"], {0})],
