@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ import pandas as pd
 from training.chs_text import MATERIAL, Attribution, change_texts, round_like_python
 from training.chs_text import layer_drivers as _layer_drivers
 from training.data import FeatureSpec, prepare_features
-from training.drivers import driver_columns, driver_effects
+from training.drivers import driver_columns, driver_effects, driver_effects_of
 from training.models import LinearScoringModel, ScoringModel, fit_xgboost
 
 LAYERS = ("contract", "behaviour", "relationship")
@@ -95,10 +96,30 @@ class HealthModel:
         scores = sum(self.weights[n] * subs[n].to_numpy() for n in self.layers)
         churn = self.full.predict_proba(x, prepared=True)
         drivers = driver_effects(self.full.contributions(x, prepared=True).drop(columns="bias"), top)
-        layer_arr = subs[list(self.layers)].to_numpy()
         ew = frame["early_warning"].to_numpy() if "early_warning" in frame else [None] * len(frame)
+        return self._answers(scores, subs[list(self.layers)].to_numpy(), churn, drivers, ew)
+
+    # --- numpy input (``training.data.feature_matrix`` in ``spec.columns`` order): serving's request path --
+    @property
+    def matrix_ready(self) -> bool:
+        return self.full.matrix_ready and all(m.matrix_ready for m in self.layers.values())
+
+    def health_codes(self, x: np.ndarray, early_warning=None, top: int = 3) -> list[dict]:
+        """``health`` of a feature matrix: the same answers, without a frame. ``early_warning``: the
+        rows' flags (None where unknown)."""
+        pos = {c: i for i, c in enumerate(self.full.spec.columns)}
+        subs = np.column_stack([
+            100.0 / (1.0 + np.exp(_logit(m.predict_codes(x[:, [pos[c] for c in m.spec.columns]])) - self.base_logit))
+            for m in self.layers.values()])
+        scores = sum(self.weights[n] * subs[:, k] for k, n in enumerate(self.layers))
+        churn = self.full.predict_codes(x)
+        drivers = driver_effects_of(self.full.contributions_codes(x), self.full.spec.columns, top)
+        ew = early_warning if early_warning is not None else [None] * len(x)
+        return self._answers(scores, subs, churn, drivers, ew)
+
+    def _answers(self, scores, layer_arr: np.ndarray, churn, drivers: list, ew) -> list[dict]:
         out = []
-        for i in range(len(frame)):
+        for i in range(len(layer_arr)):
             level = level_of(scores[i], self.thresholds)
             out.append({
                 "score": round(float(scores[i]), 2), "level": level,
@@ -112,14 +133,24 @@ class HealthModel:
 
     def attribute_change(self, before: pd.Series, after: pd.Series, top: int = 2) -> dict:
         """Split CHS(after) - CHS(before) by layer, and each layer's part across its features."""
-        one = self._attribution(pd.DataFrame([before]), pd.DataFrame([after]), top, every_layer=True)
-        layers = {}
-        for k, name in enumerate(one.layers):
-            drivers = [{"feature": d.feature, "points": d.points, "before": d.before, "after": d.after,
-                        "change_pct": d.change_pct} for d in one.drivers(k, 0)]
-            layers[name] = {"points": float(one.points[0, k]), "drivers": drivers}
-        total = float(one.total[0])
-        return {"change": total, "layers": layers, "text": explain(total, layers)}
+        return self.attribute_change_rows(pd.DataFrame([before]), pd.DataFrame([after]), top)[0][0]
+
+    def attribute_change_rows(self, before: pd.DataFrame, after: pd.DataFrame, top: int = 2
+                              ) -> tuple[list[dict], np.ndarray]:
+        """``attribute_change`` of every row pair at once (row i of ``before`` with row i of ``after``),
+        and the CHS of each ``before`` row rounded as ``health`` rounds it: one pass over the models
+        for a request's accounts, not one per account."""
+        one = self._attribution(before, after, top, every_layer=True)
+        out = []
+        for i in range(len(after)):
+            layers = {}
+            for k, name in enumerate(one.layers):
+                drivers = [{"feature": d.feature, "points": d.points, "before": d.before, "after": d.after,
+                            "change_pct": d.change_pct} for d in one.drivers(k, i)]
+                layers[name] = {"points": float(one.points[i, k]), "drivers": drivers}
+            total = float(one.total[i])
+            out.append({"change": total, "layers": layers, "text": explain(total, layers)})
+        return out, cast(np.ndarray, one.before)
 
     def attribute_changes(self, before: pd.DataFrame, after: pd.DataFrame, top: int = 2) -> pd.DataFrame:
         """``attribute_change`` for many rows at once (row i of ``before`` pairs with row i of

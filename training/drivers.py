@@ -36,16 +36,26 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
 def top_drivers(contrib: pd.DataFrame, k: int = 3) -> list[list[tuple[str, float]]]:
     """Per row of ``contrib`` (features as columns, no bias), up to ``k`` (feature, contribution)
     pairs: the features that raised the score most, largest first."""
-    values = contrib.to_numpy(dtype=np.float64)
+    return top_drivers_of(contrib.to_numpy(dtype=np.float64), contrib.columns, k)
+
+
+def top_drivers_of(values: np.ndarray, names, k: int = 3) -> list[list[tuple[str, float]]]:
+    """``top_drivers`` of a rows x features array whose columns are ``names``."""
+    values = np.asarray(values, dtype=np.float64)
     order = top_k(values, k)
     effect = np.take_along_axis(values, order, axis=1)
-    names = contrib.columns
     return [[(names[j], float(e)) for j, e in zip(order[r], effect[r]) if e > 0] for r in range(len(values))]
 
 
 def driver_effects(contrib: pd.DataFrame, k: int = 3) -> list[list[dict]]:
     """``top_drivers`` as the answers show them: ``{"feature": name, "effect": rounded}`` per driver."""
-    return [[{"feature": f, "effect": round(v, EFFECT_DIGITS)} for f, v in row] for row in top_drivers(contrib, k)]
+    return driver_effects_of(contrib.to_numpy(dtype=np.float64), contrib.columns, k)
+
+
+def driver_effects_of(values: np.ndarray, names, k: int = 3) -> list[list[dict]]:
+    """``driver_effects`` of a rows x features array whose columns are ``names``."""
+    return [[{"feature": f, "effect": round(v, EFFECT_DIGITS)} for f, v in row]
+            for row in top_drivers_of(values, names, k)]
 
 
 def driver_columns(values: np.ndarray, names, k: int = 3) -> dict[str, np.ndarray]:
