@@ -273,15 +273,57 @@ class ScoringCore:
         return df
 
     def online_batch(self, service: str, key: str, ids: list[str]) -> Batch:
-        """``online`` without a frame: Feast's ``to_dict()`` of the same read (0.6 ms for one entity,
-        where the frame and its casts cost ~6 ms); the casts happen once, in ``feature_matrix``."""
-        columns = self.store.get_online_features(features=self._service(service),
-                                                 entity_rows=[{key: i} for i in ids]).to_dict()
+        """``online`` without a frame: each of the service's views read through the online store's own
+        ``online_read`` (what ``get_online_features`` calls per view, minus its response objects: 0.2 ms
+        for one account instead of 0.6 ms, 225 ms instead of 400 ms for 1,000; the frame and its casts cost
+        ~6 ms more), values converted as Feast's ``to_dict()`` converts them. The casts to model inputs
+        happen once, in ``feature_matrix``. Services with an on-demand view go through Feast whole."""
+        from feast.type_map import feast_value_type_to_python_type
+
+        ids = [str(i) for i in ids]
+        columns: dict[str, list] = {key: ids}
+        views = self._online_views(service)
+        if views is None:
+            columns = self.store.get_online_features(features=self._service(service),
+                                                     entity_rows=[{key: i} for i in ids]).to_dict()
+        else:
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            online_store = self.store._get_provider().online_store
+            entity_keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in ids]
+            for view, names in views:
+                read = [found for _, found in online_store.online_read(self.store.config, view, entity_keys, names)]
+                for name in names:
+                    columns[name] = [feast_value_type_to_python_type(found[name])
+                                     if found is not None and name in found else None for found in read]
         known = np.zeros(len(ids), dtype=bool)
         for c, values in columns.items():
             if c != key:
                 known |= np.fromiter((v is not None and v == v for v in values), dtype=bool, count=len(ids))
-        return Batch(key, [str(i) for i in ids], columns, known)
+        return Batch(key, ids, columns, known)
+
+    def _online_views(self, service: str) -> list[tuple[Any, list[str]]] | None:
+        """(feature view, feature names) per projection of ``service``; None where one is on-demand."""
+        cache = self.__dict__.setdefault("_views_of", {})
+        if service not in cache:
+            from feast.errors import FeatureViewNotFoundException
+            from feast.feature_view import FeatureView
+
+            views: list[tuple[Any, list[str]]] | None = []
+            for proj in self._service(service).feature_view_projections:
+                try:
+                    view = self.store.get_feature_view(proj.name)
+                except FeatureViewNotFoundException:  # an on-demand view: Feast reads the service whole
+                    views = None
+                    break
+                if not isinstance(view, FeatureView) or proj.name_alias:
+                    views = None
+                    break
+                assert views is not None
+                views.append((view, [f.name for f in proj.features]))
+            cache[service] = views
+        return cache[service]
 
     def _rows_batch(self, rows: list[dict], spec, key: str, service: str) -> Batch:
         frame = self._rows_frame(rows, spec, key, service)

@@ -164,3 +164,25 @@ def test_a_health_model_scores_a_matrix_as_it_scores_a_frame(full_kind):
     for i in range(40):
         _same(rows[i], model.attribute_change(before.iloc[i], after.iloc[i]), f"change[{i}]")
         assert scores[i] == model.health(before.iloc[[i]])[0]["score"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.mlflow
+def test_the_online_read_per_view_returns_what_feast_returns(core, served_settings):
+    """``online_batch`` reads each view through the online store's ``online_read``; Feast's own
+    ``get_online_features(...).to_dict()`` gives the same values, unknown and repeated ids included."""
+    accounts = pd.read_parquet(served_settings.raw_dir / "accounts.parquet")["account_id"].astype(str).tolist()[:40]
+    leads = pd.read_parquet(served_settings.raw_dir / "leads.parquet")["lead_id"].astype(str).tolist()[:40]
+    for model, key, ids in (("chs", "account_id", accounts), ("intent", "lead_id", leads)):
+        ids = ids + [ids[0], "X0000000"]
+        service = core.specs[model].feature_service
+        assert core._online_views(service) is not None  # plain views: the per-view read is the one taken
+        batch = core.online_batch(service, key, ids)
+        feast = core.store.get_online_features(features=core._service(service),
+                                               entity_rows=[{key: i} for i in ids]).to_dict()
+        assert set(batch.columns) == set(feast)
+        for name, values in feast.items():
+            assert batch.columns[name] == values, (model, name)
+        assert batch.known.tolist() == [True] * (len(ids) - 1) + [False]
+    assert core._online_views(core.specs["lead_match"].feature_service) is None  # its on-demand view: Feast
