@@ -91,7 +91,10 @@ def clean(v, infinite: bool = False):
 
 
 def _json(v) -> str:
-    return json.dumps(clean(v, infinite=True), allow_nan=False)
+    try:  # plain JSON data already (the answers' features and outputs): clean would return it unchanged
+        return json.dumps(v, allow_nan=False)
+    except (TypeError, ValueError):  # numpy scalars, timestamps, NaN (-> null); an infinity still refused
+        return json.dumps(clean(v, infinite=True), allow_nan=False)
 
 
 def _utc(s: pd.Series) -> pd.Series:
