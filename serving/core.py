@@ -23,34 +23,16 @@ from salesml.modelspec import ENTITY_TABLES, ModelSpec
 from salesml.modelspec import MODEL_NAMES as MODELS
 from salesml.settings import Settings
 from serving.auth import Caller, view
+from serving.errors import ModelUnavailable, RequestError, UnknownFeature
 from serving.predlog import DIRECT, PredictionLog, clean, now_utc
 from training.data import feature_matrix
 from training.drivers import driver_effects, driver_effects_of, top_drivers
 
 if TYPE_CHECKING:
-    from serving.actions.playbooks import Playbooks
+    from serving.playbooks import Playbooks
 
 # Intent bands by probability of conversion within 90 days (score >= value).
 INTENT_BANDS = (("A", 0.5), ("B", 0.3), ("C", 0.15))
-
-
-class ModelUnavailable(RuntimeError):
-    """The model has no champion in the registry (an export that does not feed it, or not trained yet)."""
-
-
-class RequestError(ValueError):
-    """A request the core cannot answer as asked (a 4xx): ``field`` names the part of the body at fault."""
-
-    def __init__(self, field: str | None, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-class UnknownFeature(RequestError):
-    """A request row names a feature the model does not know, or gives it a value of the wrong type."""
-
-    def __init__(self, message: str):
-        super().__init__("rows", message)
 
 
 @dataclass
@@ -195,7 +177,7 @@ class ScoringCore:
         # without a per-request frame. True: the frame path for every model (kept as the tests' oracle).
         self.frame_path = False
         self.playbooks: Playbooks | None
-        from serving.actions.playbooks import PlaybookError, load_playbooks
+        from serving.playbooks import PlaybookError, load_playbooks
 
         try:  # each level's playbook (salesml/specs/playbooks.yaml or SALESML_PLAYBOOKS_FILE)
             self.playbooks, self.playbooks_error = load_playbooks(settings), None

@@ -19,6 +19,8 @@ CONTRACTS = {
     "layers": "Layers: base < features < training < serving < experiments | drift < benchmarks < cli",
     "simulator": "The simulator is a tool of the cli, the benchmarks and the tests: no production module imports it",
     "benchmarks": "Benchmarks are imported by the cli alone",
+    "core-actions": "The scoring core and the actions stay apart: what both need (errors, playbooks, auth, logs) "
+                    "lives beside them",
 }
 
 
@@ -57,6 +59,9 @@ def tree(tmp_path_factory) -> Path:
     ("salesml/simulator/export.py", "import benchmarks.features", {"benchmarks"}),
     # and through benchmarks.scoring, which simulates its export, the simulator too (chains count)
     ("serving/scores.py", "import benchmarks.scoring", {"layers", "benchmarks", "simulator"}),
+    # the scoring core and the actions: neither way (the cycle of issue [3.2])
+    ("serving/actions/live.py", "from serving.core import RequestError", {"core-actions"}),
+    ("serving/core.py", "from serving.actions.warnings import open_warning_store", {"core-actions"}),
 ])
 def test_a_wrong_import_breaks_its_contract(tree, module, wrong_import, broken):
     path = tree / module

@@ -114,8 +114,8 @@ def fail(exc) -> None:
 
 def warning_store(s=None):
     """The warnings store of ``s`` (default: this invocation's settings); a bad playbooks file exits 2."""
-    from serving.actions.playbooks import PlaybookError
     from serving.actions.warnings import open_warning_store
+    from serving.playbooks import PlaybookError
 
     try:
         return open_warning_store(s or settings())

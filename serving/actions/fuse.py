@@ -30,8 +30,8 @@ from serving.actions.rules import WarningError, iso
 from serving.predlog import now_utc
 
 if TYPE_CHECKING:
-    from serving.actions.playbooks import Playbooks
     from serving.actions.warnings import WarningConfig
+    from serving.playbooks import Playbooks
 
 T = TypeVar("T")
 HOUR = pd.Timedelta(hours=1)

@@ -21,7 +21,7 @@ LIVE = Caller(key_id="live-warning-check", role="csm")  # who the rescore is on 
 
 def live_warnings(core, store, account_ids: list[str], now: datetime) -> dict:
     """Rescore ``account_ids``, raise the warnings their new levels call for; a summary for the answer."""
-    from serving.core import RequestError
+    from serving.errors import RequestError
 
     seen = store.account_levels(account_ids)
     ids = [a for a in dict.fromkeys(map(str, account_ids)) if a in seen]

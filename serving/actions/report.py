@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from serving.actions.playbooks import LEVELS
 from serving.actions.rules import iso
+from serving.playbooks import LEVELS
 
 SMALL_TEAMS = "(small teams, pooled)"
 NO_PLAYBOOK = "(none offered)"

@@ -38,7 +38,7 @@ from datetime import timezone
 
 import pandas as pd
 
-from serving.actions.playbooks import LEVELS
+from serving.playbooks import LEVELS
 
 RANK = {name: i for i, name in enumerate(LEVELS)}
 REQUIRED = ("account_id", "as_of", "new_level")

@@ -57,9 +57,9 @@ import pandas as pd
 from salesml import sqlite
 from serving.actions.fuse import FuseMixin
 from serving.actions.owners import OwnerDirectory
-from serving.actions.playbooks import Playbooks, load_playbooks
 from serving.actions.rules import SOURCES, AccountState, WarningError, decide, holdout, iso, normalize
 from serving.auth import Caller
+from serving.playbooks import Playbooks, load_playbooks
 from serving.predlog import now_utc
 
 if TYPE_CHECKING:

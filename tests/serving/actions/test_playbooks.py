@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from salesml.settings import Settings
-from serving.actions.playbooks import LEVELS, SHIPPED, PlaybookError, load_playbooks, parse_playbooks, read_playbooks
+from serving.playbooks import LEVELS, SHIPPED, PlaybookError, load_playbooks, parse_playbooks, read_playbooks
 
 
 def test_shipped_file_has_one_playbook_per_level_from_the_brief():

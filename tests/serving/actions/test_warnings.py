@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.actions.owners import OwnerDirectory
-from serving.actions.playbooks import LEVELS, parse_playbooks
 from serving.actions.rules import decide, normalize
 from serving.actions.warnings import WarningConfig, WarningError, WarningStore, public_view
+from serving.playbooks import LEVELS, parse_playbooks
 
 NOW = pd.Timestamp("2026-11-02 09:00", tz="UTC")
 H = pd.Timedelta(hours=1)

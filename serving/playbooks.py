@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 if TYPE_CHECKING:
     from salesml.settings import Settings
 
-SHIPPED = Path(__file__).resolve().parents[2] / "salesml" / "specs" / "playbooks.yaml"
+SHIPPED = Path(__file__).resolve().parents[1] / "salesml" / "specs" / "playbooks.yaml"
 LEVELS = ("green", "yellow", "orange", "red")  # order matters: later is worse
 Level = Literal["green", "yellow", "orange", "red"]
 
