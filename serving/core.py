@@ -31,6 +31,8 @@ from training.drivers import driver_effects, driver_effects_of, top_drivers
 if TYPE_CHECKING:
     from serving.playbooks import Playbooks
 
+SQLITE_KEYS_PER_SELECT = 900  # bound parameters per statement: under the 999 of older SQLite builds
+
 # Intent bands by probability of conversion within 90 days (score >= value).
 INTENT_BANDS = (("A", 0.5), ("B", 0.3), ("C", 0.15))
 
@@ -255,11 +257,11 @@ class ScoringCore:
         return df
 
     def online_batch(self, service: str, key: str, ids: list[str]) -> Batch:
-        """``online`` without a frame: each of the service's views read through the online store's own
-        ``online_read`` (what ``get_online_features`` calls per view, minus its response objects: 0.2 ms
-        for one account instead of 0.6 ms, 225 ms instead of 400 ms for 1,000; the frame and its casts cost
-        ~6 ms more), values converted as Feast's ``to_dict()`` converts them. The casts to model inputs
-        happen once, in ``feature_matrix``. Services with an on-demand view go through Feast whole."""
+        """``online`` without a frame: each of the service's views read from the online store (``_read_view``;
+        ``get_online_features`` took 0.5 ms for one account and 322 ms for 1,000, this 0.1 and 89 on SQLite;
+        the frame and its casts cost ~6 ms more), values converted as Feast's ``to_dict()`` converts them.
+        The casts to model inputs happen once, in ``feature_matrix``. A service with an on-demand view goes
+        through Feast whole."""
         from feast.type_map import feast_value_type_to_python_type
 
         ids = [str(i) for i in ids]
@@ -275,15 +277,50 @@ class ScoringCore:
             online_store = self.store._get_provider().online_store
             entity_keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in ids]
             for view, names in views:
-                read = [found for _, found in online_store.online_read(self.store.config, view, entity_keys, names)]
-                for name in names:
-                    columns[name] = [feast_value_type_to_python_type(found[name])
-                                     if found is not None and name in found else None for found in read]
+                for name, values in self._read_view(online_store, view, names, entity_keys).items():
+                    columns[name] = [feast_value_type_to_python_type(v) if v is not None else None for v in values]
         known = np.zeros(len(ids), dtype=bool)
         for c, values in columns.items():
             if c != key:
                 known |= np.fromiter((v is not None and v == v for v in values), dtype=bool, count=len(ids))
         return Batch(key, ids, columns, known)
+
+    def _read_view(self, online_store, view, names: list[str], entity_keys: list) -> dict[str, list]:
+        """Feature name -> one stored ValueProto (or None) per entity key. On Feast's SQLite online store
+        a direct select of its own table, rows as Feast wrote them (89 ms for 1,000 accounts where its
+        ``online_read`` took 201 ms: it also sorts and turns every row's timestamp into a datetime);
+        elsewhere (Redis) the store's ``online_read``."""
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id, _table_id
+
+        config = self.store.config
+        wanted: dict[str, list] = {name: [None] * len(entity_keys) for name in names}
+        if not isinstance(online_store, SqliteOnlineStore):
+            for j, (_, found) in enumerate(online_store.online_read(config, view, entity_keys, names)):
+                for name, value in (found or {}).items():
+                    if name in wanted:
+                        wanted[name][j] = value
+            return wanted
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        version = config.entity_key_serialization_version
+        keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
+        at: dict[bytes, list[int]] = {}
+        for j, k in enumerate(keys):
+            at.setdefault(k, []).append(j)
+        table = _quote_id(_table_id(config.project, view, config.registry.enable_online_feature_view_versioning))
+        unique = list(at)
+        for a in range(0, len(unique), SQLITE_KEYS_PER_SELECT):
+            part = unique[a:a + SQLITE_KEYS_PER_SELECT]
+            sql = (f"SELECT entity_key, feature_name, value FROM {table} "
+                   f"WHERE entity_key IN ({','.join('?' * len(part))})")
+            for k, name, blob in online_store._get_conn(config).execute(sql, part):
+                if name in wanted:
+                    value = Value()
+                    value.ParseFromString(blob)
+                    for j in at[k]:
+                        wanted[name][j] = value
+        return wanted
 
     def _online_views(self, service: str) -> list[tuple[Any, list[str]]] | None:
         """(feature view, feature names) per projection of ``service``; None where one is on-demand."""
