@@ -202,3 +202,17 @@ def test_the_online_read_per_view_returns_what_feast_returns(core, served_settin
             assert core._read_view(Elsewhere(), view, names, entity_keys) == core._read_view(real, view, names,
                                                                                               entity_keys)
     assert core._online_views(core.specs["lead_match"].feature_service) is None  # its on-demand view: Feast
+
+
+def test_stored_values_read_as_feast_converts_them():
+    from feast.protos.feast.types.Value_pb2 import Null, Value
+    from feast.type_map import feast_value_type_to_python_type
+
+    from serving.core import _python_value
+
+    values = [Value(double_val=1.5), Value(float_val=0.1), Value(int64_val=-7), Value(int32_val=3),
+              Value(bool_val=True), Value(bool_val=False), Value(string_val="pro"), Value(string_val=""), Value(),
+              Value(null_val=Null.NULL), Value(unix_timestamp_val=1_700_000_000), Value(bytes_val=b"x")]
+    for v in values:
+        assert _python_value(v, feast_value_type_to_python_type) == feast_value_type_to_python_type(v), v
+    assert _python_value(None, feast_value_type_to_python_type) is None
