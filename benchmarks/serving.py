@@ -6,7 +6,10 @@ Builds its own small environment under ``$SALESML_HOME/bench/serving`` (export, 
 three registered models), empties its live-event store and resets its online store to the
 export, starts ``salesml serve`` on a free port, and drives it from this process with keep-alive
 connections (the load generator shares the machine's cores with the server: on 2 cores the
-concurrency-16 figures are a floor).  Writes ``$SALESML_HOME/reports/bench_serving.md``.
+concurrency-16 figures are a floor).  Before any push, it starts a bare BentoML service over the same
+champion boosters and features held in memory (``benchmarks.serving_bare``, ``benchmarks.bare_service``)
+and measures /health, /intent and /match on both, side by side.  Writes
+``$SALESML_HOME/reports/bench_serving.md``.
 
 :func:`run_load` (``salesml bench load``) is the probe's key-less lockout as a load test on the same home:
 700 idle sockets and two trickled bodies from one client beside 16 legitimate /health clients; it writes
@@ -24,6 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from benchmarks.serving_bare import ISSUE_METHOD, BesideRun
 from benchmarks.serving_warnings import push_to_inbox
 from salesml.settings import Settings
 
@@ -262,8 +266,12 @@ def _pct(a: np.ndarray, q: float) -> float:
 
 
 def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int = 5, seconds: float = 8.0,
-        log: Callable[[str], None] = print, contention_seconds: float = 6.0, push_rate: float = 20.0):
+        log: Callable[[str], None] = print, contention_seconds: float = 6.0, push_rate: float = 20.0,
+        beside: BesideRun = ISSUE_METHOD):
+    """``salesml bench serving`` (the module's docstring says what it measures); ``beside``: how long the part
+    beside the bare BentoML service runs (``benchmarks.serving_bare.BesideRun``; a test shortens it)."""
     from benchmarks.home import measured, write_report
+    from benchmarks.serving_bare import side_by_side, start_anchor
     from salesml.processes import free_port
     from serving.auth import Caller, KeyStore
     from serving.core import ScoringCore
@@ -322,6 +330,15 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
                                  "path": mode, "clients": clients, "calls": len(lat),
                                  "p50 ms": _pct(lat, 50), "p99 ms": _pct(lat, 99),
                                  "calls/s": rate, "accounts/s": rate * batch})
+
+        # 1b. Beside a bare BentoML service over the same champion boosters, before any push: both score the
+        #     features the online store held when the anchor was exported.
+        anchor, bare = start_anchor(home, core, log)
+        try:
+            bare.wait()
+            beside_figures = side_by_side(home, anchor, port, bare.port, key, beside, log)
+        finally:
+            bare.stop()
 
         # 2. Push latency, part one: the first 10 pushes into the empty live store, then 50 more.
         log("serving bench: POST /events, pushes 1-10 on an empty live store, then pushes 11-60")
@@ -418,6 +435,7 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
              table.to_markdown(index=False, floatfmt=".1f"), "",
              "Goals (issue [3/6]): p99 <= 10 ms for one account at one client; >= 1,000 scored accounts/s "
              "in batches.", "",
+             *beside_figures["lines"],
              "## A live event reaches the next score", "",
              "POST /events (one page view for a lead, pushed through Feast's push source), then "
              "POST /intent for that lead; time until the intent answer shows the new event count "

@@ -88,7 +88,9 @@ def kill_process_group(pid: int, grace: float = 10.0, proc: subprocess.Popen | N
 
     Servers are started with ``start_new_session=True``, so the group holds the server and every
     worker it forked. ``proc``, when this process started the leader, is reaped as the group
-    winds down (a zombie leader would keep the group alive to ``killpg(pid, 0)``).
+    winds down (a zombie leader would keep the group alive to ``killpg(pid, 0)``); without it a
+    leader that is this process's child is reaped all the same (``serving.runner.stop`` has only
+    the pid: its exited server waited out the whole grace, then took a SIGKILL it no longer needed).
     """
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -100,6 +102,8 @@ def kill_process_group(pid: int, grace: float = 10.0, proc: subprocess.Popen | N
         while time.monotonic() < deadline:
             if proc is not None:
                 proc.poll()
+            else:
+                _reap(pid)
             try:
                 os.killpg(pid, 0)
             except ProcessLookupError:
@@ -113,3 +117,11 @@ def kill_process_group(pid: int, grace: float = 10.0, proc: subprocess.Popen | N
     if proc is not None:
         proc.wait()
     return not gone
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is an exited child of this process (else nothing)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child, or reaped already
+        pass

@@ -69,6 +69,25 @@ def store(store_settings):
     return open_store(store_settings)
 
 
+@pytest.fixture(scope="session")
+def served_settings(tmp_path_factory) -> Settings:
+    """A served environment: a small export, a materialized store and three registered models (one per
+    session, for tests/serving and for the benchmarks' short runs in tests/benchmarks)."""
+    from features.store import apply, build_feature_files, materialize
+    from salesml.simulator import generate
+    from training import pipeline
+
+    settings = Settings(home=tmp_path_factory.mktemp("served"))
+    settings.ensure_dirs()
+    generate(settings.raw_dir, truth_samples=0, **SMALL)  # no served test reads the Monte Carlo churn truth
+    build_feature_files(settings, settings.raw_dir, progress=lambda _: None)
+    apply(settings, progress=lambda _: None)
+    materialize(settings)
+    for name in ("intent", "lead_match", "chs"):
+        pipeline.run(settings, name, seed=3, raw_dir=settings.raw_dir, log=lambda _: None)
+    return settings
+
+
 @pytest.fixture
 def chromium() -> str:
     """Debian's chromium (``make browser`` installs it): skipped where it is missing, failed under

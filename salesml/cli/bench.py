@@ -59,8 +59,9 @@ def bench_exports(
 def bench_serving(
     seconds: Annotated[float, typer.Option(help="Seconds per measured cell.")] = 8.0,
 ) -> None:
-    """/health latency and throughput (HTTP and in-process, 1 and 16 clients, 1 and 100 accounts), push
-    latency as the live store grows, /health under concurrent pushes and a 1,000-lead /match."""
+    """/health latency and throughput (HTTP and in-process, 1 and 16 clients, 1 and 100 accounts), ours beside
+    a bare BentoML service over the same boosters (/health, /intent, /match), push latency as the live store
+    grows, /health under concurrent pushes and a 1,000-lead /match."""
     from benchmarks.serving import run
 
     report = run(_settings(), seconds=seconds, log=console.print)

@@ -56,3 +56,15 @@ def test_a_server_that_never_answers_times_out_and_one_that_ignores_sigterm_is_k
         t0 = time.monotonic()
         assert kill_process_group(proc.pid, grace=0.5, proc=proc)
     assert proc.returncode == -9 and time.monotonic() - t0 < 5
+
+
+def test_a_leader_known_by_its_pid_alone_is_reaped_not_waited_out():
+    """``serving.runner.stop`` has the pid of a server this process started, not its Popen: the exited
+    leader is reaped at once instead of lingering as a zombie until the grace ends."""
+    proc = _start("import time; time.sleep(600)")
+    pid = proc.pid
+    t0 = time.monotonic()
+    assert kill_process_group(pid, grace=10)
+    assert time.monotonic() - t0 < 5
+    assert kill_process_group(pid) is False
+    proc.wait(timeout=5)  # reaped already: Popen learns it has ended

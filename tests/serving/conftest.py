@@ -1,29 +1,9 @@
-"""A served environment: a small export, a materialized store and three registered models."""
+"""Keys, a scoring core and the service's ASGI app over the served environment (``served_settings``,
+tests/conftest.py: a small export, a materialized store and three registered models)."""
 
 from __future__ import annotations
 
 import pytest
-
-from salesml.settings import Settings
-
-SMALL = dict(accounts=150, leads=600, reps=12, weeks=60, seed=11)  # as tests/conftest.py
-
-
-@pytest.fixture(scope="session")
-def served_settings(tmp_path_factory) -> Settings:
-    from features.store import apply, build_feature_files, materialize
-    from salesml.simulator import generate
-    from training import pipeline
-
-    settings = Settings(home=tmp_path_factory.mktemp("served"))
-    settings.ensure_dirs()
-    generate(settings.raw_dir, truth_samples=0, **SMALL)  # no served test reads the Monte Carlo churn truth
-    build_feature_files(settings, settings.raw_dir, progress=lambda _: None)
-    apply(settings, progress=lambda _: None)
-    materialize(settings)
-    for name in ("intent", "lead_match", "chs"):
-        pipeline.run(settings, name, seed=3, raw_dir=settings.raw_dir, log=lambda _: None)
-    return settings
 
 
 @pytest.fixture(scope="session")
