@@ -26,7 +26,7 @@ from serving.auth import Caller, view
 from serving.errors import ModelUnavailable, RequestError, UnknownFeature
 from serving.predlog import DIRECT, PredictionLog, clean, now_utc
 from training.data import feature_matrix
-from training.drivers import driver_effects, driver_effects_of, top_drivers
+from training.drivers import driver_effects, driver_effects_of, top_drivers, top_drivers_of
 
 if TYPE_CHECKING:
     from serving.playbooks import Playbooks
@@ -688,11 +688,16 @@ class ScoringCore:
                 part = leads.iloc[idx].drop(columns="_known")
                 pairs = part.merge(rep_feats.drop(columns="_known"), how="cross")
                 pairs = pd.concat([pairs, lead_rep_fit(pairs)], axis=1)
-                pm = loaded.model.predict_proba(pairs).reshape(len(part), len(known_reps))
+                matrix = self._matrix("lead_match")
+                x = feature_matrix(pairs, loaded.model.spec, len(pairs)) if matrix else None
+                pm = (loaded.model.predict_codes(x) if x is not None else loaded.model.predict_proba(pairs)
+                      ).reshape(len(part), len(known_reps))
                 order = np.argsort(-pm, axis=1, kind="stable")[:, :top]  # each lead's best reps
                 # reasons only for the pairs shown: TreeSHAP on every lead x rep pair cost 3.4 of 4.5 s
                 shown = (np.arange(len(part))[:, None] * len(known_reps) + order).ravel()
-                why = top_drivers(loaded.model.contributions(pairs.iloc[shown]).drop(columns="bias"))
+                why = (top_drivers_of(loaded.model.contributions_codes(x[shown]), loaded.model.spec.columns)
+                       if x is not None else
+                       top_drivers(loaded.model.contributions(pairs.iloc[shown]).drop(columns="bias")))
                 lead_rows = part.to_dict("records")
                 for k, i in enumerate(idx):
                     ranked = [{"rep_id": known_reps[j], "expected_conversion": float(pm[k, j]),
@@ -719,7 +724,7 @@ class ScoringCore:
             ids = leads.loc[known, "lead_id"].astype(str).tolist()
             out["assignment"] = {
                 "status": "proposal",  # nothing is assigned on anyone's behalf
-                "expected_conversions": float(np.sum(sol.expected)),
+                "expected_conversions": sol.total_expected(),  # over the leads assigned (NaN: unassigned)
                 "proposals": [{"lead_id": lead, "rep_id": known_reps[j] if j >= 0 else None,
                                "expected_conversion": float(e) if j >= 0 else None}
                               for lead, j, e in zip(ids, sol.rep_index, sol.expected)],

@@ -72,6 +72,13 @@ def test_every_account_and_200_leads_answer_alike_both_ways(core, served_setting
         _same(fast, slow, f"health[{caller.role}]")
         fast, slow = _both(core, lambda c, caller=caller: c.intent(caller, leads + ["L9999999"], request_id="r"))
         _same(fast, slow, f"intent[{caller.role}]")
+    for assign in (False, True):  # the lead x rep pairs scored as a matrix: the same ranking, reasons, proposal
+        fast, slow = _both(core, lambda c, assign=assign: c.match(ROLES[1], leads[:60] + ["L9999999"], top=3,
+                                                                  assign=assign, request_id="r"))
+        _same(fast, slow, f"match[assign={assign}]")
+        if assign:  # the sum over the leads proposed: it was NaN whenever a lead was left unassigned
+            total = sum(p["expected_conversion"] for p in fast["assignment"]["proposals"] if p["rep_id"] is not None)
+            assert fast["assignment"]["expected_conversions"] == pytest.approx(total)
     # a change since a date: the previous features of every account read at once, attributed alike
     with_history = _accounts_with_history(served_settings)[:60]  # the frame path attributes one by one: slow
     assert len(with_history) >= 50, len(with_history)
