@@ -264,9 +264,18 @@ class ScoringCore:
         """Online features by id; ``_known`` is False where no view holds the entity."""
         from features.training_sets import numbers_as_floats
 
+        batch = self.online_batch(service, key, ids)  # Feast's read minus its response objects (below)
+        df = numbers_as_floats(pd.DataFrame(batch.columns), self._service(service))  # counts, flags as floats
+        df["_known"] = batch.known
+        return df
+
+    def _online_frame_feast(self, service: str, key: str, ids: list[str]) -> pd.DataFrame:
+        """``online`` through ``get_online_features(...).to_df()`` (the tests' reference)."""
+        from features.training_sets import numbers_as_floats
+
         df = self.store.get_online_features(features=self._service(service),
                                             entity_rows=[{key: i} for i in ids]).to_df()
-        df = numbers_as_floats(df, self._service(service))  # counts and flags as the model reads them
+        df = numbers_as_floats(df, self._service(service))
         feats = [c for c in df.columns if c != key]
         df["_known"] = df[feats].notna().any(axis=1) if feats else False
         return df

@@ -195,6 +195,10 @@ def test_the_online_read_per_view_returns_what_feast_returns(core, served_settin
         for name, values in feast.items():
             assert batch.columns[name] == values, (model, name)
         assert batch.known.tolist() == [True] * (len(ids) - 1) + [False]
+        # and the frame built from it (``online``, the frame path's and /match's read) as Feast's to_df() gives it
+        frame, feast_frame = core.online(service, key, ids), core._online_frame_feast(service, key, ids)
+        assert set(frame.columns) == set(feast_frame.columns)
+        pd.testing.assert_frame_equal(frame[list(feast_frame.columns)], feast_frame)
     assert core._online_views(core.specs["lead_match"].feature_service) is None  # its on-demand view: Feast
 
 
