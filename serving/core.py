@@ -280,7 +280,7 @@ class ScoringCore:
         df["_known"] = df[feats].notna().any(axis=1) if feats else False
         return df
 
-    def online_batch(self, service: str, key: str, ids: list[str]) -> Batch:
+    def online_batch(self, service: str | None, key: str, ids: list[str], view: str | None = None) -> Batch:
         """``online`` without a frame, values as Feast's ``to_dict()`` gives them (the casts to model inputs
         happen once, in ``feature_matrix``; the frame and its casts cost ~6 ms). On Feast's SQLite online
         store each view is selected from Feast's own table (``_read_sqlite_view``: 0.1 ms for one account
@@ -292,11 +292,15 @@ class ScoringCore:
 
         ids = [str(i) for i in ids]
         columns: dict[str, list] = {key: ids}
-        views = self._online_views(service)
+        if view is not None:  # one view's features (the reps' state), not a service's
+            fv = self.store.get_feature_view(view)
+            views: list[tuple[Any, list[str]]] | None = [(fv, [f.name for f in fv.features])]
+            features: Any = [f"{view}:{f.name}" for f in fv.features]
+        else:
+            views, features = self._online_views(cast(str, service)), self._service(cast(str, service))
         online_store = self.store._get_provider().online_store
         if views is None or not isinstance(online_store, SqliteOnlineStore):
-            columns = self.store.get_online_features(features=self._service(service),
-                                                     entity_rows=[{key: i} for i in ids]).to_dict()
+            columns = self.store.get_online_features(features=features, entity_rows=[{key: i} for i in ids]).to_dict()
         else:
             from feast.protos.feast.types.EntityKey_pb2 import EntityKey
             from feast.protos.feast.types.Value_pb2 import Value
@@ -743,10 +747,10 @@ class ScoringCore:
         return out
 
     def online_reps(self, rep_ids: list[str]) -> pd.DataFrame:
-        names = [f"rep_state:{f.name}" for f in self.store.get_feature_view("rep_state").features]
-        df = self.store.get_online_features(features=names, entity_rows=[{"rep_id": r} for r in rep_ids]).to_df()
-        feats = [c for c in df.columns if c != "rep_id"]
-        df["_known"] = df[feats].notna().any(axis=1)
+        """The reps' state online (``online_batch`` of the ``rep_state`` view), ``_known`` as in ``online``."""
+        batch = self.online_batch(None, "rep_id", rep_ids, view="rep_state")
+        df = pd.DataFrame(batch.columns)
+        df["_known"] = batch.known
         return df
 
     # --- events and outcomes -------------------------------------------------------------------

@@ -199,6 +199,13 @@ def test_the_online_read_per_view_returns_what_feast_returns(core, served_settin
         frame, feast_frame = core.online(service, key, ids), core._online_frame_feast(service, key, ids)
         assert set(frame.columns) == set(feast_frame.columns)
         pd.testing.assert_frame_equal(frame[list(feast_frame.columns)], feast_frame)
+    reps = list(core.active_reps) + ["R9999999"]  # the reps' state, read the same way for /match
+    names = [f"rep_state:{f.name}" for f in core.store.get_feature_view("rep_state").features]
+    feast_reps = core.store.get_online_features(features=names, entity_rows=[{"rep_id": r} for r in reps]).to_df()
+    feast_reps["_known"] = feast_reps.drop(columns="rep_id").notna().any(axis=1)
+    ours = core.online_reps(reps)
+    assert set(ours.columns) == set(feast_reps.columns) and ours["_known"].tolist()[-1] is False
+    pd.testing.assert_frame_equal(ours[list(feast_reps.columns)], feast_reps)
     assert core._online_views(core.specs["lead_match"].feature_service) is None  # its on-demand view: Feast
 
 
