@@ -269,17 +269,6 @@ class ScoringCore:
         df["_known"] = batch.known
         return df
 
-    def _online_frame_feast(self, service: str, key: str, ids: list[str]) -> pd.DataFrame:
-        """``online`` through ``get_online_features(...).to_df()`` (the tests' reference)."""
-        from features.training_sets import numbers_as_floats
-
-        df = self.store.get_online_features(features=self._service(service),
-                                            entity_rows=[{key: i} for i in ids]).to_df()
-        df = numbers_as_floats(df, self._service(service))
-        feats = [c for c in df.columns if c != key]
-        df["_known"] = df[feats].notna().any(axis=1) if feats else False
-        return df
-
     def online_batch(self, service: str | None, key: str, ids: list[str], view: str | None = None) -> Batch:
         """``online`` without a frame, values as Feast's ``to_dict()`` gives them (the casts to model inputs
         happen once, in ``feature_matrix``; the frame and its casts cost ~6 ms). On Feast's SQLite online

@@ -196,7 +196,12 @@ def test_the_online_read_per_view_returns_what_feast_returns(core, served_settin
             assert batch.columns[name] == values, (model, name)
         assert batch.known.tolist() == [True] * (len(ids) - 1) + [False]
         # and the frame built from it (``online``, the frame path's and /match's read) as Feast's to_df() gives it
-        frame, feast_frame = core.online(service, key, ids), core._online_frame_feast(service, key, ids)
+        from features.training_sets import numbers_as_floats
+
+        feast_frame = numbers_as_floats(core.store.get_online_features(
+            features=core._service(service), entity_rows=[{key: i} for i in ids]).to_df(), core._service(service))
+        feast_frame["_known"] = feast_frame.drop(columns=key).notna().any(axis=1)
+        frame = core.online(service, key, ids)
         assert set(frame.columns) == set(feast_frame.columns)
         pd.testing.assert_frame_equal(frame[list(feast_frame.columns)], feast_frame)
     reps = list(core.active_reps) + ["R9999999"]  # the reps' state, read the same way for /match
