@@ -67,3 +67,10 @@ def measured() -> str:
 
     return (f"Measured {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
             f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+
+
+def pct(values, q: float) -> float:
+    """The ``q``-th percentile of ``values`` (NaN when there are none): every benchmark's latency figures."""
+    import numpy as np
+
+    return float(np.percentile(values, q)) if len(values) else float("nan")

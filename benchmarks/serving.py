@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from benchmarks.home import pct
 from benchmarks.serving_bare import ISSUE_METHOD, BesideRun
 from benchmarks.serving_warnings import push_to_inbox
 from salesml.settings import Settings
@@ -261,10 +262,6 @@ def _event_to_score(reader: _Client, writer: _Client, events: _Events, n: int = 
     return np.array(out)
 
 
-def _pct(a: np.ndarray, q: float) -> float:
-    return float(np.percentile(a, q)) if len(a) else float("nan")
-
-
 def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int = 5, seconds: float = 8.0,
         log: Callable[[str], None] = print, contention_seconds: float = 6.0, push_rate: float = 20.0,
         beside: BesideRun = ISSUE_METHOD):
@@ -328,7 +325,7 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
                     rate = len(lat) / seconds
                     rows.append({"scenario": f"/health, {batch} account{'s' if batch > 1 else ''} per call",
                                  "path": mode, "clients": clients, "calls": len(lat),
-                                 "p50 ms": _pct(lat, 50), "p99 ms": _pct(lat, 99),
+                                 "p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99),
                                  "calls/s": rate, "accounts/s": rate * batch})
 
         # 1b. Beside a bare BentoML service over the same champion boosters, before any push: both score the
@@ -398,14 +395,14 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
             push = np.concatenate(took["push"]) if took["push"] else np.array([])
             match = np.concatenate(took["match"]) if took["match"] else np.array([])
             push_rate_done = sum(b.rate for kind, b in bg if kind == "push")
-            idle_p99 = idle_p99 if idle_p99 is not None else _pct(lat, 99)
+            idle_p99 = idle_p99 if idle_p99 is not None else pct(lat, 99)
             if len(match):
                 match_ms[name] = match
             contention.append({"load besides the /health client": name, "calls": len(lat),
-                               "p50 ms": _pct(lat, 50), "p99 ms": _pct(lat, 99),
-                               "p99 / idle p99": _pct(lat, 99) / idle_p99,
-                               "pushes/s done": push_rate_done, "push p50 ms": _pct(push, 50),
-                               "/match calls": len(match), "/match p50 ms": _pct(match, 50)})
+                               "p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99),
+                               "p99 / idle p99": pct(lat, 99) / idle_p99,
+                               "pushes/s done": push_rate_done, "push p50 ms": pct(push, 50),
+                               "/match calls": len(match), "/match p50 ms": pct(match, 50)})
 
         # 4. Push latency, part two: fill the live store to PUSH_TOTAL rows, then 50 more pushes.
         added, fill_s = _fill_live(home, events, PUSH_TOTAL)
@@ -422,7 +419,7 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
         stop(home)
     took_s = time.perf_counter() - started
     table = pd.DataFrame(rows)
-    ratio = _pct(later, 50) / _pct(first, 50), _pct(later, 99) / _pct(first, 99)
+    ratio = pct(later, 50) / pct(first, 50), pct(later, 99) / pct(first, 99)
     per_lead = PUSH_TOTAL / len(events.leads)
     lines = ["# Serving benchmark", "",
              f"{measured()}; command: `make bench` (`salesml bench serving`), "
@@ -456,8 +453,8 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
              _push_row(f"50 pushes after {PUSH_TOTAL:,} (live store at {PUSH_TOTAL:,}-{PUSH_TOTAL + 49:,} rows)",
                        later),
              f"| ratio, after {PUSH_TOTAL:,} / pushes 1-10 | | {ratio[0]:.2f} | {ratio[1]:.2f} | |",
-             f"| ratio, after {PUSH_TOTAL:,} / pushes 11-60 | | {_pct(later, 50) / _pct(warm, 50):.2f} | "
-             f"{_pct(later, 99) / _pct(warm, 99):.2f} | |", "",
+             f"| ratio, after {PUSH_TOTAL:,} / pushes 11-60 | | {pct(later, 50) / pct(warm, 50):.2f} | "
+             f"{pct(later, 99) / pct(warm, 99):.2f} | |", "",
              f"Pushes 1-10, each (ms): {_ms_list(first)}. Goal: within 20% (ratio <= 1.2); pushes 1-10 include "
              "the service's first pushes (cold caches), so the 11-60 row is the fairer baseline for how the "
              f"cost follows the store's size. How the {PUSH_TOTAL:,} rows got there: "
@@ -483,13 +480,13 @@ def run(settings: Settings, accounts: int = 2000, leads: int = 1000, seed: int =
              "Goal: p99 within 2x the idle p99.", "",
              pd.DataFrame(contention).to_markdown(index=False, floatfmt=".1f"), "",
              f"The 1,000-lead /match itself: alone {_ms_list(match_ms['alone'])} ms (3 calls); "
-             + "; ".join(f"under '{k}' p50 {_pct(v, 50):.0f} ms, max {v.max():.0f} ms ({len(v)} calls)"
+             + "; ".join(f"under '{k}' p50 {pct(v, 50):.0f} ms, max {v.max():.0f} ms ({len(v)} calls)"
                          for k, v in match_ms.items() if k != "alone") + ".", ""]
     return write_report(settings, "serving", lines, log)
 
 
 def _push_row(name: str, ms: np.ndarray) -> str:
-    return f"| {name} | {len(ms)} | {_pct(ms, 50):.1f} | {_pct(ms, 99):.1f} | {ms.max():.1f} |"
+    return f"| {name} | {len(ms)} | {pct(ms, 50):.1f} | {pct(ms, 99):.1f} | {ms.max():.1f} |"
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -638,7 +635,7 @@ def _legit_calls(port: int, key: str, ids: list[str], clients: int, seconds: flo
         for kind, n in part.items():
             failed[kind] = failed.get(kind, 0) + n
     return {"calls": len(ms) + sum(failed.values()), "answered": len(ms), "unanswered": sum(failed.values()),
-            "failures": failed, "p50 ms": _pct(ms, 50), "p99 ms": _pct(ms, 99),
+            "failures": failed, "p50 ms": pct(ms, 50), "p99 ms": pct(ms, 99),
             "max ms": float(ms.max()) if len(ms) else float("nan"), "calls/s": len(ms) / seconds}
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
+from benchmarks.home import pct
 from salesml.settings import Settings
 
 if TYPE_CHECKING:
@@ -134,12 +135,7 @@ def export_anchor(home: Settings, core: ScoringCore, folder: Path, max_leads: in
                 arrays = {"ids": np.array(ids), "reps": np.array(out.reps), "x": x}
         meta: dict[str, Any] = {"version": str(mv.version), "columns": list(spec.columns), "rows": len(ids)}
         if isinstance(model, LinearScoringModel):  # its imputer, scaler and coefficients as plain arrays
-            num = model.baseline.pipeline[0].named_transformers_["num"]
-            imputer, scaler, lr = num[0], num[-1], model.baseline.pipeline[-1]
-            arrays.update(median=imputer.statistics_, mean=scaler.mean_, scale=scaler.scale_, coef=lr.coef_[0],
-                          intercept=lr.intercept_,
-                          indicators=(imputer.indicator_.features_ if imputer.indicator_ is not None
-                                      else np.array([], dtype=np.int64)))
+            arrays.update(model.numpy_parts())
             meta["kind"] = "linear"
         else:
             model.booster.get_booster().save_model(str(folder / f"{name}.json"))
@@ -316,10 +312,6 @@ def _many_clients(conns: _Connections, path: str, bodies: list[bytes], clients: 
     return out, len(out.ms) / (time.perf_counter() - started)
 
 
-def _pct(a: np.ndarray, q: float) -> float:
-    return float(np.percentile(a, q)) if len(a) else float("nan")
-
-
 def _bodies(endpoint: str, ids: list[str]) -> list[bytes]:
     if endpoint == "/health":
         return [json.dumps({"account_ids": [i]}).encode() for i in ids]
@@ -372,7 +364,7 @@ def _batch(conns: _Connections, bodies: list[bytes], seconds: float) -> dict:
         conns.post("/health", bodies[(1 + len(ms)) % len(bodies)])
         ms.append(1000 * (time.perf_counter() - t0))
     took = time.perf_counter() - started
-    return {"calls": len(ms), "p50 ms": _pct(np.array(ms), 50), "seconds": took}
+    return {"calls": len(ms), "p50 ms": pct(np.array(ms), 50), "seconds": took}
 
 
 def side_by_side(home: Settings, anchor: Anchor, ours_port: int, bare_port: int, key: str,
@@ -407,8 +399,8 @@ def side_by_side(home: Settings, anchor: Anchor, ours_port: int, bare_port: int,
                 many, rate = _many_clients(conns, endpoint, bodies, run.clients, run.seconds)
                 conns.close()
                 a, m = np.array(one.ms), np.array(many.ms)
-                row[side] = {"calls": len(a), "p50 ms": _pct(a, 50), "p99 ms": _pct(a, 99), "failed": one.failed,
-                             "calls/s": rate, "p99 ms at clients": _pct(m, 99), "calls at clients": len(m),
+                row[side] = {"calls": len(a), "p50 ms": pct(a, 50), "p99 ms": pct(a, 99), "failed": one.failed,
+                             "calls/s": rate, "p99 ms at clients": pct(m, 99), "calls at clients": len(m),
                              "failed at clients": many.failed}
             if with_bare:
                 o, b = row["ours"], row["bare"]

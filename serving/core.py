@@ -308,13 +308,12 @@ class ScoringCore:
         """Feature name -> one stored ValueProto (or None) per entity key, selected from the view's table in
         Feast's SQLite online store, rows as Feast wrote them (its ``online_read`` also sorts them and turns
         every row's timestamp into a datetime: 201 ms for 1,000 accounts where this takes 89)."""
+        from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.infra.online_stores.sqlite import _quote_id, _table_id
+        from feast.protos.feast.types.Value_pb2 import Value
 
         config = self.store.config
         wanted: dict[str, list] = {name: [None] * len(entity_keys) for name in names}
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.Value_pb2 import Value
-
         version = config.entity_key_serialization_version
         keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
         at: dict[bytes, list[int]] = {}
